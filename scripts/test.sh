@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test suite, from a fresh clone: set up, lint, then pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+source .venv/bin/activate
+ruff check pipeline app tests benchmarks
+python -m pytest -q "$@"
