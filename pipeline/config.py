@@ -40,8 +40,9 @@ class FeatureSettings(_Section):
     pooling: Literal["mean", "cls"] | None = None  # None: the encoder's default
     prefix: str | None = None  # None: the encoder's default ("query: " for e5)
     max_length: int = 256  # tokens; Douban short reviews are capped at 350 characters
-    token_budget: int = 16_384  # padded tokens per batch (dynamic batching)
-    token_layers: list[int] = Field(default_factory=lambda: [-1])  # layers whose token states
+    token_budget: int | None = None  # padded tokens per batch; None: 16384 on GPU, 1024 on CPU
+    # hidden states (0 = embeddings, -1 = last) whose token states are stored, or "all"
+    token_layers: list[int] | Literal["all"] = Field(default_factory=lambda: [-1])
     token_state_limit: int | None = None  # keep token states for the first N reviews only
     shard_size: int = 4096
     device: str = "auto"
@@ -60,6 +61,14 @@ class HeadSettings(_Section):
     batch_size: int = 64
     class_weights: bool = False
     layer_mix: bool = True  # learned softmax-weighted mix of the stored layers
+    layers: list[int] | None = None  # token-state layers the heads read; None: all stored
+    pooled_input: bool = False  # also feed the last layer's mean-pooled vector to the MLP
+    outputs: list[Literal["classification", "regression", "ordinal"]] = Field(
+        default_factory=lambda: ["classification", "regression", "ordinal"]
+    )
+    baseline_pooled_layers: list[int] = Field(default_factory=lambda: [-4, -3, -2, -1])
+    ensemble: bool = True  # also save head_cls + tfidf_lr probability averaging
+    device: str = "auto"
 
 
 class FinetuneSettings(_Section):
@@ -73,6 +82,22 @@ class FinetuneSettings(_Section):
     grad_clip: float = 1.0
     patience: int = 1
     eval_every: int = 200  # steps between validation checks
+    val_limit: int | None = 2_000  # validation reviews per check (stratified); None: all
+    dropout: float = 0.1
+    weight_decay: float = 0.01
+    freeze_embeddings: bool = True  # word-embedding matrix (80% of e5-small's parameters)
+    device: str = "auto"
+
+
+class LabSettings(_Section):
+    eval_reviews: int = 1_500  # held-out test reviews (stratified) every view is computed on
+    probe_train_reviews: int = 3_000  # train reviews the layer probes learn from
+    model: str | None = None  # fine-tuned model to compare; None: the first finetune_* saved
+    words: list[str] = Field(default_factory=lambda: ["好看", "失望", "一般", "无聊", "感动"])
+    word_reviews: int = 150  # occurrences per word (balanced over stars where possible)
+    tsne: bool = True  # t-SNE maps beside the PCA ones (slower)
+    head_reviews: int = 300  # reviews for the attention-head statistics
+    device: str = "auto"
 
 
 class Settings(_Section):
@@ -84,6 +109,7 @@ class Settings(_Section):
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     head: HeadSettings = Field(default_factory=HeadSettings)
     finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
+    lab: LabSettings = Field(default_factory=LabSettings)
 
     @property
     def paths(self) -> RunPaths:

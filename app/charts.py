@@ -1,0 +1,178 @@
+"""Altair charts the pages share. Data comes in as DataFrames from pipeline.analytics; these only
+draw. Vega renders text with the browser's fonts, so every chart asks for a CJK-capable stack."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+FONT = "Noto Sans CJK SC, Noto Sans SC, Microsoft YaHei, sans-serif"
+STAR_COLORS = ["#d73027", "#fc8d59", "#fee08b", "#91cf60", "#1a9850"]  # 1 (red) .. 5 (green)
+STAR_SCALE = alt.Scale(domain=[1, 2, 3, 4, 5], range=STAR_COLORS)
+
+
+def styled(chart: alt.TopLevelMixin) -> alt.TopLevelMixin:
+    return chart.configure(font=FONT).configure_axis(labelFont=FONT, titleFont=FONT)
+
+
+def star_bars(counts: pd.DataFrame, value: str = "reviews", title: str = "") -> alt.Chart:
+    """Bars per star (columns ``star`` and ``value``), coloured red to green."""
+    return (
+        alt.Chart(counts, title=title)
+        .mark_bar()
+        .encode(
+            x=alt.X("star:O", title="star"),
+            y=alt.Y(f"{value}:Q", title=value),
+            color=alt.Color("star:O", scale=STAR_SCALE, legend=None),
+            tooltip=[alt.Tooltip("star:O"), alt.Tooltip(f"{value}:Q", format=",")],
+        )
+        .properties(height=220)
+    )
+
+
+def true_vs_predicted(dist: pd.DataFrame, title: str = "") -> alt.Chart:
+    """Grouped bars: long frame with ``star``, ``which`` (true / predicted), ``share``."""
+    return (
+        alt.Chart(dist, title=title)
+        .mark_bar()
+        .encode(
+            x=alt.X("star:O", title="star"),
+            xOffset="which:N",
+            y=alt.Y("share:Q", title="share of reviews", axis=alt.Axis(format="%")),
+            color=alt.Color("which:N", title="", scale=alt.Scale(range=["#888888", "#2e7d32"])),
+            tooltip=["star:O", "which:N", alt.Tooltip("share:Q", format=".1%"),
+                     alt.Tooltip("reviews:Q", format=",")],
+        )
+        .properties(height=220)
+    )
+
+
+def confusion_heatmap(matrix: pd.DataFrame, normalised: bool, title: str = "") -> alt.Chart:
+    """5x5 heatmap, rows true star, columns predicted star (a ``confusion`` DataFrame)."""
+    long = matrix.rename_axis(index="true", columns="predicted").stack().rename("value")
+    long = long.reset_index()
+    fmt = ".0%" if normalised else ","
+    base = alt.Chart(long, title=title).encode(
+        x=alt.X("predicted:O", title="predicted star"),
+        y=alt.Y("true:O", title="true star"),
+    )
+    cells = base.mark_rect().encode(
+        color=alt.Color("value:Q", scale=alt.Scale(scheme="greens"), legend=None),
+        tooltip=["true:O", "predicted:O", alt.Tooltip("value:Q", format=fmt)],
+    )
+    labels = base.mark_text(fontSize=11).encode(
+        text=alt.Text("value:Q", format=fmt),
+        color=alt.condition(alt.datum.value > long["value"].max() / 2, alt.value("white"),
+                            alt.value("black")),
+    )
+    return (cells + labels).properties(width=220, height=220)
+
+
+def grouped_metric_bars(table: pd.DataFrame, metrics: list[str], title: str = "") -> alt.Chart:
+    """One bar per model and metric (e.g. exact vs off-by-one accuracy)."""
+    long = table.melt(id_vars="model", value_vars=metrics, var_name="metric", value_name="value")
+    return (
+        alt.Chart(long, title=title)
+        .mark_bar()
+        .encode(
+            y=alt.Y("model:N", sort=None, title=""),
+            yOffset="metric:N",
+            x=alt.X("value:Q", title="", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color("metric:N", title=""),
+            tooltip=["model:N", "metric:N", alt.Tooltip("value:Q", format=".1%")],
+        )
+    )
+
+
+def reliability(table: pd.DataFrame) -> alt.LayerChart:
+    """Reliability curve: accuracy vs mean confidence per bin, per model, with the diagonal."""
+    diagonal = alt.Chart(pd.DataFrame({"x": [0, 1], "y": [0, 1]})).mark_line(
+        strokeDash=[4, 4], color="#999999"
+    ).encode(x="x:Q", y="y:Q")
+    points = (
+        alt.Chart(table[table["count"] > 0])
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("confidence:Q", title="mean confidence", scale=alt.Scale(domain=[0, 1])),
+            y=alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color("model:N"),
+            tooltip=["model:N", alt.Tooltip("confidence:Q", format=".2f"),
+                     alt.Tooltip("accuracy:Q", format=".2f"), alt.Tooltip("count:Q", format=",")],
+        )
+    )
+    return (diagonal + points).properties(height=300)
+
+
+def probability_bars(probs: list[float], predicted: int) -> alt.Chart:
+    """The probability of each star for one review; the predicted star is outlined."""
+    frame = pd.DataFrame({"star": [1, 2, 3, 4, 5], "probability": probs})
+    frame["picked"] = frame["star"] == predicted
+    return (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            x=alt.X("star:O"),
+            y=alt.Y("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+            color=alt.Color("star:O", scale=STAR_SCALE, legend=None),
+            stroke=alt.condition(alt.datum.picked, alt.value("black"), alt.value(None)),
+            strokeWidth=alt.value(2),
+            tooltip=["star:O", alt.Tooltip("probability:Q", format=".1%")],
+        )
+        .properties(height=220)
+    )
+
+
+def line(frame: pd.DataFrame, x: str, y: str, title: str = "", color: str | None = None,
+         y_format: str = "") -> alt.Chart:
+    """A line with points and tooltips (trends over time, per-layer curves)."""
+    enc = {
+        "x": alt.X(x, title=x.split(":")[0]),
+        "y": alt.Y(y, title=y.split(":")[0], axis=alt.Axis(format=y_format)),
+        "tooltip": [c for c in frame.columns if not c.startswith("_")],
+    }
+    if color:
+        enc["color"] = alt.Color(color)
+    return alt.Chart(frame, title=title).mark_line(point=True).encode(**enc).properties(height=260)
+
+
+def hline(value: float) -> alt.Chart:
+    """A dashed horizontal reference line (e.g. the majority-class accuracy)."""
+    return alt.Chart(pd.DataFrame({"y": [value]})).mark_rule(
+        strokeDash=[4, 4], color="#999999"
+    ).encode(y="y:Q")
+
+
+def scatter_map(points: pd.DataFrame, color: str, tooltip: list[str]) -> alt.Chart:
+    """2-d map (t-SNE, projections): hover a point to read its review."""
+    color_enc = (
+        alt.Color(f"{color}:O", scale=STAR_SCALE, title=color)
+        if color in ("star", "pred_star")
+        else alt.Color(f"{color}:N")
+    )
+    return (
+        alt.Chart(points)
+        .mark_circle(size=40, opacity=0.75)
+        .encode(
+            x=alt.X("x:Q", axis=None),
+            y=alt.Y("y:Q", axis=None),
+            color=color_enc,
+            tooltip=tooltip,
+        )
+        .properties(height=460)
+        .interactive()
+    )
+
+
+def heatmap(frame: pd.DataFrame, x: str, y: str, value: str, title: str = "",
+            scheme: str = "blues", fmt: str = ".2f") -> alt.Chart:
+    """Generic heatmap of a long frame (layer x head statistics, CKA matrices)."""
+    return (
+        alt.Chart(frame, title=title)
+        .mark_rect()
+        .encode(
+            x=alt.X(f"{x}:O"),
+            y=alt.Y(f"{y}:O"),
+            color=alt.Color(f"{value}:Q", scale=alt.Scale(scheme=scheme)),
+            tooltip=[f"{x}:O", f"{y}:O", alt.Tooltip(f"{value}:Q", format=fmt)],
+        )
+    )

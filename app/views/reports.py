@@ -1,0 +1,86 @@
+"""Reports: write a film's self-contained HTML report (or every film's, with the index) into
+reports/<run>/ with pipeline.reports, and download them."""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+
+import common
+import streamlit as st
+
+from pipeline.config import Settings
+
+REPORTS_DIR_ENV = "DOUBAN_REPORTS_DIR"  # the tests write reports into a temporary folder
+
+
+def reports_dir() -> Path:
+    return Path(os.environ.get(REPORTS_DIR_ENV) or Settings().reports_dir)
+
+
+def generate(ctx: common.Context, films: list[str]) -> list[Path]:
+    """One film at a time, so the progress bar moves; each call refreshes index.html."""
+    from pipeline.reports import write_reports
+
+    bar = st.progress(0.0, text="writing reports")
+    written: list[Path] = []
+    for i, film in enumerate(films):
+        bar.progress(i / len(films), text=f"{film} ({i + 1} of {len(films)})")
+        pages = write_reports(ctx.run_dir, films=[film], model=ctx.model,
+                              reports_dir=reports_dir(), progress=False)
+        written += [p for p in pages if p.name != "index.html"]
+    bar.progress(1.0, text=f"wrote {len(written)} report(s)")
+    return written + [reports_dir() / ctx.name / "index.html"]
+
+
+def zipped(paths: list[Path]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in paths:
+            archive.write(path, arcname=path.name)
+    return buffer.getvalue()
+
+
+def existing(ctx: common.Context) -> None:
+    folder = reports_dir() / ctx.name
+    pages = sorted(folder.glob("*.html"), key=lambda p: (p.name != "index.html", p.name))
+    st.subheader("Reports on disk")
+    if not pages:
+        st.caption(f"None yet in `{folder}`.")
+        return
+    st.caption(f"`{folder}` · self-contained HTML: open offline, share as a file.")
+    cols = st.columns([3, 1, 1], vertical_alignment="bottom")
+    page = cols[0].selectbox("Page", pages, format_func=lambda p: p.name, key="report_page")
+    cols[1].download_button("Download page", lambda: page.read_bytes(), file_name=page.name,
+                            mime="text/html", on_click="ignore", key="download_page")
+    cols[2].download_button(f"Download all {len(pages)} (zip)", lambda: zipped(pages),
+                            file_name=f"{ctx.name}_reports.zip", mime="application/zip",
+                            on_click="ignore", key="download_zip")
+
+
+ctx = common.current()
+st.title("Reports")
+st.markdown(
+    "A report is one self-contained HTML page per film (key numbers, star distribution, confusion "
+    "matrix, t-SNE map, words, word clouds, attention examples, trend, likes, league) plus an "
+    f"index. The same from the command line: `douban report --run {ctx.name} --all`."
+)
+films = ctx.data.films
+labels = {row.film: f"{common.film_label(row)} · {row.reviews:,} reviews"
+          for row in films.itertuples()}
+every = st.toggle("all films", key="report_all")
+chosen = list(labels) if every else st.multiselect(
+    "Films", list(labels), format_func=labels.__getitem__, key="report_films",
+    placeholder="type a Chinese or English name",
+)
+st.caption(f"Model: `{ctx.model or 'none (no model trained: reports show the data only)'}`")
+if st.button("Generate", type="primary", disabled=not chosen, key="report_generate"):
+    try:
+        written = generate(ctx, chosen)
+    except (FileNotFoundError, ValueError) as err:
+        st.error(f"Could not write the reports: {err}")
+    else:
+        st.success(f"Wrote {len(written)} page(s) to `{written[-1].parent}`.")
+existing(ctx)

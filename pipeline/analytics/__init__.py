@@ -1,0 +1,195 @@
+"""Analytics over one run: pure functions that return data, plus :func:`load_run` to read a run.
+
+Each module covers one kind of question (``stars``, ``embedding``, ``words``, ``attention``,
+``time``, ``league``). Their functions take DataFrames in the schemas of docs/architecture.md and
+return DataFrames or dicts, so the HTML reports (matplotlib) and the Streamlit app (Altair) draw
+the same numbers. :class:`RunData` reads a run's artifacts lazily and caches them, so building
+reports for 28 films reads every parquet file once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.artifacts import read_json
+from pipeline.config import RunPaths
+
+if TYPE_CHECKING:
+    from pipeline.features import FeatureStore
+    from pipeline.text import Segmenter
+
+# Which of a model's predictions describe a film, best first: the run's own random split, then a
+# film held out of training; within one, test before val. (``cross_corpus`` rows index another
+# run's reviews, so they cannot be joined with this run's.)
+EVALUATION_ORDER = ("random", "film_holdout")
+SPLIT_ORDER = ("test", "val")
+
+
+class FilmNotFoundError(KeyError):
+    """A film name matched no film of the run; the message lists the films there are."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass
+class RunData:
+    """A run's artifacts, read on first use and kept."""
+
+    paths: RunPaths
+    _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.paths.name
+
+    @cached_property
+    def reviews(self) -> pd.DataFrame:
+        if not self.paths.reviews.exists():
+            raise FileNotFoundError(
+                f"{self.paths.reviews} is missing: run `douban prepare --run {self.name}` first"
+            )
+        return pd.read_parquet(self.paths.reviews)
+
+    @cached_property
+    def summary(self) -> dict[str, Any]:
+        return read_json(self.paths.summary) if self.paths.summary.exists() else {}
+
+    @cached_property
+    def predictions(self) -> pd.DataFrame:
+        """Every prediction of the run (empty, with the documented columns, before training)."""
+        if not self.paths.predictions.exists():
+            return pd.DataFrame(
+                columns=["evaluation", "review_id", "film", "split", "star", "model", "pred_star"]
+            )
+        return pd.read_parquet(self.paths.predictions)
+
+    @cached_property
+    def metrics(self) -> dict[str, Any]:
+        return read_json(self.paths.metrics) if self.paths.metrics.exists() else {}
+
+    @property
+    def is_demo(self) -> bool:
+        return bool(self.summary.get("is_demo", False))
+
+    @cached_property
+    def stopwords(self) -> frozenset[str]:
+        from pipeline.text import load_stopwords
+
+        return frozenset(load_stopwords())
+
+    @cached_property
+    def feature_store(self) -> FeatureStore | None:
+        """The run's feature store; None when features were not extracted."""
+        if not (self.paths.features / "manifest.json").exists():
+            return None
+        from pipeline.features import FeatureStore
+
+        return FeatureStore.open(self.paths.features)
+
+    @cached_property
+    def pooled_features(self) -> np.ndarray | None:
+        """Mean-pooled last-layer features, one row per review_id; None when not extracted."""
+        store = self.feature_store
+        return None if store is None else store.pooled(kind="mean", layer=-1)
+
+    @cached_property
+    def segmenter(self) -> Segmenter:
+        """jieba as prepare ran it (film titles kept whole), for mapping attention to words."""
+        from pipeline.text import Segmenter
+
+        return Segmenter(self.summary.get("films", []))
+
+    @cached_property
+    def films(self) -> pd.DataFrame:
+        """One row per film (``film, film_cn, film_en, reviews``), most reviewed first."""
+        r = self.reviews
+        names = r.groupby("film", sort=False)[["film_cn", "film_en"]].first()
+        counts = r["film"].value_counts().rename("reviews")
+        return names.join(counts).sort_values("reviews", ascending=False).reset_index()
+
+    def resolve_film(self, name: str) -> str:
+        """The film's grouping key for a Chinese or English name (case-insensitive)."""
+        wanted = name.strip().casefold()
+        for row in self.films.itertuples():
+            candidates = (row.film, row.film_cn, row.film_en)
+            if any(isinstance(c, str) and c.strip().casefold() == wanted for c in candidates):
+                return str(row.film)
+        listing = ", ".join(
+            f"{row.film} ({row.film_en})" if isinstance(row.film_en, str) else str(row.film)
+            for row in self.films.itertuples()
+        )
+        raise FilmNotFoundError(f"no film named {name!r} in run {self.name!r}; films: {listing}")
+
+    @property
+    def models(self) -> list[str]:
+        return sorted(self.predictions["model"].unique().tolist())
+
+    def best_model(self) -> str | None:
+        """The model with the highest exact accuracy on the test split (metrics.json; the
+        predictions when it is missing), from the first evaluation that has one; None before
+        any model was evaluated."""
+        for evaluation in EVALUATION_ORDER:
+            scores = _test_accuracies(self.metrics, evaluation)
+            if not scores:
+                preds = self.predictions
+                test = preds[(preds["evaluation"] == evaluation) & (preds["split"] == "test")]
+                scores = {
+                    m: float((g["star"] == g["pred_star"]).mean()) for m, g in test.groupby("model")
+                }
+            if scores:
+                return max(sorted(scores), key=scores.__getitem__)
+        return None
+
+    def evaluated(self, model: str, film: str | None = None) -> tuple[pd.DataFrame, str]:
+        """The model's predictions for a film (or the corpus) from the best available
+        evaluation and split, joined with the reviews, and a label such as ``random/test``."""
+        preds = self.predictions
+        preds = preds[preds["model"] == model]
+        if film is not None:
+            preds = preds[preds["film"] == film]
+        for evaluation in EVALUATION_ORDER:
+            for split in SPLIT_ORDER:
+                rows = preds[(preds["evaluation"] == evaluation) & (preds["split"] == split)]
+                if len(rows):
+                    return self._with_reviews(rows), f"{evaluation}/{split}"
+        return self._with_reviews(preds.iloc[:0]), "none"
+
+    def _with_reviews(self, preds: pd.DataFrame) -> pd.DataFrame:
+        cols = ["review_id", "date", "like", "comment", "text", "tokens"]
+        review_cols = self.reviews[[c for c in cols if c in self.reviews.columns]]
+        return preds.merge(review_cols, on="review_id", how="left")
+
+    def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """Compute once per run: corpus-wide results shared by every film's report."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+
+def _test_accuracies(metrics: dict[str, Any], evaluation: str) -> dict[str, float]:
+    """``{model: exact accuracy on test}`` from metrics.json (layout of modeling/evaluate.py)."""
+    models = metrics.get("evaluations", {}).get(evaluation, {}).get("models", {})
+    return {
+        name: float(m["test"]["accuracy"])
+        for name, m in models.items()
+        if m.get("test", {}).get("n") and "accuracy" in m["test"]
+    }
+
+
+def load_run(run_dir: Path | str) -> RunData:
+    """Open a run directory; nothing is read until it is used."""
+    root = Path(run_dir)
+    if not root.is_dir():
+        runs = sorted(p.name for p in root.parent.glob("*") if p.is_dir())
+        raise FileNotFoundError(
+            f"run directory {root} does not exist; runs in {root.parent}: {', '.join(runs) or '-'}"
+        )
+    return RunData(RunPaths(root))

@@ -1,0 +1,9 @@
+"""Representation lab: what fine-tuning changes inside the encoder, layer by layer.
+
+One module per view (pure functions over arrays): :mod:`probes` (linear probe per layer),
+:mod:`geometry` (star separation, silhouette, linear CKA), :mod:`projection` (PCA / t-SNE maps),
+:mod:`word_in_context` (one word in many reviews), :mod:`attention_heads` (head views and head
+statistics). :mod:`pipeline.lab.run` computes them for a run and caches the results in
+``runs/<run>/lab/`` (``douban lab``); :func:`pipeline.lab.run.read_lab` is what the app reads;
+:mod:`pipeline.lab.plots` draws them with matplotlib for reports. docs/lab.md explains each view.
+"""

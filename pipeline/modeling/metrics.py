@@ -1,0 +1,177 @@
+"""Pure metric functions over star ratings 1..5.
+
+Everything takes plain arrays (true stars, predicted stars, optional class probabilities) and
+returns JSON-ready dicts, so evaluation, reports and the app all read the same numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+STARS = (1, 2, 3, 4, 5)
+NUM_CLASSES = len(STARS)
+
+
+def _as_stars(values: Any) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.int64)
+    if arr.size and (arr.min() < 1 or arr.max() > NUM_CLASSES):
+        raise ValueError(f"stars must lie in 1..{NUM_CLASSES}, got {arr.min()}..{arr.max()}")
+    return arr
+
+
+def confusion_matrix(y_true: Any, y_pred: Any) -> np.ndarray:
+    """Counts, rows = true star, columns = predicted star."""
+    t, p = _as_stars(y_true), _as_stars(y_pred)
+    cm = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    np.add.at(cm, (t - 1, p - 1), 1)
+    return cm
+
+
+def normalise_rows(cm: np.ndarray) -> np.ndarray:
+    """Row-normalised confusion matrix; rows without samples are zeros, not NaN."""
+    totals = cm.sum(axis=1, keepdims=True).astype(np.float64)
+    return np.divide(cm, totals, out=np.zeros(cm.shape, dtype=np.float64), where=totals > 0)
+
+
+def quadratic_weighted_kappa(y_true: Any, y_pred: Any) -> float:
+    """Cohen's kappa with quadratic weights over the five stars (1 = perfect, 0 = chance)."""
+    cm = confusion_matrix(y_true, y_pred).astype(np.float64)
+    n = cm.sum()
+    if n == 0:
+        return float("nan")
+    idx = np.arange(NUM_CLASSES)
+    weights = (idx[:, None] - idx[None, :]) ** 2 / (NUM_CLASSES - 1) ** 2
+    expected = np.outer(cm.sum(axis=1), cm.sum(axis=0)) / n
+    denom = (weights * expected).sum()
+    if denom == 0:  # one class only on both sides: agreement is trivially perfect or undefined
+        return 1.0 if (weights * cm).sum() == 0 else 0.0
+    return float(1.0 - (weights * cm).sum() / denom)
+
+
+def per_class(cm: np.ndarray) -> dict[str, dict[str, float]]:
+    """Precision, recall, F1 and support per star; 0 where undefined (sklearn's zero_division=0)."""
+    out: dict[str, dict[str, float]] = {}
+    for k, star in enumerate(STARS):
+        tp = float(cm[k, k])
+        predicted = float(cm[:, k].sum())
+        support = float(cm[k, :].sum())
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        out[str(star)] = {
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": int(support),
+        }
+    return out
+
+
+def macro_f1(cm: np.ndarray) -> float:
+    """Mean F1 over the stars that occur in the true labels or the predictions."""
+    present = (cm.sum(axis=0) + cm.sum(axis=1)) > 0
+    f1 = np.array([v["f1"] for v in per_class(cm).values()])
+    return float(f1[present].mean()) if present.any() else float("nan")
+
+
+def expected_star(probs: np.ndarray) -> np.ndarray:
+    """Mean of the predicted star distribution."""
+    return np.asarray(probs, dtype=np.float64) @ np.asarray(STARS, dtype=np.float64)
+
+
+def median_star(probs: np.ndarray) -> np.ndarray:
+    """Median of the predicted star distribution: the smallest star whose cumulative probability
+    reaches one half. It minimises the expected absolute error, so it is the MAE-optimal pick."""
+    cdf = np.cumsum(np.asarray(probs, dtype=np.float64), axis=1)
+    cdf /= np.maximum(cdf[:, -1:], 1e-12)
+    return (cdf < 0.5 - 1e-9).sum(axis=1).clip(0, NUM_CLASSES - 1) + 1
+
+
+def calibration(
+    y_true: Any, probs: np.ndarray, bins: int = 10
+) -> tuple[float, list[dict[str, float]]]:
+    """Expected calibration error of the top-class confidence, with its reliability table.
+
+    Equal-width confidence bins; ECE = sum over bins of (bin share) x |accuracy - confidence|.
+    """
+    t = _as_stars(y_true)
+    p = np.asarray(probs, dtype=np.float64)
+    conf = p.max(axis=1)
+    correct = (p.argmax(axis=1) + 1) == t
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    ece = 0.0
+    table = []
+    for b in range(bins):
+        sel = which == b
+        count = int(sel.sum())
+        acc = float(correct[sel].mean()) if count else 0.0
+        mean_conf = float(conf[sel].mean()) if count else 0.0
+        if count:
+            ece += count / len(t) * abs(acc - mean_conf)
+        table.append(
+            {
+                "lower": float(edges[b]),
+                "upper": float(edges[b + 1]),
+                "count": count,
+                "accuracy": acc,
+                "confidence": mean_conf,
+            }
+        )
+    return float(ece), table
+
+
+def star_metrics(
+    y_true: Any, y_pred: Any, probs: np.ndarray | None = None, bins: int = 10
+) -> dict[str, Any]:
+    """Every metric of one model on one set of reviews.
+
+    ``y_pred`` is the model's star pick (argmax for classifiers); with ``probs`` the expected-star
+    and median-star variants and the calibration are added.
+    """
+    t, p = _as_stars(y_true), _as_stars(y_pred)
+    n = len(t)
+    if n == 0:
+        return {"n": 0}
+    err = np.abs(p - t)
+    cm = confusion_matrix(t, p)
+    out: dict[str, Any] = {
+        "n": n,
+        "accuracy": float((err == 0).mean()),
+        "off_by_one": float((err <= 1).mean()),
+        "mae": float(err.mean()),
+        "rmse": float(np.sqrt((err.astype(np.float64) ** 2).mean())),
+        "macro_f1": macro_f1(cm),
+        "qwk": quadratic_weighted_kappa(t, p),
+        "per_class": per_class(cm),
+        "confusion": cm.tolist(),
+        "confusion_normalised": normalise_rows(cm).tolist(),
+        "distribution": {
+            "true": np.bincount(t - 1, minlength=NUM_CLASSES).tolist(),
+            "pred": np.bincount(p - 1, minlength=NUM_CLASSES).tolist(),
+        },
+    }
+    if probs is not None:
+        probs = np.asarray(probs, dtype=np.float64)
+        exp = expected_star(probs)
+        med = median_star(probs)
+        ece, table = calibration(t, probs, bins)
+        out["expected_star_mae"] = float(np.abs(exp - t).mean())
+        out["expected_star_rmse"] = float(np.sqrt(((exp - t) ** 2).mean()))
+        out["median_star_mae"] = float(np.abs(med - t).mean())
+        out["median_star_accuracy"] = float((med == t).mean())
+        out["median_star_off_by_one"] = float((np.abs(med - t) <= 1).mean())
+        out["ece"] = ece
+        out["reliability"] = table
+        out["log_loss"] = float(-np.log(np.clip(probs[np.arange(n), t - 1], 1e-12, 1.0)).mean())
+    return out
+
+
+HEADLINE = ("accuracy", "off_by_one", "mae", "qwk", "macro_f1")
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, float]:
+    """The five numbers every table shows."""
+    return {k: metrics.get(k, float("nan")) for k in HEADLINE}

@@ -1,0 +1,108 @@
+"""Models on disk without pickle: ``models/<name>/model.safetensors`` + ``config.json``.
+
+The config names the model kind, the encoder and its fingerprint, the label mapping, the settings
+and the feature layers used, so a model can be rebuilt and checked against the encoder it meets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from pipeline.artifacts import atomic_dir, read_json, write_json
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+LABELS = {str(star): star - 1 for star in range(1, 6)}  # star -> class index
+
+
+class EncoderMismatchError(RuntimeError):
+    """A model was trained on features from a different encoder than the one offered."""
+
+
+def save_model(model_dir: Path, tensors: dict[str, np.ndarray], config: dict[str, Any]) -> None:
+    """Write weights and config together, atomically (a half-written model never appears)."""
+    with atomic_dir(model_dir) as tmp:
+        arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+        save_file(arrays, str(tmp / WEIGHTS))
+        write_json(tmp / CONFIG, {"labels": LABELS, **config})
+
+
+def load_model(model_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    if not (model_dir / CONFIG).exists():
+        run = model_dir.parent.parent.name
+        raise FileNotFoundError(f"no trained model at {model_dir}; run `douban train --run {run}`")
+    return load_file(str(model_dir / WEIGHTS)), read_json(model_dir / CONFIG)
+
+
+def check_encoder(config: dict[str, Any], fingerprint: str | None, model_name: str = "") -> None:
+    """Refuse features from another encoder: the weights would read meaningless vectors."""
+    expected = config.get("encoder", {}).get("fingerprint")
+    if expected is None or fingerprint is None or expected == fingerprint:
+        return
+    raise EncoderMismatchError(
+        f"model {model_name or '?'} was trained on encoder "
+        f"{config['encoder'].get('name')!r} (fingerprint {expected}) but the features come from "
+        f"fingerprint {fingerprint}; re-run `douban features` and `douban train` with one encoder"
+    )
+
+
+def list_models(models_dir: Path) -> list[str]:
+    """Names of the saved models, in a stable order."""
+    if not models_dir.exists():
+        return []
+    return sorted(p.name for p in models_dir.iterdir() if (p / CONFIG).exists())
+
+
+def load_star_model(models_dir: Path, name: str, fingerprint: str | None = None) -> Any:
+    """Rebuild a saved model (baseline, head or ensemble) by the kind in its config, refusing
+    one trained on another encoder than ``fingerprint``."""
+    from pipeline.modeling.baselines import EnsembleModel, LinearStarModel, MajorityModel
+    from pipeline.modeling.heads import HeadModel
+
+    if (models_dir / name / CONFIG).exists() and read_json(models_dir / name / CONFIG).get(
+        "kind"
+    ) == "finetune":  # carries its own encoder weights: reads text, not stored features
+        return FinetunedTextModel(models_dir / name)
+    tensors, config = load_model(models_dir / name)
+    check_encoder(config, fingerprint, name)
+    kind = config.get("kind")
+    if kind == "ensemble":
+        members = {m: load_star_model(models_dir, m, fingerprint) for m in config["members"]}
+        model = EnsembleModel(members, tensors["member_weights"])
+    elif kind == "head":
+        model = HeadModel.from_saved(tensors, config)
+    elif kind == "majority":
+        model = MajorityModel.from_saved(tensors, config)
+    elif kind in ("tfidf_lr", "tfidf_ridge", "pooled_lr"):
+        model = LinearStarModel.from_saved(tensors, config)
+    else:
+        raise ValueError(f"model {name} has unknown kind {kind!r}; retrain it with `douban train`")
+    model.config = config
+    return model
+
+
+def needs_tokens(model: Any) -> bool:
+    """Whether the model reads token states (heads, and ensembles holding a head)."""
+    if getattr(model, "kind", None) == "ensemble":
+        return any(needs_tokens(m) for m in model.members.values())
+    return getattr(model, "kind", None) == "head"
+
+
+class FinetunedTextModel:
+    """A fine-tuned encoder (pipeline.modeling.finetune) behind the same ``predict(source,
+    rows)`` as the feature-based models: it reads the reviews' cleaned text."""
+
+    kind = "finetune"
+
+    def __init__(self, model_dir: Path) -> None:
+        from pipeline.modeling.finetune import load_finetuned
+
+        self.finetuned = load_finetuned(model_dir)
+        self.config = self.finetuned.config
+
+    def predict(self, source: Any, rows: Any) -> Any:
+        return self.finetuned.predict(source.texts(rows))

@@ -1,0 +1,264 @@
+"""The prepare stage: CSV(s) -> ``runs/<name>/prepared/`` (reviews, rejects, summary, manifest).
+
+Two passes keep memory bounded on the 2.1M-row DMSC: ingest streams the CSVs into a temporary
+parquet (clean, validate, deduplicate); then the text column alone decides the splits, and a
+second streaming pass segments each chunk (a process pool over the cores) and writes the final
+``reviews.parquet``. Segmentation waits for the second pass because every film title has to be in
+jieba's dictionary before the first review is cut.
+
+Everything is written into a temporary directory that replaces ``prepared/`` only on success;
+its manifest fingerprints the inputs (size + mtime), the settings that change the output and
+:data:`CODE_VERSION`, so an identical re-run is a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from rich.console import Console
+from rich.table import Table
+from tqdm import tqdm
+
+from pipeline.artifacts import (
+    atomic_dir,
+    file_fingerprint,
+    fingerprint,
+    is_current,
+    read_json,
+    write_json,
+    write_manifest,
+)
+from pipeline.config import Settings
+from pipeline.dataset import DatasetError, IngestStats, ingest, is_demo_input, resolve_inputs
+from pipeline.splits import SPLITS, assign_splits, resolve_holdout, split_counts
+from pipeline.text import Segmenter, film_words, require_user_dict, segment_chunks
+
+log = logging.getLogger(__name__)
+
+CODE_VERSION = "prepare-1"  # bump when a change alters prepared output for the same input
+_INGESTED = ".ingested.parquet"
+POOL_MIN_REVIEWS = 20_000  # below this a process pool's start-up costs more than it saves
+
+REVIEWS_SCHEMA = pa.schema(
+    [
+        ("review_id", pa.int64()),
+        ("film", pa.string()),
+        ("film_en", pa.string()),
+        ("film_cn", pa.string()),
+        ("date", pa.string()),
+        ("star", pa.int8()),
+        ("like", pa.int64()),
+        ("comment", pa.string()),
+        ("text", pa.string()),
+        ("tokens", pa.list_(pa.string())),
+        ("split", pa.string()),
+        ("source", pa.string()),
+        ("row_number", pa.int64()),
+    ]
+)
+
+
+def prepare_fingerprint(settings: Settings, files: list[Path]) -> str:
+    """What the prepared output depends on: not the worker count or chunk size (the output is the
+    same whatever they are), nor the stopwords (tokens keep them)."""
+    p = settings.prepare
+    return fingerprint(
+        CODE_VERSION,
+        [file_fingerprint(f) for f in files],
+        {
+            "encoding": p.encoding,
+            "val_frac": p.val_frac,
+            "test_frac": p.test_frac,
+            "holdout_films": sorted(p.holdout_films),
+            "user_dict": file_fingerprint(p.user_dict) if p.user_dict else None,
+        },
+        settings.seed,
+    )
+
+
+def prepare_run(
+    settings: Settings, inputs: list[Path], force: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Prepare ``inputs`` into ``settings.paths.prepared``; returns the summary."""
+    paths = settings.paths
+    console = Console(quiet=not progress)
+    files = resolve_inputs(inputs)
+    require_user_dict(settings.prepare.user_dict)
+    fp = prepare_fingerprint(settings, files)
+    outputs = (paths.reviews, paths.rejects, paths.summary)
+    if not force and is_current(paths.prepared, fp) and all(p.exists() for p in outputs):
+        log.info("prepared data is up to date: %s (use --force to redo)", paths.prepared)
+        write_json(paths.settings, settings)
+        return read_json(paths.summary)
+
+    start = time.perf_counter()
+    with atomic_dir(paths.prepared) as tmp:
+        ingested = tmp / _INGESTED
+        stats = ingest(
+            files,
+            ingested,
+            tmp / paths.rejects.name,
+            encoding=settings.prepare.encoding,
+            chunk_rows=settings.prepare.chunk_rows,
+            progress=progress,
+        )
+        if stats.kept == 0:
+            raise DatasetError(
+                f"no usable reviews in {', '.join(map(str, files))}: {stats.rows_read} rows read, "
+                f"rejected {stats.rejected or 'none'}; check the file is a DMSC-format CSV"
+            )
+        try:
+            holdout = resolve_holdout(
+                settings.prepare.holdout_films,
+                {film: (v["en"], v["cn"]) for film, v in stats.films.items()},
+            )
+        except ValueError as err:
+            raise DatasetError(f"{err} (settings.prepare.holdout_films / --holdout-films)") from err
+        codes, split_summary = _splits(ingested, settings, holdout)
+        words = _write_reviews(ingested, tmp / paths.reviews.name, codes, settings, progress)
+        ingested.unlink()
+        summary = _summary(stats, files, split_summary, holdout, words)
+        summary["seconds"] = round(time.perf_counter() - start, 1)
+        write_json(tmp / paths.summary.name, summary)
+        write_manifest(
+            tmp,
+            "prepare",
+            fp,
+            code_version=CODE_VERSION,
+            inputs=[file_fingerprint(f) for f in files],
+            settings=settings.prepare,
+            seed=settings.seed,
+        )
+    write_json(paths.settings, settings)
+    console.print(summary_table(summary))
+    console.print(f"prepared {summary['kept']:,} reviews into {paths.prepared}")
+    return summary
+
+
+def _splits(
+    ingested: Path, settings: Settings, holdout: list[str]
+) -> tuple[np.ndarray, dict[str, Any]]:
+    columns = pq.read_table(ingested, columns=["text_key", "star", "film"])
+    stars = columns["star"].to_numpy()
+    codes = assign_splits(
+        columns["text_key"].to_numpy(),
+        stars,
+        columns["film"],
+        val_frac=settings.prepare.val_frac,
+        test_frac=settings.prepare.test_frac,
+        seed=settings.seed,
+        holdout=holdout,
+    )
+    return codes, split_counts(codes, stars, columns["film"], holdout)
+
+
+def _write_reviews(
+    ingested: Path, out: Path, codes: np.ndarray, settings: Settings, progress: bool
+) -> tuple[str, ...]:
+    """Segment the ingested reviews chunk by chunk and write the final file; returns the film
+    words added to jieba's dictionary."""
+    chunk_rows = settings.prepare.chunk_rows
+    with pq.ParquetFile(ingested) as source:
+        names = source.read(columns=["film_en", "film_cn"])
+        titles = {n for col in names.columns for n in col.unique().to_pylist() if n}
+        pending: deque[pa.RecordBatch] = deque()
+
+        def texts() -> Iterator[list[str]]:
+            for batch in source.iter_batches(batch_size=chunk_rows):
+                pending.append(batch)  # kept until its tokens come back
+                yield batch.column("text").to_pylist()
+
+        small = source.metadata.num_rows < POOL_MIN_REVIEWS
+        workers = 1 if small else max(1, settings.prepare.workers)
+        tokens_per_chunk = segment_chunks(texts(), titles, settings.prepare.user_dict, workers)
+        bar = tqdm(
+            total=source.metadata.num_rows, unit="review", desc="segmenting", disable=not progress
+        )
+        offset = 0
+        with pq.ParquetWriter(out, REVIEWS_SCHEMA) as writer:
+            for tokens in tokens_per_chunk:
+                table = pa.Table.from_batches([pending.popleft()])
+                n = table.num_rows
+                table = table.append_column("review_id", pa.array(np.arange(offset, offset + n)))
+                table = table.append_column("tokens", pa.array(tokens, pa.list_(pa.string())))
+                split = np.asarray(SPLITS, dtype=object)[codes[offset : offset + n]]
+                table = table.append_column("split", pa.array(split, pa.string()))
+                writer.write_table(table.select(REVIEWS_SCHEMA.names).cast(REVIEWS_SCHEMA))
+                offset += n
+                bar.update(n)
+        bar.close()
+    return film_words(titles)
+
+
+def _summary(
+    stats: IngestStats,
+    files: list[Path],
+    splits: dict[str, Any],
+    holdout: list[str],
+    words: tuple[str, ...],
+) -> dict[str, Any]:
+    return {
+        "rows_read": stats.rows_read,
+        "kept": stats.kept,
+        "duplicates": stats.duplicates,
+        "rejected": stats.rejected,
+        "blank_lines": stats.blank_lines,
+        "films": dict(sorted(stats.films.items())),
+        "stars": {str(s): stats.stars[s] for s in range(1, 6)},
+        "splits": splits,
+        "holdout_films": holdout,
+        "files": [
+            {
+                "name": Path(f.path).name,
+                "path": f.path,
+                "encoding": f.encoding,
+                "rows_read": f.rows_read,
+                "kept": f.kept,
+                "duplicates": f.duplicates,
+                "rejected": dict(f.rejected),
+            }
+            for f in stats.files
+        ],
+        "encodings": {Path(f.path).name: f.encoding for f in stats.files},
+        "is_demo": any(is_demo_input(f) for f in files),
+        "jieba_words": list(words),
+    }
+
+
+def summary_table(summary: dict[str, Any]) -> Table:
+    """The summary as a rich table (counts, rejects by reason, splits, stars)."""
+    table = Table(title="prepared reviews" + (" (demo corpus)" if summary["is_demo"] else ""))
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_row("rows read", f"{summary['rows_read']:,}")
+    table.add_row("kept", f"{summary['kept']:,}")
+    table.add_row("duplicates dropped", f"{summary['duplicates']:,}")
+    for reason, n in summary["rejected"].items():
+        table.add_row(f"rejected: {reason}", f"{n:,}")
+    if summary["blank_lines"]:
+        table.add_row("blank lines skipped", f"{summary['blank_lines']:,}")
+    table.add_row("films", f"{len(summary['films'])}")
+    for name in SPLITS:
+        table.add_row(f"split: {name}", f"{summary['splits'][name]:,}")
+    if summary["holdout_films"]:
+        table.add_row("held-out films", ", ".join(summary["holdout_films"]))
+    for star, n in summary["stars"].items():
+        table.add_row(f"star {star}", f"{n:,}")
+    for name, enc in summary["encodings"].items():
+        table.add_row(f"encoding of {name}", enc)
+    return table
+
+
+def run_segmenter(settings: Settings) -> Segmenter:
+    """The segmenter prepare used for this run (its film titles + user dictionary), for
+    segmenting new text the same way, e.g. to map attention onto words."""
+    summary = read_json(settings.paths.summary)
+    return Segmenter(summary["jieba_words"], settings.prepare.user_dict)

@@ -1,0 +1,59 @@
+"""Shared fixtures. ``demo_run``: one small trained run per test session (demo corpus ->
+prepare -> features -> train), for tests of evaluation, scoring and model behaviour."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Settings, load_settings
+
+DEMO_REVIEWS = 1500
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real Douban samples beside the repository; tests using them skip when absent."""
+    path = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    if not path.is_dir():
+        pytest.skip(f"real data folder {path} is not present")
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A trained demo run: 1,500 demo reviews, token states of the last two layers, every
+    baseline and head (few epochs). The converted e5 encoder is reused from the persistent cache
+    (``DOUBAN_CACHE_DIR``, default the user cache directory)."""
+    import torch
+
+    from pipeline.demo import generate_demo_corpus
+    from pipeline.e5_convert import cache_root
+    from pipeline.features import extract_features
+    from pipeline.modeling.train import train_run
+    from pipeline.prepare import prepare_run
+
+    os.environ.setdefault("DOUBAN_CACHE_DIR", str(cache_root()))
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    root = tmp_path_factory.mktemp("demo_run")
+    csv = generate_demo_corpus(root / "demo_reviews.csv", n_reviews=DEMO_REVIEWS, seed=0)
+    settings = load_settings(
+        None,
+        run_name="demo",
+        runs_dir=root / "runs",
+        **{
+            "prepare.workers": 1,
+            "features.token_layers": [-2, -1],
+            "features.max_length": 128,
+            "head.epochs": 8,
+            "head.patience": 3,
+            "head.hops": 2,
+            "head.batch_size": 32,
+        },
+    )
+    prepare_run(settings, [csv])
+    extract_features(settings)
+    train_run(settings, progress=False)
+    return settings

@@ -1,0 +1,212 @@
+"""The Streamlit app, page by page, with streamlit's AppTest on real runs: the small trained demo
+run of the session (``demo_run``), a run with prepared data only, and no run at all."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from pipeline.config import load_settings
+
+HOME = Path(__file__).resolve().parents[1] / "app" / "Home.py"
+TIMEOUT = 180  # the first score loads the encoder; t-SNE and reports take seconds on 2 cores
+FILM_SECTIONS = ["Stars", "Map", "Words", "Attention", "Time & likes", "League"]
+
+
+def open_app(monkeypatch: pytest.MonkeyPatch, run_dir: Path, page: str | None = None) -> AppTest:
+    """The app on ``run_dir`` (through the environment, as `douban app --run` passes it)."""
+    monkeypatch.setenv("DOUBAN_RUNS_DIR", str(run_dir.parent))
+    monkeypatch.setenv("DOUBAN_RUN", run_dir.name)
+    at = AppTest.from_file(str(HOME), default_timeout=TIMEOUT).run()
+    if page is not None:
+        at.switch_page(f"views/{page}.py").run()
+    assert_ok(at)
+    return at
+
+
+def assert_ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def summary_of(run_dir: Path) -> dict:
+    return json.loads((run_dir / "prepared" / "summary.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def trained(demo_run) -> Path:
+    """The session's small trained demo run (conftest.demo_run, a Settings)."""
+    return demo_run.paths.root
+
+
+@pytest.fixture(scope="module")
+def prepared_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run with prepared data and nothing else: no features, no model."""
+    from pipeline.demo import generate_demo_corpus
+    from pipeline.prepare import prepare_run
+
+    root = tmp_path_factory.mktemp("prepared_only")
+    csv = generate_demo_corpus(root / "demo_reviews.csv", n_reviews=150, seed=3)
+    settings = load_settings(run_name="untrained", runs_dir=root / "runs", **{"prepare.workers": 1})
+    prepare_run(settings, [csv])
+    return settings.paths.root
+
+
+# ------------------------------------------------------------------------------ trained run
+
+
+def test_overview_shows_dataset_and_every_model(monkeypatch, trained: Path) -> None:
+    at = open_app(monkeypatch, trained)
+    summary = summary_of(trained)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["reviews kept"] == f"{summary['kept']:,}"
+    assert metrics["films"] == str(len(summary["films"]))
+    assert "generated demo data" in texts(at.sidebar.warning)
+    evaluated = json.loads((trained / "metrics.json").read_text(encoding="utf-8"))
+    models = set(evaluated["evaluations"]["random"]["models"])
+    shown = set()
+    for frame in at.dataframe:
+        if "model" in frame.value.columns:
+            shown |= set(frame.value["model"])
+    assert models <= shown
+    assert "exact" in " ".join(c for f in at.dataframe for c in map(str, f.value.columns))
+    assert at.toggle(key="norm:random").value is True
+    at.toggle(key="norm:random").set_value(False).run()
+    assert_ok(at)
+
+
+def test_films_every_section_of_every_kind_of_film(monkeypatch, trained: Path) -> None:
+    from pipeline.analytics import load_run
+
+    films = load_run(trained).films["film"].tolist()  # most reviewed first
+    at = open_app(monkeypatch, trained, "films")
+    assert len(at.selectbox(key=f"film:{trained.name}").options) == len(films)
+    # the most and the least reviewed film (the demo corpus has films with a handful of reviews)
+    for film in (films[0], films[-1]):
+        at.selectbox(key=f"film:{trained.name}").set_value(film).run()
+        assert_ok(at)
+        for section in FILM_SECTIONS:
+            at.session_state["film_section"] = section
+            at.run()
+            assert_ok(at)
+    at.selectbox(key=f"film:{trained.name}").set_value(films[0]).run()
+    at.session_state["film_section"] = "Words"
+    at.run()
+    assert len(at.get("image")) >= 1  # word clouds
+
+
+def test_film_found_by_english_name(monkeypatch, trained: Path) -> None:
+    from pipeline.analytics import load_run
+
+    films = load_run(trained).films
+    row = films.iloc[-1]
+    monkeypatch.setenv("DOUBAN_RUNS_DIR", str(trained.parent))
+    monkeypatch.setenv("DOUBAN_RUN", trained.name)
+    at = AppTest.from_file(str(HOME), default_timeout=TIMEOUT).run()
+    at.switch_page("views/films.py")
+    at.query_params["film"] = str(row.film_en).upper()
+    at.run()
+    assert_ok(at)
+    assert at.selectbox(key=f"film:{trained.name}").value == row.film
+
+
+def test_score_a_typed_review_shows_a_star(monkeypatch, trained: Path) -> None:
+    at = open_app(monkeypatch, trained, "score")
+    at.text_area(key="score_text").input("<b>剧情</b>紧凑，演员演技在线，值得一看！")
+    next(b for b in at.form_submit_button if b.label == "Score").click().run()
+    assert_ok(at)
+    metrics = {m.label: m.value for m in at.metric}
+    star = metrics["Predicted star"]
+    assert star[0] in "12345"
+    assert "★" in star
+    highlighted = texts(at.get("html"))
+    assert "&lt;b&gt;" in highlighted and "<b>" not in highlighted  # user text escaped
+    assert 'class="att"' in highlighted
+
+
+def test_score_example_button_fills_the_box(monkeypatch, trained: Path) -> None:
+    at = open_app(monkeypatch, trained, "score")
+    example = next(b for b in at.button if b.label.endswith("★ review"))
+    example.click().run()
+    assert at.text_area(key="score_text").value
+
+
+def test_batch_scoring_of_a_csv(monkeypatch, trained: Path) -> None:
+    at = open_app(monkeypatch, trained, "score")
+    body = "id,comment\n1,好看\n2,难看死了\n3,\n".encode()
+    at.file_uploader(key="batch_upload").set_value(("mine.csv", body, "text/csv"))
+    at.run()
+    assert_ok(at)
+    assert "Scored 3 reviews (1 could not be scored)" in texts(at.success)
+    frame = at.dataframe[-1].value
+    assert len(frame) == 3 and {"pred_star", "prob_5", "error"} <= set(frame.columns)
+    assert frame["pred_star"].iloc[:2].between(1, 5).all()
+    assert at.get("download_button")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"a,b\n1,2\n", "no review column"),
+        (b"comment\n", "has no reviews"),
+        (b"comment\n" + "好看\n".encode() * 2001, "scores up to"),
+    ],
+)
+def test_a_bad_csv_gets_a_readable_error(monkeypatch, trained: Path, body, message) -> None:
+    at = open_app(monkeypatch, trained, "score")
+    at.file_uploader(key="batch_upload").set_value(("bad.csv", body, "text/csv"))
+    at.run()
+    assert not at.exception
+    assert message in texts(at.error)
+
+
+def test_reports_page_writes_a_film_report(monkeypatch, trained: Path, tmp_path: Path) -> None:
+    from pipeline.analytics import load_run
+
+    monkeypatch.setenv("DOUBAN_REPORTS_DIR", str(tmp_path))
+    at = open_app(monkeypatch, trained, "reports")
+    film = load_run(trained).films["film"].iloc[-1]
+    at.multiselect(key="report_films").set_value([film]).run()
+    next(b for b in at.button if b.label == "Generate").click().run()
+    assert_ok(at)
+    written = sorted(p.name for p in (tmp_path / trained.name).glob("*.html"))
+    assert "index.html" in written and len(written) == 2
+    assert "Wrote 2 page(s)" in texts(at.success)
+    assert at.selectbox(key="report_page").options
+
+
+def test_model_lab_without_results_says_how_to_make_them(monkeypatch, trained: Path) -> None:
+    at = open_app(monkeypatch, trained, "lab")
+    if (trained / "lab").exists():
+        pytest.skip("the demo run has lab results; see test_model_lab_with_results")
+    assert f"douban lab all --run {trained.name}" in texts(at.markdown) + texts(at.info)
+
+
+# ---------------------------------------------------------------------- untrained / no runs
+
+
+@pytest.mark.parametrize("page", [None, "films", "score", "reports", "lab"])
+def test_every_page_works_on_a_run_without_a_model(monkeypatch, prepared_run: Path, page) -> None:
+    at = open_app(monkeypatch, prepared_run, page)
+    if page in (None, "score"):
+        assert f"douban train --run {prepared_run.name}" in texts(at.info)
+    if page == "films":
+        for section in FILM_SECTIONS:
+            at.session_state["film_section"] = section
+            at.run()
+            assert_ok(at)
+
+
+def test_no_run_at_all(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DOUBAN_RUNS_DIR", str(tmp_path))
+    monkeypatch.delenv("DOUBAN_RUN", raising=False)
+    at = AppTest.from_file(str(HOME), default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert "douban prepare" in texts(at.info)

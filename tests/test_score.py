@@ -1,0 +1,151 @@
+"""Scoring new text with the session's demo run: records, bad input, files, API and CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import pipeline
+from pipeline.cli import app
+from pipeline.modeling.predict import Scorer, find_trained_run, score_file, word_attention
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def scorer(demo_run):
+    return Scorer.load(demo_run.paths.root)
+
+
+def test_record_fields(scorer):
+    (rec,) = scorer.score_records(["这部电影太好看了，强烈推荐"])
+    assert rec["error"] is None and rec["warnings"] == []
+    assert rec["pred_star"] in range(1, 6)
+    assert sum(rec["probs"]) == pytest.approx(1.0, abs=1e-5)
+    assert rec["expected_star"] == pytest.approx(np.dot(rec["probs"], range(1, 6)), abs=1e-4)
+    assert 1.0 <= rec["regression"] <= 5.0
+    assert rec["top_words"] and all(w["word"] in rec["text"] for w in rec["top_words"])
+    assert rec["model"] == scorer.model_name
+
+
+def test_default_model_is_chosen_on_validation(scorer, demo_run):
+    from pipeline.artifacts import read_json
+
+    models = read_json(demo_run.paths.metrics)["evaluations"]["random"]["models"]
+    best = max(
+        (m for m, v in models.items() if "ece" in v["val"] and m != "majority"),
+        key=lambda m: models[m]["val"]["accuracy"],
+    )
+    assert scorer.model_name == best
+
+
+def test_explain_words_cover_the_text(scorer):
+    out = scorer.explain("剧情很精彩，演员演技在线，就是结尾有点仓促。")
+    words = out["words"]
+    assert sum(w["weight"] for w in words) == pytest.approx(1.0, abs=1e-4)
+    assert all(out["clean_text"][w["start"] : w["end"]] == w["word"] for w in words)
+    assert {"精彩", "演技"} <= {w["word"] for w in words}
+
+
+def test_word_attention_spreads_tokens_over_characters():
+    text = "好看极了"
+    offsets = np.array([[-1, -1], [0, 2], [2, 4], [-1, -1]])
+    attention = np.array([5.0, 0.6, 0.2, 5.0])  # special tokens carry no characters
+    words = word_attention(text, offsets, attention, [("好看", 0, 2), ("极", 2, 3), ("了", 3, 4)])
+    assert [round(w[3], 4) for w in words] == [0.75, 0.125, 0.125]
+
+
+@pytest.mark.parametrize(
+    ("text", "error", "warning"),
+    [
+        ("", "empty review", None),
+        ("   \n\t ", "empty review", None),
+        (None, "empty review", None),
+        ("<p></p> https://example.com", "no text left after cleaning", None),
+        ("😀😀😀", None, "no Chinese characters"),
+        ("What a wonderful film, loved it", None, "no Chinese characters"),
+        ("好看" * 5000, None, "truncated"),
+    ],
+)
+def test_bad_input_gets_a_defined_answer(scorer, text, error, warning):
+    (rec,) = scorer.score_records([text])
+    if error:
+        assert error in rec["error"] and rec["pred_star"] is None
+    else:
+        assert rec["error"] is None and rec["pred_star"] in range(1, 6)
+        assert any(warning in w for w in rec["warnings"]), rec["warnings"]
+
+
+def test_batch_keeps_every_row_in_order(scorer):
+    texts = ["好看", "", "难看死了", None, "一般般"] * 3
+    records = scorer.score_records(texts)
+    assert len(records) == len(texts)
+    assert [r["row"] for r in records] == list(range(len(texts)))
+    assert [r["error"] is not None for r in records] == [t in ("", None) for t in texts]
+    single = [scorer.score_records([t])[0]["pred_star"] for t in texts[:5]]
+    assert [r["pred_star"] for r in records[:5]] == single
+
+
+def test_python_api_matches_scorer(scorer, demo_run):
+    texts = ["特效很棒", "烂片一部"]
+    api = pipeline.score(texts, run=demo_run.paths.root)
+    direct = scorer.score_records(texts)
+    for a, b in zip(api, direct, strict=True):
+        assert a["pred_star"] == b["pred_star"]
+        assert a["probs"] == pytest.approx(b["probs"], abs=1e-5)
+    assert (
+        pipeline.score("特效很棒", run=demo_run.paths.root)[0]["pred_star"] == api[0]["pred_star"]
+    )
+
+
+def test_scores_match_the_stored_predictions(scorer, demo_run):
+    """Encoding afresh gives the predictions evaluation made from the feature store."""
+    reviews = pd.read_parquet(demo_run.paths.reviews).query("split == 'test'").head(40)
+    preds = pd.read_parquet(demo_run.paths.predictions)
+    stored = preds[(preds["model"] == scorer.model_name) & (preds["evaluation"] == "random")]
+    stored = stored.set_index("review_id").loc[reviews["review_id"]]
+    records = scorer.score_records(reviews["text"].tolist())
+    got = np.array([r["probs"] for r in records])
+    assert np.abs(got - np.stack(stored["probs"])).max() < 0.02
+    assert (np.array([r["pred_star"] for r in records]) == stored["pred_star"]).mean() >= 0.95
+
+
+def test_csv_file_with_invalid_utf8_row(scorer, tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(
+        "ID,Comment\n1,好看\n2,".encode() + b"\xff\xfe bad" + "\n3,\n4,难看\n".encode()
+    )
+    out = tmp_path / "out.csv"
+    counts = score_file(scorer, path, out)
+    assert counts == {"rows": 4, "errors": 2}
+    df = pd.read_csv(out)
+    assert df["row"].tolist() == [0, 1, 2, 3]
+    assert df["error"].fillna("").tolist() == ["", "invalid UTF-8", "empty review", ""]
+    assert df.loc[0, ["prob_1", "prob_5"]].notna().all()
+
+
+def test_txt_to_jsonl(scorer, tmp_path):
+    path = tmp_path / "in.txt"
+    path.write_text("好看\n\n难看\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    score_file(scorer, path, out)
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["error"] for r in rows] == [None, "empty review", None]
+
+
+def test_cli_score_json(demo_run):
+    result = CliRunner().invoke(
+        app, ["score", "--run", str(demo_run.paths.root), "--json", "太好看了"]
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout[result.stdout.index("{") :])
+    assert record["pred_star"] in range(1, 6) and len(record["probs"]) == 5
+
+
+def test_no_trained_run_says_what_to_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="douban train"):
+        find_trained_run(tmp_path)

@@ -1,0 +1,141 @@
+"""Training and evaluation on the session's demo run: artifacts, layouts, and that heads learn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from pipeline.artifacts import read_json, write_json
+from pipeline.config import RunPaths
+from pipeline.modeling.baselines import TfidfVectoriser, word_ngrams
+from pipeline.modeling.evaluate import PREDICTION_SCHEMA, evaluate_run, run_evaluation
+from pipeline.modeling.storage import (
+    EncoderMismatchError,
+    load_model,
+    load_star_model,
+    save_model,
+)
+from pipeline.modeling.train import ALL_MODELS, RunData
+
+pytestmark = pytest.mark.slow
+
+
+def test_every_model_saved_with_encoder_and_labels(demo_run):
+    paths = demo_run.paths
+    store_encoder = RunData.load(paths).encoder_info()
+    for name in ALL_MODELS:
+        tensors, config = load_model(paths.model(name))
+        assert (paths.model(name) / "model.safetensors").exists()
+        assert config["encoder"]["fingerprint"] == store_encoder["fingerprint"]
+        assert config["labels"] == {"1": 0, "2": 1, "3": 2, "4": 3, "5": 4}
+        assert tensors, name
+    head = load_model(paths.model("head_cls"))[1]
+    assert head["layers"] == RunData.load(paths).store.token_layers
+    assert len(head["training"]["layer_weights"]) == 2
+
+
+def test_loading_with_another_encoder_is_refused(demo_run):
+    with pytest.raises(EncoderMismatchError, match="douban features"):
+        load_star_model(demo_run.paths.models, "head_cls", fingerprint="0" * 64)
+
+
+def test_metrics_layout(demo_run):
+    doc = read_json(demo_run.paths.metrics)
+    assert doc["run"] == "demo" and doc["is_demo"] is True
+    assert doc["encoder"]["name"] == "e5-small"
+    models = doc["evaluations"]["random"]["models"]
+    assert set(ALL_MODELS) <= set(models)
+    for name in ALL_MODELS:
+        for split in ("val", "test"):
+            m = models[name][split]
+            assert m["n"] > 0
+            assert 0 <= m["accuracy"] <= m["off_by_one"] <= 1
+            assert np.asarray(m["confusion"]).sum() == m["n"]
+        assert models[name]["per_film"]["test"]
+        film_n = sum(v["n"] for v in models[name]["per_film"]["test"].values())
+        assert film_n == models[name]["test"]["n"]
+    assert "ece" in models["head_cls"]["test"] and "median_star_mae" in models["head_cls"]["test"]
+    assert "ece" not in models["head_reg"]["test"]
+
+
+def test_heads_beat_majority_clearly(demo_run):
+    models = read_json(demo_run.paths.metrics)["evaluations"]["random"]["models"]
+    majority = models["majority"]["test"]["accuracy"]
+    for name in ("head_cls", "head_ord", "tfidf_lr", "ensemble_head_tfidf"):
+        assert models[name]["test"]["accuracy"] > majority + 0.15, name
+    assert models["head_reg"]["test"]["mae"] < models["majority"]["test"]["mae"] - 0.3
+
+
+def test_predictions_cover_every_split_in_the_documented_schema(demo_run):
+    table = pq.read_table(demo_run.paths.predictions)
+    assert table.schema.equals(PREDICTION_SCHEMA)
+    preds = table.to_pandas()
+    reviews = pd.read_parquet(demo_run.paths.reviews)
+    random = preds[preds["evaluation"] == "random"]
+    for name, group in random.groupby("model"):
+        assert sorted(group["review_id"]) == reviews["review_id"].tolist(), name
+        assert set(group["split"]) == {"train", "val", "test"}
+    head = random[random["model"] == "head_cls"]
+    assert np.allclose(np.stack(head["probs"]).sum(1), 1, atol=1e-5)
+    assert np.allclose(head["expected_star"], np.stack(head["probs"]) @ np.arange(1, 6), atol=1e-4)
+    store = RunData.load(demo_run.paths).store
+    lengths = store.lengths()[head["review_id"].to_numpy()]
+    assert [len(a) for a in head["attention"]] == lengths.tolist()
+    reg = random[random["model"] == "head_reg"]
+    assert reg["probs"].isna().all() and reg["score"].between(1, 5).all()
+
+
+def test_reevaluating_one_model_keeps_the_others(demo_run):
+    before = pq.read_table(demo_run.paths.predictions).num_rows
+    doc = evaluate_run(demo_run, models=["majority"], progress=False)
+    assert pq.read_table(demo_run.paths.predictions).num_rows == before
+    assert set(ALL_MODELS) <= set(doc["evaluations"]["random"]["models"])
+
+
+def test_cross_corpus_evaluation(demo_run, tmp_path):
+    from pipeline.demo import generate_demo_corpus
+
+    other = generate_demo_corpus(tmp_path / "demo_reviews_other.csv", n_reviews=150, seed=7)
+    doc = evaluate_run(demo_run, models=["majority", "head_cls"], external=other, progress=False)
+    cross = doc["evaluations"]["cross_corpus"]
+    assert cross["splits"] == ["test"]
+    assert set(cross["models"]) == {"majority", "head_cls"}
+    assert "val" not in cross["models"]["head_cls"]
+    assert cross["models"]["head_cls"]["test"]["n"] > 100
+    assert "random" in doc["evaluations"]  # kept
+    preds = pd.read_parquet(demo_run.paths.predictions)
+    assert (preds.loc[preds["evaluation"] == "cross_corpus", "split"] == "test").all()
+    assert (demo_run.paths.root / "external" / "demo_reviews_other" / "features").is_dir()
+
+
+def test_film_holdout_evaluation_name(tmp_path):
+    paths = RunPaths(tmp_path / "run")
+    write_json(paths.summary, {"holdout_films": []})
+    assert run_evaluation(paths) == "random"
+    write_json(paths.summary, {"holdout_films": ["钢铁侠1"]})
+    assert run_evaluation(paths) == "film_holdout"
+
+
+def test_saved_baselines_round_trip(demo_run, tmp_path):
+    data = RunData.load(demo_run.paths)
+    rows = data.rows("test")
+    for name in ("majority", "tfidf_lr", "tfidf_ridge", "pooled_lr_layers", "ensemble_head_tfidf"):
+        model = load_star_model(demo_run.paths.models, name)
+        before = model.predict(data.source, rows)
+        if name != "ensemble_head_tfidf":
+            save_model(tmp_path / name, model.tensors(), model.config)
+            model = load_star_model(tmp_path, name)
+        after = model.predict(data.source, rows)
+        assert np.array_equal(before.pred_star, after.pred_star), name
+        assert np.array_equal(before.score, after.score), name
+
+
+def test_tfidf_matches_sklearn():
+    docs = [["好看", "的", "电影"], ["不", "好看"], ["电影", "好看", "好看"], ["难看"], []]
+    ours = TfidfVectoriser.fit(docs, min_df=1)
+    theirs = TfidfVectorizer(analyzer=word_ngrams, sublinear_tf=True).fit(docs)
+    assert ours.vocabulary == theirs.vocabulary_
+    assert np.allclose(ours.transform(docs).toarray(), theirs.transform(docs).toarray())

@@ -1,0 +1,2 @@
+def test_fixture(demo_run):
+    print(demo_run.paths.root)
