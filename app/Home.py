@@ -13,7 +13,9 @@ import streamlit as st
 
 VIEWS = Path(__file__).parent / "views"
 
-st.set_page_config(page_title="Douban sentiment studio", page_icon=":material/movie:", layout="wide")
+st.set_page_config(
+    page_title="Douban sentiment studio", page_icon=":material/movie:", layout="wide"
+)
 st.html(common.CSS)
 
 st.session_state["_context"] = common.sidebar()

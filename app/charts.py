@@ -39,9 +39,17 @@ def true_vs_predicted(dist: pd.DataFrame, title: str = "") -> alt.Chart:
             x=alt.X("star:O", title="star"),
             xOffset="which:N",
             y=alt.Y("share:Q", title="share of reviews", axis=alt.Axis(format="%")),
-            color=alt.Color("which:N", title="", scale=alt.Scale(range=["#888888", "#2e7d32"])),
-            tooltip=["star:O", "which:N", alt.Tooltip("share:Q", format=".1%"),
-                     alt.Tooltip("reviews:Q", format=",")],
+            color=alt.Color(
+                "which:N",
+                title="",
+                scale=alt.Scale(domain=["true", "predicted"], range=["#9e9e9e", "#2e7d32"]),
+            ),
+            tooltip=[
+                "star:O",
+                "which:N",
+                alt.Tooltip("share:Q", format=".1%"),
+                alt.Tooltip("reviews:Q", format=","),
+            ],
         )
         .properties(height=220)
     )
@@ -62,8 +70,9 @@ def confusion_heatmap(matrix: pd.DataFrame, normalised: bool, title: str = "") -
     )
     labels = base.mark_text(fontSize=11).encode(
         text=alt.Text("value:Q", format=fmt),
-        color=alt.condition(alt.datum.value > long["value"].max() / 2, alt.value("white"),
-                            alt.value("black")),
+        color=alt.condition(
+            alt.datum.value > long["value"].max() / 2, alt.value("white"), alt.value("black")
+        ),
     )
     return (cells + labels).properties(width=220, height=220)
 
@@ -81,14 +90,17 @@ def grouped_metric_bars(table: pd.DataFrame, metrics: list[str], title: str = ""
             color=alt.Color("metric:N", title=""),
             tooltip=["model:N", "metric:N", alt.Tooltip("value:Q", format=".1%")],
         )
+        .properties(height=max(120, 30 * table["model"].nunique()))
     )
 
 
 def reliability(table: pd.DataFrame) -> alt.LayerChart:
     """Reliability curve: accuracy vs mean confidence per bin, per model, with the diagonal."""
-    diagonal = alt.Chart(pd.DataFrame({"x": [0, 1], "y": [0, 1]})).mark_line(
-        strokeDash=[4, 4], color="#999999"
-    ).encode(x="x:Q", y="y:Q")
+    diagonal = (
+        alt.Chart(pd.DataFrame({"x": [0, 1], "y": [0, 1]}))
+        .mark_line(strokeDash=[4, 4], color="#999999")
+        .encode(x="x:Q", y="y:Q")
+    )
     points = (
         alt.Chart(table[table["count"] > 0])
         .mark_line(point=True)
@@ -96,8 +108,12 @@ def reliability(table: pd.DataFrame) -> alt.LayerChart:
             x=alt.X("confidence:Q", title="mean confidence", scale=alt.Scale(domain=[0, 1])),
             y=alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1])),
             color=alt.Color("model:N"),
-            tooltip=["model:N", alt.Tooltip("confidence:Q", format=".2f"),
-                     alt.Tooltip("accuracy:Q", format=".2f"), alt.Tooltip("count:Q", format=",")],
+            tooltip=[
+                "model:N",
+                alt.Tooltip("confidence:Q", format=".2f"),
+                alt.Tooltip("accuracy:Q", format=".2f"),
+                alt.Tooltip("count:Q", format=","),
+            ],
         )
     )
     return (diagonal + points).properties(height=300)
@@ -122,12 +138,80 @@ def probability_bars(probs: list[float], predicted: int) -> alt.Chart:
     )
 
 
-def line(frame: pd.DataFrame, x: str, y: str, title: str = "", color: str | None = None,
-         y_format: str = "") -> alt.Chart:
+def month_bars(frame: pd.DataFrame, title: str = "") -> alt.Chart:
+    """Reviews per month (``month`` as YYYY-MM, ``reviews``)."""
+    return (
+        alt.Chart(frame, title=title)
+        .mark_bar(color="#9e9e9e")
+        .encode(
+            x=alt.X("yearmonth(month):T", title="month"),
+            y=alt.Y("reviews:Q", title="reviews"),
+            tooltip=[alt.Tooltip("month:N"), alt.Tooltip("reviews:Q", format=",")],
+        )
+        .properties(height=200)
+    )
+
+
+def film_league(table: pd.DataFrame, highlight: str) -> alt.LayerChart:
+    """Each film's mean true star and the model's mean predicted star, joined by a rule;
+    best-rated first, the chosen film in bold."""
+    rated = table.dropna(subset=["mean_true"]).assign(chosen=lambda t: t["film"] == highlight)
+    order = rated["film"].tolist()
+    y = alt.Y("film:N", sort=order, title="", axis=alt.Axis(labelOverlap=False))
+    rule = (
+        alt.Chart(rated)
+        .mark_rule(color="#bbbbbb")
+        .encode(
+            y=y,
+            x=alt.X("mean_true:Q", title="mean star", scale=alt.Scale(domain=[1, 5])),
+            x2="mean_pred:Q",
+        )
+    )
+    long = rated.melt(
+        id_vars=["film", "chosen", "evaluated"],
+        value_vars=["mean_true", "mean_pred"],
+        var_name="which",
+        value_name="star",
+    )
+    long["which"] = long["which"].map({"mean_true": "true", "mean_pred": "predicted"})
+    points = (
+        alt.Chart(long)
+        .mark_point(filled=True, size=90)
+        .encode(
+            y=y,
+            x="star:Q",
+            color=alt.Color(
+                "which:N",
+                title="",
+                scale=alt.Scale(domain=["true", "predicted"], range=["#9e9e9e", "#2e7d32"]),
+            ),
+            shape=alt.Shape("which:N", title=""),
+            opacity=alt.condition(alt.datum.chosen, alt.value(1.0), alt.value(0.55)),
+            tooltip=[
+                "film:N",
+                "which:N",
+                alt.Tooltip("star:Q", format=".2f"),
+                alt.Tooltip("evaluated:Q", title="evaluated reviews"),
+            ],
+        )
+    )
+    return (rule + points).properties(height=alt.Step(26))
+
+
+def line(
+    frame: pd.DataFrame,
+    x: str,
+    y: str,
+    title: str = "",
+    color: str | None = None,
+    y_format: str = "",
+    y_domain: tuple[float, float] | None = None,
+) -> alt.Chart:
     """A line with points and tooltips (trends over time, per-layer curves)."""
+    scale = alt.Scale(domain=list(y_domain)) if y_domain else alt.Undefined
     enc = {
-        "x": alt.X(x, title=x.split(":")[0]),
-        "y": alt.Y(y, title=y.split(":")[0], axis=alt.Axis(format=y_format)),
+        "x": alt.X(x, title=x.split(":")[0], axis=alt.Axis(labelAngle=0)),
+        "y": alt.Y(y, title=y.split(":")[0], axis=alt.Axis(format=y_format), scale=scale),
         "tooltip": [c for c in frame.columns if not c.startswith("_")],
     }
     if color:
@@ -137,9 +221,11 @@ def line(frame: pd.DataFrame, x: str, y: str, title: str = "", color: str | None
 
 def hline(value: float) -> alt.Chart:
     """A dashed horizontal reference line (e.g. the majority-class accuracy)."""
-    return alt.Chart(pd.DataFrame({"y": [value]})).mark_rule(
-        strokeDash=[4, 4], color="#999999"
-    ).encode(y="y:Q")
+    return (
+        alt.Chart(pd.DataFrame({"y": [value]}))
+        .mark_rule(strokeDash=[4, 4], color="#999999")
+        .encode(y="y:Q")
+    )
 
 
 def scatter_map(points: pd.DataFrame, color: str, tooltip: list[str]) -> alt.Chart:
@@ -163,16 +249,27 @@ def scatter_map(points: pd.DataFrame, color: str, tooltip: list[str]) -> alt.Cha
     )
 
 
-def heatmap(frame: pd.DataFrame, x: str, y: str, value: str, title: str = "",
-            scheme: str = "blues", fmt: str = ".2f") -> alt.Chart:
-    """Generic heatmap of a long frame (layer x head statistics, CKA matrices)."""
-    return (
+def heatmap(
+    frame: pd.DataFrame,
+    x: str,
+    y: str,
+    value: str,
+    title: str = "",
+    scheme: str = "blues",
+    fmt: str = ".2f",
+    cell: int | None = None,
+) -> alt.Chart:
+    """Generic heatmap of a long frame (layer x head statistics, CKA matrices). With ``cell``
+    every cell is that many pixels and every label is shown (token-by-token head views)."""
+    axis = alt.Axis(labelOverlap=False, labelAngle=-60) if cell else alt.Axis(labelAngle=0)
+    chart = (
         alt.Chart(frame, title=title)
         .mark_rect()
         .encode(
-            x=alt.X(f"{x}:O"),
-            y=alt.Y(f"{y}:O"),
+            x=alt.X(f"{x}:O", axis=axis, sort=None),
+            y=alt.Y(f"{y}:O", axis=alt.Axis(labelOverlap=False) if cell else alt.Axis(), sort=None),
             color=alt.Color(f"{value}:Q", scale=alt.Scale(scheme=scheme)),
             tooltip=[f"{x}:O", f"{y}:O", alt.Tooltip(f"{value}:Q", format=fmt)],
         )
     )
+    return chart.properties(width=alt.Step(cell), height=alt.Step(cell)) if cell else chart

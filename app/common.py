@@ -8,13 +8,10 @@ run and arguments (``st.cache_data``), so switching pages reloads neither data n
 
 from __future__ import annotations
 
-import html
-import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import streamlit as st
@@ -62,20 +59,17 @@ def default_run(root: Path) -> str | None:
     return DEMO_RUN if DEMO_RUN in runs else None
 
 
-def optional_module(name: str) -> ModuleType | None:
-    """A pipeline module another stage provides, or None while it is not there yet."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as err:
-        if err.name and name.startswith(err.name):
-            return None
-        raise
-
-
 def _stamp(paths: RunPaths) -> tuple[float, ...]:
     """Modification times of the artifacts a page reads: a re-run stage invalidates the caches."""
-    files = (paths.summary, paths.reviews, paths.metrics, paths.predictions,
-             paths.features / "manifest.json", paths.lab, paths.models)
+    files = (
+        paths.summary,
+        paths.reviews,
+        paths.metrics,
+        paths.predictions,
+        paths.features / "manifest.json",
+        paths.lab,
+        paths.models,
+    )
     return tuple(f.stat().st_mtime if f.exists() else 0.0 for f in files)
 
 
@@ -104,10 +98,11 @@ class Context:
         return self.run_dir.name
 
 
-def open_context(run_dir: Path, model: str | None = None) -> Context:
+def open_context(run_dir: Path) -> Context:
+    """The run's data, from the process-wide cache unless an artifact changed on disk."""
     stamp = _stamp(RunPaths(run_dir))
     data = _open_run(str(run_dir), stamp)
-    return Context(run_dir=run_dir, key=f"{run_dir}@{stamp}", data=data, model=model)
+    return Context(run_dir=run_dir, key=f"{run_dir}@{stamp}", data=data, model=None)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -135,13 +130,9 @@ def scorer_for(ctx: Context, model: str | None) -> Any:
     return load_scorer(str(ctx.run_dir), model, _stamp(ctx.paths))
 
 
-def model_choices(ctx_data: Any) -> list[str]:
-    """Models with predictions in the run, best first."""
-    try:
-        models = list(ctx_data.models)
-        best = ctx_data.best_model()
-    except FileNotFoundError:
-        return []
+def model_choices(data: Any) -> list[str]:
+    """Models with predictions in the run, best first (exact accuracy on test)."""
+    models, best = list(data.models), data.best_model()
     if best in models:
         models.remove(best)
         models.insert(0, best)
@@ -157,7 +148,10 @@ def sidebar() -> Context | None:
         return None
     default = default_run(root)
     run = st.sidebar.selectbox(
-        "Run", runs, index=runs.index(default) if default in runs else 0, key="run",
+        "Run",
+        runs,
+        index=runs.index(default) if default in runs else 0,
+        key="run",
         help=f"Runs with prepared data in {root}",
     )
     if st.query_params.get(RUN_PARAM) != run:
@@ -166,13 +160,16 @@ def sidebar() -> Context | None:
     if ctx.data.is_demo:
         st.sidebar.warning(
             "**generated demo data**: the reviews are synthetic, so the numbers show how the "
-            "pipeline works, not what Douban users think.", icon=":material/science:",
+            "pipeline works, not what Douban users think.",
+            icon=":material/science:",
         )
     models = model_choices(ctx.data)
     model = None
     if models:
         model = st.sidebar.selectbox(
-            "Model", models, key=f"model:{run}",
+            "Model",
+            models,
+            key=f"model:{run}",
             help="Whose predictions the pages show and which model scores reviews; best first.",
         )
     else:
@@ -201,11 +198,6 @@ def no_runs_message() -> None:
 def needs(what: str, command: str) -> None:
     """Say what a page section needs and how to make it, instead of failing."""
     st.info(f"{what} — run `{command}`.", icon=":material/info:")
-
-
-def escape(text: Any) -> str:
-    """User text for HTML: always escaped."""
-    return html.escape("" if text is None else str(text))
 
 
 def film_label(row: Any) -> str:

@@ -7,7 +7,7 @@
    DMSC) built by repeating and perturbing the sample's rows, and of the whole prepare stage on it
    (ingest + splits + segmentation), each in a fresh subprocess.
 
-    python benchmarks/prepare.py [--rows 2100000] [--workers 2] [--ingest-only]
+    python benchmarks/prepare.py [--rows 2100000] [--workers 2] [--reviews N] [--ingest-only]
 
 Writes benchmarks/results/prepare.json and prints a table.
 """
@@ -90,6 +90,9 @@ def segmentation_speed(rows: list[dict[str, str]], workers: int) -> dict[str, fl
     segment_texts(texts, films, workers=1)
     inline = time.perf_counter() - start
     start = time.perf_counter()
+    segment_texts(texts[:1], films, workers=workers)
+    startup = time.perf_counter() - start  # spawn, import, build the tokenizer in each worker
+    start = time.perf_counter()
     segment_texts(texts, films, workers=workers)
     pooled = time.perf_counter() - start
     return {
@@ -97,6 +100,8 @@ def segmentation_speed(rows: list[dict[str, str]], workers: int) -> dict[str, fl
         "plain_jieba_per_s": len(texts) / plain,
         "project_inline_per_s": len(texts) / inline,
         f"project_pool_{workers}_per_s": len(texts) / pooled,
+        "pool_startup_s": startup,
+        f"project_pool_{workers}_per_s_after_startup": len(texts) / max(pooled - startup, 1e-9),
         "pool_speedup_vs_plain": plain / pooled,
     }
 
@@ -131,6 +136,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2_100_000, help="rows of the generated CSV")
     parser.add_argument("--workers", type=int, default=2, help="segmentation processes")
     parser.add_argument("--sample", type=Path, default=SAMPLE, help="real DMSC-format reviews")
+    parser.add_argument("--reviews", type=int, default=None, help="segment only the first N")
     parser.add_argument("--ingest-only", action="store_true", help="skip the whole-stage run")
     args = parser.parse_args()
     if not args.sample.exists():
@@ -138,10 +144,10 @@ def main() -> None:
 
     console = Console()
     rows = load_sample(args.sample)
-    console.print(f"segmenting {len(rows):,} real reviews ...")
+    console.print(f"segmenting {len(rows[: args.reviews]):,} real reviews ...")
     result: dict[str, object] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "segmentation": segmentation_speed(rows, args.workers),
+        "segmentation": segmentation_speed(rows[: args.reviews], args.workers),
     }
     with tempfile.TemporaryDirectory(prefix="douban-bench-") as tmp:
         big = Path(tmp) / "dmsc_generated.csv"

@@ -393,5 +393,46 @@ for _name, (_parts, _doc) in LAB_COMMANDS.items():
     lab_app.command(_name)(_lab_command(_parts, _doc))
 
 
+@app.command()
+def demo(
+    config: ConfigOpt = None,
+    run: RunOpt = None,
+    runs_dir: RunsDirOpt = None,
+    reviews: Annotated[int, typer.Option(help="Size of the generated demo corpus.")] = 6000,
+    open_app: Annotated[
+        bool, typer.Option("--app/--no-app", help="Open the app when the reports are written.")
+    ] = True,
+    port: Annotated[int, typer.Option(help="App port.")] = 8501,
+    force: Annotated[bool, typer.Option(help="Regenerate and recompute every stage.")] = False,
+) -> None:
+    """The main job on the embedded default: generated demo corpus -> prepare -> features ->
+    heads -> evaluation -> reports -> app."""
+    from pipeline.workflow import run_demo
+
+    settings = make_settings(config, run, runs_dir)
+    pages = run_demo(settings, n_reviews=reviews, force=force)
+    console.print(f"[green]demo run ready:[/green] {settings.paths.root}; reports: {pages[-1]}")
+    if open_app:
+        app_command(run=settings.run_name, runs_dir=settings.runs_dir, port=port, headless=True)
+
+
+@app.command("run")
+def run_all(
+    inputs: Annotated[
+        list[Path], typer.Option("--input", "-i", help="DMSC-format CSV file(s) or directory.")
+    ],
+    config: ConfigOpt = None,
+    run: RunOpt = None,
+    runs_dir: RunsDirOpt = None,
+    force: Annotated[bool, typer.Option(help="Recompute every stage.")] = False,
+) -> None:
+    """Every stage on your own CSVs: prepare -> features -> train + evaluate -> reports."""
+    from pipeline.workflow import run_pipeline
+
+    settings = make_settings(config, run, runs_dir)
+    pages = run_pipeline(settings, inputs, force=force)
+    console.print(f"[green]run ready:[/green] {settings.paths.root}; reports: {pages[-1]}")
+
+
 if __name__ == "__main__":
     app()

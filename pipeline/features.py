@@ -113,10 +113,7 @@ class Tokenized:
 
     input_ids: list[np.ndarray]  # each (n,) int32
     offsets: list[np.ndarray]  # each (n, 2) int32; (-1, -1) for special and prefix tokens
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.fromiter((len(ids) for ids in self.input_ids), np.int64, len(self.input_ids))
+    lengths: np.ndarray  # (texts,) int64 tokens per text
 
 
 def tokenize(encoder: Encoder, texts: Sequence[str], max_length: int) -> Tokenized:
@@ -141,19 +138,26 @@ def tokenize(encoder: Encoder, texts: Sequence[str], max_length: int) -> Tokeniz
         spans[~is_text] = -1
         input_ids.append(np.asarray(ids, dtype=np.int32))
         offsets.append(spans)
-    return Tokenized(input_ids, offsets)
+    lengths = np.fromiter(map(len, input_ids), np.int64, len(input_ids))
+    return Tokenized(input_ids, offsets, lengths)
 
 
-def count_tokens(encoder: Encoder, texts: Sequence[str], max_length: int) -> np.ndarray:
-    """Exact token count per text (with prefix and special tokens), for size estimates."""
-    encoded = encoder.tokenizer(
-        [encoder.spec.prefix + text for text in texts],
-        truncation=True,
-        max_length=max_length,
-        return_attention_mask=False,
-        return_token_type_ids=False,
-    )
-    return np.fromiter((len(ids) for ids in encoded["input_ids"]), np.int64, len(texts))
+def count_tokens(
+    encoder: Encoder, texts: Sequence[str], max_length: int, chunk: int = 20_000
+) -> np.ndarray:
+    """Exact token count per text (with prefix and special tokens), for size estimates;
+    chunked, so millions of reviews never sit in memory as token lists."""
+    counts = np.empty(len(texts), dtype=np.int64)
+    for start in range(0, len(texts), chunk):
+        encoded = encoder.tokenizer(
+            [encoder.spec.prefix + text for text in texts[start : start + chunk]],
+            truncation=True,
+            max_length=max_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        counts[start : start + len(encoded["input_ids"])] = list(map(len, encoded["input_ids"]))
+    return counts
 
 
 def plan_batches(lengths: np.ndarray, token_budget: int) -> list[np.ndarray]:
@@ -800,10 +804,11 @@ def extract_features(
     size = _size_report(lengths, plans, done, len(layers), hidden_states, encoder.hidden_size)
     features_dir.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(features_dir).free
-    if size > free:
+    todo = sum(p.stop - p.start for p in plans if p.name not in done) / len(texts)
+    if size * todo > free:
         raise OSError(
-            f"the feature store needs about {_human(size)} but {features_dir} has {_human(free)} "
-            "free: lower features.token_state_limit or store fewer --layers"
+            f"the feature store needs {_human(size * todo)} more but {features_dir} has "
+            f"{_human(free)} free: lower --token-state-limit or store fewer --layers"
         )
 
     written = 0

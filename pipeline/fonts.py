@@ -38,6 +38,18 @@ def cjk_font_path() -> Path:
     )
 
 
+@cache
+def font_codepoints(path: Path) -> frozenset[int]:
+    """Unicode code points the font has glyphs for (first face of a .ttc collection)."""
+    from fontTools.ttLib import TTCollection, TTFont
+
+    if path.suffix.lower() == ".ttc":
+        with TTCollection(str(path)) as collection:
+            return frozenset(collection.fonts[0].getBestCmap())
+    with TTFont(str(path)) as font:
+        return frozenset(font.getBestCmap())
+
+
 def use_cjk_font() -> None:
     """Register the CJK font with matplotlib and make it the first sans-serif choice."""
     path = cjk_font_path()

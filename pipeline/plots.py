@@ -105,8 +105,10 @@ def tsne_figure(points: pd.DataFrame) -> Figure:
     return fig
 
 
-def trend_figure(trend: pd.DataFrame) -> Figure:
-    """Mean true and predicted star per month, with the number of reviews as grey bars."""
+def trend_figure(trend: pd.DataFrame, min_reviews: int = 5) -> Figure:
+    """Mean true and predicted star per month, with the number of reviews as grey bars. A mean
+    is drawn only for months with at least ``min_reviews`` reviews behind it (one review's star
+    is not a trend)."""
     fig = _figure(8, 3.4)
     ax = fig.add_subplot()
     x = np.arange(len(trend))
@@ -115,17 +117,12 @@ def trend_figure(trend: pd.DataFrame) -> Figure:
     counts.set_ylabel("reviews per month", color="#888888")
     ax.set_zorder(counts.get_zorder() + 1)
     ax.patch.set_visible(False)
-    ax.plot(x, trend["mean_star"], marker="o", ms=3, color=TRUE_COLOUR, label="mean star (all)")
+    mean_star = trend["mean_star"].where(trend["reviews"] >= min_reviews)
+    ax.plot(x, mean_star, marker="o", ms=3, color=TRUE_COLOUR, label="mean star (all reviews)")
     if "mean_pred" in trend.columns:
-        ax.plot(
-            x,
-            trend["mean_pred"],
-            marker="s",
-            ms=3,
-            color=PRED_COLOUR,
-            label="mean predicted star (evaluated)",
-            linestyle="--",
-        )
+        mean_pred = trend["mean_pred"].where(trend["evaluated"] >= min_reviews)
+        ax.plot(x, mean_pred, marker="s", ms=3, color=PRED_COLOUR, linestyle="--",
+                label="mean predicted star (evaluated reviews)")  # fmt: skip
     ax.set_ylim(1, 5)
     ax.set_ylabel("mean star")
     step = max(1, len(trend) // 12)
@@ -135,8 +132,9 @@ def trend_figure(trend: pd.DataFrame) -> Figure:
 
 
 def league_figure(league: pd.DataFrame, highlight: str | None = None) -> Figure:
-    """Every film's mean true star (dot) and mean predicted star (cross), best-rated at the top;
-    the ``highlight`` film's name is red (the CJK font has no bold face)."""
+    """Every film's mean true star (dot) and mean predicted star (cross) over its evaluated
+    reviews (their number in brackets), best-rated at the top; the ``highlight`` film's name is
+    red (the CJK font has no bold face)."""
     rows = league.dropna(subset=["mean_true"]).sort_values("mean_true")
     fig = _figure(7, max(2.5, 0.28 * len(rows) + 1))
     ax = fig.add_subplot()
@@ -146,9 +144,9 @@ def league_figure(league: pd.DataFrame, highlight: str | None = None) -> Figure:
     ax.scatter(
         rows["mean_pred"], y, color=PRED_COLOUR, marker="x", label="mean predicted star", zorder=3
     )
-    ax.set_yticks(y, rows["film"])
-    for label in ax.get_yticklabels():
-        if label.get_text() == highlight:
+    ax.set_yticks(y, [f"{f} ({n})" for f, n in zip(rows["film"], rows["evaluated"], strict=True)])
+    for label, film in zip(ax.get_yticklabels(), rows["film"], strict=True):
+        if film == highlight:
             label.set_color("#d7301f")
     ax.set_xlim(1, 5)
     ax.set_xlabel("mean star over evaluated reviews")

@@ -39,11 +39,11 @@ from pipeline.artifacts import (
 from pipeline.config import Settings
 from pipeline.dataset import DatasetError, IngestStats, ingest, is_demo_input, resolve_inputs
 from pipeline.splits import SPLITS, assign_splits, resolve_holdout, split_counts
-from pipeline.text import Segmenter, film_words, require_user_dict, segment_chunks
+from pipeline.text import film_words, require_user_dict, segment_chunks
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "prepare-1"  # bump when a change alters prepared output for the same input
+CODE_VERSION = "prepare-2"  # bump when a change alters prepared output for the same input
 _INGESTED = ".ingested.parquet"
 POOL_MIN_REVIEWS = 20_000  # below this a process pool's start-up costs more than it saves
 
@@ -123,7 +123,10 @@ def prepare_run(
         except ValueError as err:
             raise DatasetError(f"{err} (settings.prepare.holdout_films / --holdout-films)") from err
         codes, split_summary = _splits(ingested, settings, holdout)
-        words = _write_reviews(ingested, tmp / paths.reviews.name, codes, settings, progress)
+        # film titles for jieba: the summary's film keys, which is what later stages pass to
+        # pipeline.text.Segmenter to segment new text the same way
+        words = film_words(stats.films)
+        _write_reviews(ingested, tmp / paths.reviews.name, codes, words, settings, progress)
         ingested.unlink()
         summary = _summary(stats, files, split_summary, holdout, words)
         summary["seconds"] = round(time.perf_counter() - start, 1)
@@ -161,14 +164,16 @@ def _splits(
 
 
 def _write_reviews(
-    ingested: Path, out: Path, codes: np.ndarray, settings: Settings, progress: bool
-) -> tuple[str, ...]:
-    """Segment the ingested reviews chunk by chunk and write the final file; returns the film
-    words added to jieba's dictionary."""
+    ingested: Path,
+    out: Path,
+    codes: np.ndarray,
+    words: tuple[str, ...],
+    settings: Settings,
+    progress: bool,
+) -> None:
+    """Segment the ingested reviews chunk by chunk and write the final file."""
     chunk_rows = settings.prepare.chunk_rows
     with pq.ParquetFile(ingested) as source:
-        names = source.read(columns=["film_en", "film_cn"])
-        titles = {n for col in names.columns for n in col.unique().to_pylist() if n}
         pending: deque[pa.RecordBatch] = deque()
 
         def texts() -> Iterator[list[str]]:
@@ -178,7 +183,7 @@ def _write_reviews(
 
         small = source.metadata.num_rows < POOL_MIN_REVIEWS
         workers = 1 if small else max(1, settings.prepare.workers)
-        tokens_per_chunk = segment_chunks(texts(), titles, settings.prepare.user_dict, workers)
+        tokens_per_chunk = segment_chunks(texts(), words, settings.prepare.user_dict, workers)
         bar = tqdm(
             total=source.metadata.num_rows, unit="review", desc="segmenting", disable=not progress
         )
@@ -195,7 +200,6 @@ def _write_reviews(
                 offset += n
                 bar.update(n)
         bar.close()
-    return film_words(titles)
 
 
 def _summary(
@@ -255,10 +259,3 @@ def summary_table(summary: dict[str, Any]) -> Table:
     for name, enc in summary["encodings"].items():
         table.add_row(f"encoding of {name}", enc)
     return table
-
-
-def run_segmenter(settings: Settings) -> Segmenter:
-    """The segmenter prepare used for this run (its film titles + user dictionary), for
-    segmenting new text the same way, e.g. to map attention onto words."""
-    summary = read_json(settings.paths.summary)
-    return Segmenter(summary["jieba_words"], settings.prepare.user_dict)

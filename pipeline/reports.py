@@ -13,6 +13,7 @@ import hashlib
 import html
 import logging
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,15 +205,8 @@ def _tsne(
 
 
 def _attention_model(run: RunData, model: str | None) -> str | None:
-    """The chosen model when it has attention, else the first head model that does."""
-
-    def models_with_attention() -> set[str]:
-        preds = run.predictions
-        if "attention" not in preds.columns:
-            return set()
-        return set(preds.loc[preds["attention"].notna(), "model"].unique())
-
-    with_attention = run.memo("models_with_attention", models_with_attention)
+    """The chosen model when it has attention, else head_cls, else the first that has it."""
+    with_attention = run.models_with_attention
     for name in (model, "head_cls", *sorted(with_attention)):
         if name in with_attention:
             return name
@@ -230,6 +224,7 @@ def _attention(
     if store is None:
         return name, [], f"no feature store (token offsets): run `douban features --run {run.name}`"
     preds, _ = run.evaluated(name, film)
+    preds = preds.merge(run.prediction_lists(name, preds["review_id"]), on="review_id")
     examples = []
     for row in attention_examples(preds).itertuples():
         offsets = store.offsets(int(row.review_id))
@@ -251,8 +246,8 @@ def _attention(
 # --------------------------------------------------------------------------------- rendering
 
 CSS = """
-body{font-family:'Noto Sans CJK SC','PingFang SC','Microsoft YaHei',sans-serif;margin:0;
- color:#222;background:#fafafa;line-height:1.5}
+body{font-family:'Noto Sans CJK SC','PingFang SC','Microsoft YaHei','Noto Color Emoji',sans-serif;
+ margin:0;color:#222;background:#fafafa;line-height:1.5}
 main{max-width:1100px;margin:0 auto;padding:1.5rem}
 h1{margin:.2rem 0}h2{border-bottom:2px solid #4c72b0;padding-bottom:.2rem;margin-top:2.2rem}
 .sub{color:#666}.caption{color:#555;font-style:italic;margin:.2rem 0 .8rem}
@@ -304,7 +299,7 @@ def _left(is_text: bool) -> str:
 
 
 def _table(
-    df: pd.DataFrame, formats: dict[str, str] | None = None, raw: set[str] = frozenset()
+    df: pd.DataFrame, formats: dict[str, str] | None = None, raw: Collection[str] = ()
 ) -> str:
     """An HTML table of ``df``; cells are escaped except columns in ``raw`` (trusted markup)."""
     formats = formats or {}
@@ -343,6 +338,10 @@ def _cards(items: list[tuple[str, str]]) -> str:
     return f'<div class="cards">{cards}</div>'
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
 def _pct(x: float) -> str:
     return "–" if pd.isna(x) else f"{x:.1%}"
 
@@ -359,7 +358,7 @@ def render_film(report: FilmReport) -> str:
     """The film's page as one self-contained HTML document."""
     s = report.summary
     n_eval = s["n"]
-    where = f"the {n_eval:,} reviews of {report.evaluated_on}" if n_eval else "no evaluated reviews"
+    where = f"{_count(n_eval, 'review')} of {report.evaluated_on}" if n_eval else "no reviews"
     nav = "".join(f'<a href="#{k}">{html.escape(v)}</a>' for k, v in SECTIONS.items())
     parts = [
         f"<h1>{html.escape(_film_title(report))}</h1>",
@@ -431,14 +430,14 @@ def _film_sections(report: FilmReport, where: str) -> list[str]:
         ),
         _section(
             "star-words",
-            "For each star, the words its reviews of this film use more than the other stars' "
-            "reviews (TF-IDF), with their counts.",
+            "For each star, the words its reviews of this film use distinctly more than the other "
+            "stars' reviews (weighted log-odds, Monroe et al. 2008), with their counts.",
             _table(star_words_table(report.star_words).reset_index()),
         ),
         _section(
             "clouds",
-            "Word size is TF-IDF weight: the film against the corpus, then each star against "
-            "the others.",
+            "Word size is how distinctive a word is: the film against the corpus (TF-IDF), then "
+            "each star against the others (log-odds).",
             _clouds(report, font),
         ),
         _section(
@@ -451,7 +450,8 @@ def _film_sections(report: FilmReport, where: str) -> list[str]:
         _section(
             "trend",
             "Mean star per month over all the film's dated reviews (blue) and the model's mean "
-            "prediction on its evaluated reviews (orange); grey bars count reviews.",
+            "prediction on its evaluated reviews (orange), for months with at least 5 of them; "
+            "grey bars count reviews.",
             _figure(plots.trend_figure(report.trend), "monthly trend")
             if report.trend is not None
             else _note("no dates in this data"),
@@ -465,8 +465,9 @@ def _film_sections(report: FilmReport, where: str) -> list[str]:
         ),
         _section(
             "league",
-            "Every film's mean true star (dot) and mean predicted star (cross) on evaluated "
-            "reviews; this film's name is red. Far apart means the model misjudges the film.",
+            "Every film's mean true star (dot) and mean predicted star (cross) on its evaluated "
+            "reviews (how many in brackets); this film's name is red. Far apart means the model "
+            "misjudges the film.",
             _figure(plots.league_figure(report.league, report.film), "film league")
             if report.league["mean_true"].notna().any()
             else _note("no predictions yet"),
@@ -494,24 +495,26 @@ def _words_table(top: pd.DataFrame) -> str:
     return _table(table, {"score": ".3f"})
 
 
+def _cloud(words: pd.DataFrame, font: Path, width: int, height: int) -> np.ndarray | None:
+    """A word cloud of a ``word, score`` table; None when no word can be drawn."""
+    try:
+        return word_cloud(
+            dict(zip(words["word"], words["score"], strict=True)), font, width, height
+        )
+    except ValueError:
+        return None
+
+
 def _clouds(report: FilmReport, font: Path) -> str:
-    film_weights = dict(zip(report.top_words["word"], report.top_words["score"], strict=True))
-    images = {}
-    if film_weights:
-        images[report.film] = word_cloud(film_weights, font, width=900, height=380)
-    for star in STARS:
-        table = report.star_words[star]
-        if len(table):
-            images[f"{star}★"] = word_cloud(
-                dict(zip(table["word"], table["score"], strict=True)), font, 400, 260
-            )
-    if not images:
-        return _note("no words to draw")
-    first = next(iter(images))
-    parts = [_img(plots.image_to_data_uri(images.pop(first)), f"word cloud of {first}")]
-    if images:
-        parts.append(_figure(plots.word_clouds_figure(images), "word clouds per star"))
-    return "".join(parts)
+    parts = []
+    film_cloud = _cloud(report.top_words, font, 900, 380)
+    if film_cloud is not None:
+        parts.append(_img(plots.image_to_data_uri(film_cloud), f"word cloud of {report.film}"))
+    per_star = {f"{s}★": _cloud(report.star_words[s], font, 400, 260) for s in STARS}
+    per_star = {k: v for k, v in per_star.items() if v is not None}
+    if per_star:
+        parts.append(_figure(plots.word_clouds_figure(per_star), "word clouds per star"))
+    return "".join(parts) or _note("no words to draw")
 
 
 def _attention_html(report: FilmReport) -> str:
@@ -553,7 +556,8 @@ def render_index(run: RunData, model: str | None, film_pages: dict[str, str]) ->
     overall = accuracy_summary(preds)
     league = _league(run, model)
     per_film = {f: accuracy_summary(g) for f, g in preds.groupby("film")}
-    films = run.films.merge(league[["film", "mean_star", "mean_pred", "error"]], on="film")
+    columns = ["film", "mean_star", "evaluated", "mean_true", "mean_pred", "error"]
+    films = run.films.merge(league[columns], on="film")
     links = [
         f'<a href="{quote(film_pages[f])}">{html.escape(f)}</a>'
         if f in film_pages
@@ -566,13 +570,15 @@ def render_index(run: RunData, model: str | None, film_pages: dict[str, str]) ->
             "English name": films["film_en"].fillna("").astype(str),
             "reviews": films["reviews"],
             "mean star": films["mean_star"],
+            "evaluated": films["evaluated"],
+            "mean true": films["mean_true"],
             "mean predicted": films["mean_pred"],
             "error": films["error"],
             "exact": [per_film.get(f, {}).get("exact", np.nan) for f in films["film"]],
             "MAE": [per_film.get(f, {}).get("mae", np.nan) for f in films["film"]],
         }
     )
-    where = f"{overall['n']:,} reviews of {evaluated_on}"
+    where = f"{_count(overall['n'], 'review')} of {evaluated_on}"
     models = model_summaries(_same_evaluation(run.predictions, evaluated_on))
     body = [
         f"<h1>Run {html.escape(run.name)}</h1>",
@@ -594,13 +600,14 @@ def render_index(run: RunData, model: str | None, film_pages: dict[str, str]) ->
         ),
         _models_table(models),
         "</section>",
-        '<section id="films"><h2>Films</h2><p class="caption">Mean star over all reviews; '
-        "predicted mean, error (predicted − true) and accuracy over evaluated reviews. "
-        "Click a film for its report.</p>",
+        '<section id="films"><h2>Films</h2><p class="caption">Mean star over all the film\'s '
+        "reviews; the rest over its evaluated reviews: their mean true and predicted star, the "
+        "error (predicted − true) and accuracy. Click a film for its report.</p>",
         _table(
             table,
             {
                 "mean star": ".2f",
+                "mean true": ".2f",
                 "mean predicted": ".2f",
                 "error": "+.2f",
                 "exact": ".1%",
@@ -611,8 +618,8 @@ def render_index(run: RunData, model: str | None, film_pages: dict[str, str]) ->
         "</section>",
         _section(
             "league",
-            "Every film's mean true star (dot) and mean predicted star (cross) on evaluated "
-            "reviews, best-rated at the top.",
+            "Every film's mean true star (dot) and mean predicted star (cross) on its evaluated "
+            "reviews (how many in brackets), best-rated at the top.",
             _figure(plots.league_figure(league), "film league")
             if league["mean_true"].notna().any()
             else _note("no predictions yet"),

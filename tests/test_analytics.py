@@ -32,7 +32,14 @@ from pipeline.analytics.words import (
     word_cloud,
 )
 from pipeline.fonts import cjk_font_path
-from tests.synthetic_run import FILMS, SCRIPT_REVIEW, make_predictions, make_reviews, make_run
+from tests.synthetic_run import (
+    FILMS,
+    SCRIPT_REVIEW,
+    STAR_WORDS,
+    make_predictions,
+    make_reviews,
+    make_run,
+)
 
 STOPWORDS = frozenset({"的", "了", "是"})
 
@@ -101,17 +108,15 @@ def test_tfidf_handles_an_empty_group() -> None:
 
 
 def test_content_words_drop_stopwords_and_punctuation() -> None:
-    assert content_words(["好看", "的", "，", "!", " ", "3D", "a"], STOPWORDS) == [
-        "好看",
-        "3D",
-        "a",
-    ]
+    words = ["好看", "的", "，", "!", " ", "", "75", "0.5", "+", "Iron", "3D", "a", "👍"]
+    assert content_words(words, STOPWORDS) == ["好看", "iron", "3d", "a", "👍"]
 
 
 def test_top_words_per_star_table(reviews: pd.DataFrame) -> None:
     per_star = star_top_words(reviews, STOPWORDS, top=3)
-    assert per_star[1]["word"].iloc[0] in {"烂片", "难看"}
-    assert per_star[5]["word"].iloc[0] in {"经典", "神作"}
+    for star, words in STAR_WORDS.items():
+        # each star's own words first; 电影, in every review whatever the star, never outranks them
+        assert set(per_star[star]["word"].iloc[:2]) == set(words)
     table = star_words_table(per_star)
     assert list(table.columns) == ["1★", "2★", "3★", "4★", "5★"]
     word, count = table.iloc[0]["1★"].split(" ")
@@ -126,8 +131,11 @@ def test_word_cloud_draws_chinese_words() -> None:
     assert image.shape == (150, 300, 3)
     assert image.std() > 10  # not a blank canvas
     assert (image < 200).mean() > 0.01  # coloured glyph pixels on the white background
-    with pytest.raises(ValueError, match="at least one word"):
+    with pytest.raises(ValueError, match="at least one drawable word"):
         word_cloud({}, cjk_font_path())
+    # an emoji has no glyph in the CJK font: it is left out, not drawn as a box
+    with pytest.raises(ValueError, match="at least one drawable word"):
+        word_cloud({"👍": 5.0}, cjk_font_path())
 
 
 def test_stratified_sample_keeps_star_shares_and_is_seeded() -> None:
@@ -201,6 +209,13 @@ def test_monthly_trend_and_missing_dates(reviews: pd.DataFrame, preds: pd.DataFr
     assert trend["evaluated"].sum() == (test["film"] == FILMS[0][0]).sum()
     assert trend["mean_star"].between(1, 5).all()
     assert monthly_trend(reviews[reviews["film"] == FILMS[2][0]]) is None
+    # months without reviews are kept as zero rows, so gaps in time stay visible
+    gap = pd.DataFrame({"review_id": [0, 1, 2], "star": [1, 3, 5],
+                        "date": ["2015-01-03", "2015-04-30", "not a date"]})  # fmt: skip
+    trend = monthly_trend(gap)
+    assert trend["month"].tolist() == ["2015-01", "2015-02", "2015-03", "2015-04"]
+    assert trend["reviews"].tolist() == [1, 0, 0, 1]
+    assert trend["mean_star"].isna().tolist() == [False, True, True, False]
 
 
 def test_likes_agreement() -> None:
@@ -236,6 +251,14 @@ def test_load_run_finds_films_and_the_best_model(tmp_path: Path) -> None:
     assert where == "random/test"
     assert (preds["split"] == "test").all() and (preds["film"] == "钢铁侠1").all()
     assert {"comment", "text", "date", "like"} <= set(preds.columns)
+    assert "attention" not in run.predictions.columns  # lists are read per model and film
+    assert run.models_with_attention == {"head_cls"}
+    lists = run.prediction_lists("head_cls", preds["review_id"])
+    assert sorted(lists["review_id"]) == sorted(preds["review_id"])
+    text_length = preds.set_index("review_id")["text"].str.len()
+    pairs = zip(lists["review_id"], lists["attention"], strict=True)
+    assert all(len(a) == text_length[i] + 2 for i, a in pairs)
+    assert run.prediction_lists("majority", [0])["attention"].isna().all()
     assert run.pooled_features is None and run.feature_store is None
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_run(tmp_path / "missing")

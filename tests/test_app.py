@@ -119,7 +119,7 @@ def test_film_found_by_english_name(monkeypatch, trained: Path) -> None:
 
 def test_score_a_typed_review_shows_a_star(monkeypatch, trained: Path) -> None:
     at = open_app(monkeypatch, trained, "score")
-    at.text_area(key="score_text").input("<b>剧情</b>紧凑，演员演技在线，值得一看！")
+    at.text_area(key="score_text").input("剧情紧凑 <3 演员演技在线 & 值得一看！<b>")
     next(b for b in at.form_submit_button if b.label == "Score").click().run()
     assert_ok(at)
     metrics = {m.label: m.value for m in at.metric}
@@ -127,7 +127,8 @@ def test_score_a_typed_review_shows_a_star(monkeypatch, trained: Path) -> None:
     assert star[0] in "12345"
     assert "★" in star
     highlighted = texts(at.get("html"))
-    assert "&lt;b&gt;" in highlighted and "<b>" not in highlighted  # user text escaped
+    assert "&lt;" in highlighted and "<3" not in highlighted  # user text is escaped
+    assert "&amp;" in highlighted
     assert 'class="att"' in highlighted
 
 
@@ -183,10 +184,120 @@ def test_reports_page_writes_a_film_report(monkeypatch, trained: Path, tmp_path:
 
 
 def test_model_lab_without_results_says_how_to_make_them(monkeypatch, trained: Path) -> None:
-    at = open_app(monkeypatch, trained, "lab")
     if (trained / "lab").exists():
-        pytest.skip("the demo run has lab results; see test_model_lab_with_results")
-    assert f"douban lab all --run {trained.name}" in texts(at.markdown) + texts(at.info)
+        pytest.skip("the demo run has lab results")
+    at = open_app(monkeypatch, trained, "lab")
+    assert f"douban lab all --run {trained.name}" in texts(at.info)
+    assert "Probes" in texts(at.markdown)  # what the page will hold
+
+
+# ---------------------------------------------------------------- a run of another encoder
+
+
+def short_reviews_csv(path: Path, n: int = 300) -> Path:
+    """A DMSC-format CSV of short reviews the tiny tokenizer can read (its max length is 64):
+    two films, and a third with three reviews."""
+    import csv
+
+    from tiny_bert import demo_reviews
+
+    texts, stars = demo_reviews(n, seed=5)
+    films = [("好电影", "Good Film")] * (n - 3) + [("小片", "Tiny Film")] * 3
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["Movie_Name_EN", "Movie_Name_CN", "Date", "Star", "Comment", "Like"])
+        for i, (text, star, (cn, en)) in enumerate(zip(texts, stars, films, strict=True)):
+            writer.writerow([en, cn, f"2016-0{1 + i % 9}-1{i % 10}", star, text, i % 7])
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run on a tiny random BERT (not e5): prepared demo reviews, features, a self-attentive
+    head, a fine-tuned encoder and every lab view, all small enough for seconds on a CPU."""
+    import torch
+    from tiny_bert import tiny_bert, tiny_tokenizer
+
+    from pipeline.features import extract_features
+    from pipeline.lab.run import run_lab
+    from pipeline.modeling.finetune import finetune_run
+    from pipeline.modeling.train import train_run
+    from pipeline.prepare import prepare_run
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("tiny_run")
+    encoder = root / "tiny-encoder"
+    tokenizer = tiny_tokenizer()
+    tiny_bert(len(tokenizer)).save_pretrained(encoder)
+    tokenizer.save_pretrained(encoder)
+    csv = short_reviews_csv(root / "demo_reviews_tiny.csv")
+    settings = load_settings(
+        run_name="tiny",
+        runs_dir=root / "runs",
+        **{
+            "prepare.workers": 1,
+            "features.encoder": str(encoder),
+            "features.prefix": "query: ",
+            "features.max_length": 32,
+            "features.device": "cpu",
+            "head.epochs": 2,
+            "finetune.train_limit": 64,
+            "finetune.epochs": 1,
+            "finetune.batch_size": 16,
+            "finetune.eval_every": 2,
+            "finetune.max_length": 32,
+            "finetune.device": "cpu",
+            "lab.eval_reviews": 30,
+            "lab.probe_train_reviews": 60,
+            "lab.words": ["好看"],
+            "lab.word_reviews": 20,
+            "lab.head_reviews": 6,
+            "lab.tsne": False,
+            "lab.device": "cpu",
+        },
+    )
+    prepare_run(settings, [csv])
+    extract_features(settings)
+    train_run(settings, ["majority", "head_cls"], progress=False)
+    finetune_run(settings, progress=False)
+    run_lab(settings, progress=False)
+    return settings.paths.root
+
+
+LAB_SECTIONS = [
+    "Findings",
+    "Probes",
+    "Geometry",
+    "Projections",
+    "Word in context",
+    "Attention heads",
+]
+
+
+def test_model_lab_shows_every_view(monkeypatch, tiny_run: Path) -> None:
+    at = open_app(monkeypatch, tiny_run, "lab")
+    for section in LAB_SECTIONS:
+        at.session_state["lab_section"] = section
+        at.run()
+        assert_ok(at)
+        assert not at.info, (section, texts(at.info))  # every part was computed
+    # the head view of the last section: a layer x head heatmap per example review
+    at.slider(key="head_layer").set_value(1).run()
+    assert_ok(at)
+
+
+def test_other_encoder_run_scores_and_shows_films(monkeypatch, tiny_run: Path) -> None:
+    at = open_app(monkeypatch, tiny_run, "score")
+    assert "head_cls" in texts(at.caption) or "finetune_cls" in texts(at.caption)
+    at.text_area(key="score_text").input("这部电影好看，演员精彩！")
+    next(b for b in at.form_submit_button if b.label == "Score").click().run()
+    assert_ok(at)
+    assert {m.label: m.value for m in at.metric}["Predicted star"][0] in "12345"
+    at.switch_page("views/films.py").run()
+    for section in FILM_SECTIONS:
+        at.session_state["film_section"] = section
+        at.run()
+        assert_ok(at)
 
 
 # ---------------------------------------------------------------------- untrained / no runs

@@ -20,6 +20,7 @@ import pytest
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENS = Path("/tmp/app_screens")
 PAGES = {"overview": "", "films": "films", "score": "score", "reports": "reports", "lab": "lab"}
+VIEWPORT = {"width": 1400, "height": 1000}
 BOOT_TIMEOUT = 120
 RUN_TIMEOUT_MS = 240_000  # a page's first run reads the run, builds a film, loads the encoder
 
@@ -58,9 +59,23 @@ def app_url(demo_run, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     env = dict(os.environ, DOUBAN_REPORTS_DIR=str(tmp_path_factory.mktemp("reports")))
     log = (tmp_path_factory.mktemp("server") / "app.log").open("w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "app", "--run", run_dir.name,
-         "--runs-dir", str(run_dir.parent), "--port", str(port), "--headless"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "app",
+            "--run",
+            run_dir.name,
+            "--runs-dir",
+            str(run_dir.parent),
+            "--port",
+            str(port),
+            "--headless",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -82,16 +97,23 @@ def page(app_url: str):
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=str(CHROMIUM),
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                  "--disable-background-networking"],
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+            ],
         )
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page = browser.new_page(viewport=VIEWPORT)
+        page.set_default_timeout(RUN_TIMEOUT_MS)
         yield page
         browser.close()
 
 
 def settle(page) -> None:
     """Wait until the script run is over: the app is drawn and the running indicator gone."""
+    page.wait_for_timeout(500)  # a click's rerun may not have started yet
     page.wait_for_selector('[data-testid="stMain"]', timeout=RUN_TIMEOUT_MS)
     page.wait_for_function(
         "() => document.querySelector('[data-testid=\"stApp\"]')"
@@ -102,8 +124,19 @@ def settle(page) -> None:
 
 
 def shoot(page, name: str, tmp_path: Path) -> Path:
+    """A screenshot of the whole page. Streamlit scrolls inside its main block, not the
+    document, so the window is made as tall as that block first (up to 8000 px)."""
+    height = page.evaluate("() => document.querySelector('[data-testid=stMain]').scrollHeight")
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": min(max(height, 1000), 8000)})
+    page.wait_for_timeout(1500)  # charts redraw at the new size
     path = tmp_path / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size(VIEWPORT)
+    return keep(path)
+
+
+def keep(path: Path) -> Path:
+    """Copy a screenshot to /tmp/app_screens/ for a person to look at."""
     SCREENS.mkdir(parents=True, exist_ok=True)
     shutil.copy(path, SCREENS / path.name)
     return path
@@ -126,8 +159,10 @@ def test_every_page_opens_without_an_error(page, app_url: str, name: str, tmp_pa
 
 def test_score_a_review_in_the_browser(page, app_url: str, tmp_path: Path) -> None:
     open_page(page, app_url, "score")
-    page.get_by_label("Review").fill("剧情紧凑，演员演技在线，值得一看！")
-    page.get_by_role("button", name="Score").click()
+    page.get_by_role("textbox", name="Review", exact=True).fill(
+        "剧情紧凑，演员演技在线，值得一看！"
+    )
+    page.get_by_role("button", name="Score", exact=True).click()
     settle(page)
     metric = page.locator('[data-testid="stMetric"]').filter(has_text="Predicted star")
     value = metric.locator('[data-testid="stMetricValue"]').inner_text()
@@ -153,5 +188,7 @@ def test_film_map_tooltip_shows_the_review(page, app_url: str, tmp_path: Path) -
                 break
         if found:
             break
-    shoot(page, "films_map", tmp_path)
     assert found, "no tooltip with the review text appeared over the t-SNE map"
+    path = tmp_path / "films_map_tooltip.png"
+    page.screenshot(path=str(path))  # the window as it is, tooltip included
+    keep(path)

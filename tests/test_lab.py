@@ -10,12 +10,14 @@ import pandas as pd
 import pytest
 import torch
 from tiny_bert import demo_reviews, tiny_bert, tiny_tokenizer
+from typer.testing import CliRunner
 
 from pipeline import artifacts
-from pipeline.config import Settings, load_settings
+from pipeline.cli import app
+from pipeline.config import load_settings
 from pipeline.encoders import load_encoder
-from pipeline.lab import attention_heads as ah
 from pipeline.features import extract_features
+from pipeline.lab import attention_heads as ah
 from pipeline.lab import geometry, plots, probes, projection
 from pipeline.lab import word_in_context as wic
 from pipeline.lab.run import findings, read_lab, run_lab
@@ -209,9 +211,41 @@ def test_encoder_attention_rows_sum_to_one_and_sdpa_is_restored(encoder_dir):
     assert atts[0].attention.shape[:2] == (3, 4)
     assert np.allclose(atts[1].attention.sum(-1), 1.0, atol=1e-5)
     assert encoder.model.config._attn_implementation != "eager"
+    view = ah.head_view(encoder, texts[1], word_spans(texts[1]), max_length=32)
+    assert view["words"][:6] == ["[CLS]", "query", ":", "这部", "电影", "剧情"]
+    assert view["word_attention"].shape[-1] == len(view["words"])
+    assert np.allclose(view["word_attention"].sum(-1), 1.0, atol=1e-5)
 
 
-def _make_run(runs_dir: Path, encoder_dir: Path) -> Settings:
+CONFIG = """
+[features]
+encoder = "{encoder}"
+prefix = "query: "
+max_length = 32
+device = "cpu"
+
+[finetune]
+train_limit = 64
+epochs = 1
+lr = 3e-3
+batch_size = 16
+eval_every = 2
+max_length = 32
+device = "cpu"
+
+[lab]
+eval_reviews = 40
+probe_train_reviews = 60
+words = ["好看", "不存在的词"]
+word_reviews = 30
+head_reviews = 8
+tsne = false
+device = "cpu"
+"""
+
+
+def _make_run(runs_dir: Path, encoder_dir: Path) -> Path:
+    """A prepared run of demo-like reviews and a settings file for the tiny encoder."""
     texts, stars = demo_reviews(300, seed=11)
     split = np.array(["train"] * 180 + ["val"] * 40 + ["test"] * 80)
     prepared = runs_dir / "tiny" / "prepared"
@@ -223,55 +257,40 @@ def _make_run(runs_dir: Path, encoder_dir: Path) -> Settings:
             "star": stars.astype(np.int8),
             "comment": texts,
             "text": texts,
+            "tokens": [[w for w, _, _ in word_spans(t)] for t in texts],
             "split": split,
         }
     ).to_parquet(prepared / "reviews.parquet")
     artifacts.write_manifest(prepared, "prepare", artifacts.fingerprint(texts))
-    return load_settings(
-        None,
-        runs_dir=runs_dir,
-        run_name="tiny",
-        **{
-            "features.encoder": str(encoder_dir),
-            "features.prefix": "query: ",
-            "features.max_length": 32,
-            "features.device": "cpu",
-            "finetune.train_limit": 120,
-            "finetune.epochs": 2,
-            "finetune.lr": 3e-3,
-            "finetune.batch_size": 16,
-            "finetune.eval_every": 5,
-            "finetune.max_length": 32,
-            "finetune.device": "cpu",
-            "lab.eval_reviews": 60,
-            "lab.probe_train_reviews": 120,
-            "lab.words": ["好看", "不存在的词"],
-            "lab.word_reviews": 30,
-            "lab.head_reviews": 12,
-            "lab.tsne": False,
-            "lab.device": "cpu",
-        },
-    )
+    config = runs_dir / "tiny.toml"
+    config.write_text(CONFIG.format(encoder=encoder_dir), "utf-8")
+    return config
 
 
 def test_finetune_then_lab_end_to_end_and_cached(tmp_path, encoder_dir):
-    settings = _make_run(tmp_path / "runs", encoder_dir)
+    runs_dir = tmp_path / "runs"
+    config = _make_run(runs_dir, encoder_dir)
+    cli = ["--config", str(config), "--run", "tiny", "--runs-dir", str(runs_dir)]
+    settings = load_settings(config, runs_dir=runs_dir, run_name="tiny")
     extract_features(settings)
-    model_dir = finetune_run(settings, progress=False)
-    assert model_dir.name == "finetune_cls"
+    result = CliRunner().invoke(app, ["finetune", *cli])
+    assert result.exit_code == 0, result.output
+    model_dir = settings.paths.model("finetune_cls")
     metrics = artifacts.read_json(settings.paths.metrics)["evaluations"]["random"]["models"]
     assert set(metrics["finetune_cls"]) >= {"val", "test"}
     assert metrics["finetune_cls"]["test"]["n"] == 80
     predictions = pd.read_parquet(settings.paths.predictions)
     assert set(predictions.loc[predictions["model"] == "finetune_cls", "split"]) >= {"test"}
-    config = artifacts.read_json(model_dir / "config.json")
-    assert config["data"]["train_reviews"] == 120 and config["train"]["steps"] > 0
+    config_doc = artifacts.read_json(model_dir / "config.json")
+    assert config_doc["data"]["train_reviews"] == 64 and config_doc["train"]["steps"] > 0
     stamp = (model_dir / "model.safetensors").stat().st_mtime_ns
-    assert finetune_run(settings, progress=False) == model_dir  # up to date: not retrained
+    assert finetune_run(settings, evaluate=False, progress=False) == model_dir  # up to date
     assert (model_dir / "model.safetensors").stat().st_mtime_ns == stamp
     assert load_finetuned(model_dir).predict(["好看好看"]).pred_star.shape == (1,)
 
-    summary = run_lab(settings, progress=False)
+    result = CliRunner().invoke(app, ["lab", "all", *cli])
+    assert result.exit_code == 0, result.output
+    summary = artifacts.read_json(settings.paths.lab / "summary.json")
     assert summary["model"] == "finetune_cls"
     assert set(summary["parts"]) == {"probes", "geometry", "projection", "words", "heads"}
     lab = read_lab(settings.paths)
@@ -279,7 +298,7 @@ def test_finetune_then_lab_end_to_end_and_cached(tmp_path, encoder_dir):
     assert len(lab["probes"]["curves"]["frozen"]["accuracy"]) == layers
     assert len(lab["geometry"]["cka"]) == layers
     assert lab["geometry"]["cka"][0] > lab["geometry"]["cka"][-1]
-    assert lab["projection_arrays"]["pca_finetuned"].shape == (layers, 60, 2)
+    assert lab["projection_arrays"]["pca_finetuned"].shape == (layers, 40, 2)
     word, missing = lab["words"]["words"]
     assert word["used"] == len(word["occurrences"]) > 3 and "note" in missing
     assert lab["words_arrays"]["w0_frozen_similarity"].shape[0] == layers
@@ -295,8 +314,8 @@ def test_finetune_then_lab_end_to_end_and_cached(tmp_path, encoder_dir):
         plots.head_patterns(lab, "finetuned"),
         plots.word_similarity(lab),
     ):
-        figure.savefig(tmp_path / "figure.png")
-        assert (tmp_path / "figure.png").stat().st_size > 1000
+        figure.savefig(tmp_path / "figure.png", dpi=40)
+        assert (tmp_path / "figure.png").stat().st_size > 500
 
     stamps = {p.name: p.stat().st_mtime_ns for p in settings.paths.lab.iterdir()}
     run_lab(settings, ["probes", "words"], progress=False)  # cached: nothing rewritten

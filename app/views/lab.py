@@ -41,15 +41,20 @@ def tag_label(lab: dict[str, Any], tag: str) -> str:
 def per_layer(values: dict[str, list[float]], name: str) -> pd.DataFrame:
     """Long frame ``layer, encoder, <name>`` of per-layer curves keyed by encoder."""
     return pd.DataFrame(
-        [{"layer": i, "encoder": enc, name: v} for enc, vs in values.items()
-         for i, v in enumerate(vs)]
+        [
+            {"layer": i, "encoder": enc, name: v}
+            for enc, vs in values.items()
+            for i, v in enumerate(vs)
+        ]
     )
 
 
 def empty_page(ctx: common.Context) -> None:
-    st.info(f"No lab results for run `{ctx.name}` yet. Compute them (minutes on a CPU) with:\n\n"
-            f"```\ndouban lab all --run {ctx.name}\n```\n"
-            f"For the before/after comparison fine-tune first: `douban finetune --run {ctx.name}`.")
+    st.info(
+        f"No lab results for run `{ctx.name}` yet. Compute them (minutes on a CPU) with:\n\n"
+        f"```\ndouban lab all --run {ctx.name}\n```\n"
+        f"For the before/after comparison fine-tune first: `douban finetune --run {ctx.name}`."
+    )
     st.markdown("**What this page will hold**")
     st.markdown("\n".join(f"- **{name}**: {what}" for name, what in WHAT.items()))
 
@@ -57,29 +62,67 @@ def empty_page(ctx: common.Context) -> None:
 def findings(lab: dict[str, Any]) -> None:
     summary = lab.get("summary", {})
     found = summary.get("findings", {})
-    st.caption(f"{summary.get('eval_reviews', '?')} held-out reviews; probes trained on "
-               f"{summary.get('probe_train_reviews', '?')} train reviews.")
+    st.caption(
+        f"{summary.get('eval_reviews', '?')} held-out reviews; probes trained on "
+        f"{summary.get('probe_train_reviews', '?')} train reviews."
+    )
     if "statement" in found:
         st.success(found["statement"])
         st.dataframe(pd.DataFrame(found["per_layer"]), hide_index=True)
     else:
         st.info(found.get("note", "Findings need the probes and geometry parts."))
+        frozen = frozen_layers(lab)
+        if frozen is not None:
+            st.markdown("**The frozen encoder, layer by layer**")
+            st.dataframe(frozen, hide_index=True)
     if summary.get("seconds"):
-        st.caption("computed in " + ", ".join(f"{k} {v:.0f} s" for k, v in
-                                             summary["seconds"].items()))
+        st.caption(
+            "computed in " + ", ".join(f"{k} {v:.0f} s" for k, v in summary["seconds"].items())
+        )
+
+
+def frozen_layers(lab: dict[str, Any]) -> pd.DataFrame | None:
+    """Probe accuracy, star separation and silhouette per layer of the frozen encoder."""
+    probes, geometry = lab.get("probes"), lab.get("geometry")
+    if probes is None or geometry is None:
+        return None
+    rows = geometry["layers"]["frozen"]
+    return pd.DataFrame(
+        {
+            "layer": range(len(rows)),
+            "probe accuracy": probes["curves"]["frozen"]["accuracy"],
+            "separation": [r["ratio"] for r in rows],
+            "silhouette": [r["silhouette"] for r in rows],
+        }
+    )
 
 
 def probes_view(lab: dict[str, Any]) -> None:
     doc = lab.get("probes")
     if doc is None:
         return missing("probes")
-    metric = st.segmented_control("metric", ["accuracy", "macro_f1", "off_by_one"],
-                                  default="accuracy", key="probe_metric") or "accuracy"
+    metric = (
+        st.segmented_control(
+            "metric", ["accuracy", "macro_f1", "off_by_one"], default="accuracy", key="probe_metric"
+        )
+        or "accuracy"
+    )
     curves = doc["curves"]
-    frame = per_layer({("frozen" if w == "frozen" else f"fine-tuned ({w})"): c[metric]
-                       for w, c in curves.items()}, metric)
-    chart = charts.line(frame, "layer:O", f"{metric}:Q", color="encoder:N", y_format=".0%",
-                        title=f"probe {metric} per layer (0 = embeddings)")
+    frame = per_layer(
+        {
+            ("frozen" if w == "frozen" else f"fine-tuned ({w})"): c[metric]
+            for w, c in curves.items()
+        },
+        metric,
+    )
+    chart = charts.line(
+        frame,
+        "layer:O",
+        f"{metric}:Q",
+        color="encoder:N",
+        y_format=".0%",
+        title=f"probe {metric} per layer (0 = embeddings)",
+    )
     majority = next(iter(curves.values()))["majority"]
     if metric == "accuracy":
         chart = chart + charts.hline(majority)
@@ -92,25 +135,45 @@ def geometry_view(lab: dict[str, Any]) -> None:
     if doc is None:
         return missing("geometry")
     layers = doc["layers"]
-    for key, title in (("ratio", "star separation (between / within)"),
-                       ("silhouette", "silhouette by star")):
-        frame = per_layer({tag_label(lab, "frozen" if w == "frozen" else "finetuned"):
-                           [row[key] for row in rows] for w, rows in layers.items()}, key)
-        st.altair_chart(charts.line(frame, "layer:O", f"{key}:Q", title=title,
-                                    color="encoder:N"), width="stretch")
+    for key, title in (
+        ("ratio", "star separation (between / within)"),
+        ("silhouette", "silhouette by star"),
+    ):
+        frame = per_layer(
+            {
+                tag_label(lab, "frozen" if w == "frozen" else "finetuned"): [
+                    row[key] for row in rows
+                ]
+                for w, rows in layers.items()
+            },
+            key,
+        )
+        st.altair_chart(
+            charts.line(frame, "layer:O", f"{key}:Q", title=title, color="encoder:N"),
+            width="stretch",
+        )
     if "cka" not in doc:
         st.caption("CKA compares the frozen and the fine-tuned encoder: fine-tune first.")
         return
     cka = pd.DataFrame({"layer": range(len(doc["cka"])), "cka": doc["cka"]})
-    st.altair_chart(charts.line(cka, "layer:O", "cka:Q",
-                                title="linear CKA, frozen vs fine-tuned, same layer"),
-                    width="stretch")
+    st.altair_chart(
+        charts.line(cka, "layer:O", "cka:Q", title="linear CKA, frozen vs fine-tuned, same layer"),
+        width="stretch",
+    )
     matrix = np.asarray(doc["cka_matrix"])
-    long = pd.DataFrame([{"frozen layer": i, "fine-tuned layer": j, "cka": matrix[i, j]}
-                         for i in range(matrix.shape[0]) for j in range(matrix.shape[1])])
-    st.altair_chart(charts.heatmap(long, "fine-tuned layer", "frozen layer", "cka",
-                                   title="CKA, every layer pair").properties(height=320),
-                    width="stretch")
+    long = pd.DataFrame(
+        [
+            {"frozen layer": i, "fine-tuned layer": j, "cka": matrix[i, j]}
+            for i in range(matrix.shape[0])
+            for j in range(matrix.shape[1])
+        ]
+    )
+    st.altair_chart(
+        charts.heatmap(
+            long, "fine-tuned layer", "frozen layer", "cka", title="CKA, every layer pair"
+        ).properties(height=320),
+        width="stretch",
+    )
 
 
 def projections_view(ctx: common.Context, lab: dict[str, Any]) -> None:
@@ -118,21 +181,27 @@ def projections_view(ctx: common.Context, lab: dict[str, Any]) -> None:
     if arrays is None:
         return missing("projection")
     methods = [m for m in ("pca", "tsne") if f"{m}_frozen" in arrays]
-    method = st.segmented_control("method", methods, default=methods[0],
-                                  key="proj_method") or methods[0]
+    method = (
+        st.segmented_control("method", methods, default=methods[0], key="proj_method") or methods[0]
+    )
     n_layers = arrays[f"{method}_frozen"].shape[0]
     layer = st.slider("layer", 0, n_layers - 1, n_layers - 1, key="proj_layer")
     reviews = ctx.data.reviews.set_index("review_id")
     ids = arrays["review_id"]
-    base = pd.DataFrame({"star": arrays["star"],
-                         "review": reviews["text"].reindex(ids).str.slice(0, 120).to_numpy()})
+    base = pd.DataFrame(
+        {
+            "star": arrays["star"],
+            "review": reviews["text"].reindex(ids).str.slice(0, 120).to_numpy(),
+        }
+    )
     tags = [t for t in ("frozen", "finetuned") if f"{method}_{t}" in arrays]
     for col, tag in zip(st.columns(len(tags)), tags, strict=True):
         xy = arrays[f"{method}_{tag}"][layer]
         points = base.assign(x=xy[:, 0], y=xy[:, 1])
         col.markdown(f"**{tag_label(lab, tag)}**, layer {layer}")
-        col.altair_chart(charts.scatter_map(points, "star", ["review:N", "star:O"]),
-                         width="stretch")
+        col.altair_chart(
+            charts.scatter_map(points, "star", ["review:N", "star:O"]), width="stretch"
+        )
 
 
 def words_view(lab: dict[str, Any]) -> None:
@@ -140,18 +209,28 @@ def words_view(lab: dict[str, Any]) -> None:
     if doc is None or arrays is None:
         return missing("words")
     entries = doc["words"]
-    k = st.selectbox("word", range(len(entries)), key="lab_word",
-                     format_func=lambda i: f"{entries[i]['word']} ({entries[i]['used']} reviews)")
+    k = st.selectbox(
+        "word",
+        range(len(entries)),
+        key="lab_word",
+        format_func=lambda i: f"{entries[i]['word']} ({entries[i]['used']} reviews)",
+    )
     entry = entries[k]
     if "occurrences" not in entry:
         st.info(entry.get("note", "too few occurrences"))
         return
     gaps = {tag_label(lab, tag): v for tag, v in entry["polarity_gap"].items()}
-    st.altair_chart(charts.line(per_layer(gaps, "polarity gap"), "layer:O", "polarity gap:Q",
-                                color="encoder:N",
-                                title=f"does {entry['word']!r} in a 1-2★ review differ from "
-                                      "4-5★? (similarity within minus across)"),
-                    width="stretch")
+    st.altair_chart(
+        charts.line(
+            per_layer(gaps, "polarity gap"),
+            "layer:O",
+            "polarity gap:Q",
+            color="encoder:N",
+            title=f"does {entry['word']!r} in a 1-2★ review differ from "
+            "4-5★? (similarity within minus across)",
+        ),
+        width="stretch",
+    )
     tags = [t for t in ("frozen", "finetuned") if f"w{k}_{t}_pca" in arrays]
     n_layers = arrays[f"w{k}_{tags[0]}_pca"].shape[0]
     layer = st.slider("layer", 0, n_layers - 1, n_layers - 1, key="word_layer")
@@ -160,14 +239,24 @@ def words_view(lab: dict[str, Any]) -> None:
     for col, tag in zip(st.columns(len(tags)), tags, strict=True):
         xy = arrays[f"w{k}_{tag}_pca"][layer]
         col.markdown(f"**{tag_label(lab, tag)}**, layer {layer}")
-        col.altair_chart(charts.scatter_map(occ.assign(x=xy[:, 0], y=xy[:, 1]), "star",
-                                            ["review:N", "star:O"]), width="stretch")
+        col.altair_chart(
+            charts.scatter_map(occ.assign(x=xy[:, 0], y=xy[:, 1]), "star", ["review:N", "star:O"]),
+            width="stretch",
+        )
         sim = np.asarray(entry["star_similarity"][tag][layer])
-        long = pd.DataFrame([{"star a": a + 1, "star b": b + 1, "similarity": sim[a, b]}
-                             for a in range(sim.shape[0]) for b in range(sim.shape[1])])
-        col.altair_chart(charts.heatmap(long, "star b", "star a", "similarity",
-                                        title="mean cosine similarity by star"),
-                         width="stretch")
+        long = pd.DataFrame(
+            [
+                {"star a": a + 1, "star b": b + 1, "similarity": sim[a, b]}
+                for a in range(sim.shape[0])
+                for b in range(sim.shape[1])
+            ]
+        )
+        col.altair_chart(
+            charts.heatmap(
+                long, "star b", "star a", "similarity", title="mean cosine similarity by star"
+            ),
+            width="stretch",
+        )
 
 
 def heads_view(lab: dict[str, Any]) -> None:
@@ -175,27 +264,49 @@ def heads_view(lab: dict[str, Any]) -> None:
     if doc is None or arrays is None:
         return missing("heads")
     patterns = [str(p) for p in arrays["patterns"]]
-    pattern = st.segmented_control("pattern", patterns, default=patterns[0],
-                                   key="head_pattern") or patterns[0]
+    pattern = (
+        st.segmented_control("pattern", patterns, default=patterns[0], key="head_pattern")
+        or patterns[0]
+    )
     p = patterns.index(pattern)
     tags = [t for t in ("frozen", "finetuned") if f"shares_{t}" in arrays]
-    st.caption(f"Share of attention each head gives to the {pattern} token, averaged over "
-               f"{doc.get('reviews', '?')} reviews.")
+    st.caption(
+        f"Share of attention each head gives to the {pattern} token, averaged over "
+        f"{doc.get('reviews', '?')} reviews."
+    )
     for col, tag in zip(st.columns(len(tags)), tags, strict=True):
         shares = arrays[f"shares_{tag}"][p]
-        long = pd.DataFrame([{"layer": la + 1, "head": h, "share": shares[la, h]}
-                             for la in range(shares.shape[0]) for h in range(shares.shape[1])])
-        col.altair_chart(charts.heatmap(long, "head", "layer", "share",
-                                        title=tag_label(lab, tag)), width="stretch")
+        long = pd.DataFrame(
+            [
+                {"layer": la + 1, "head": h, "share": shares[la, h]}
+                for la in range(shares.shape[0])
+                for h in range(shares.shape[1])
+            ]
+        )
+        col.altair_chart(
+            charts.heatmap(long, "head", "layer", "share", title=tag_label(lab, tag)),
+            width="stretch",
+        )
         col.dataframe(pd.DataFrame(doc["top_heads"][tag][pattern]), hide_index=True)
     versus = {tag: v for tag, v in doc.get("vs_attentive_head", {}).items() if v}
     if versus:
         st.markdown("**Encoder attention vs the self-attentive head** (same reviews, text tokens)")
-        st.dataframe(pd.DataFrame([
-            {"encoder": tag_label(lab, tag), "view": view, "head model": v["head_model"],
-             "reviews": v["reviews"], **v[view]}
-            for tag, v in versus.items() for view in ("cls", "mean")
-        ]), hide_index=True)
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "encoder": tag_label(lab, tag),
+                        "view": view,
+                        "head model": v["head_model"],
+                        "reviews": v["reviews"],
+                        **v[view],
+                    }
+                    for tag, v in versus.items()
+                    for view in ("cls", "mean")
+                ]
+            ),
+            hide_index=True,
+        )
     head_view(lab, arrays, tags)
 
 
@@ -204,24 +315,40 @@ def head_view(lab: dict[str, Any], arrays: dict[str, np.ndarray], tags: list[str
     if not examples:
         return
     st.markdown("**Head view**: one review, one layer and head; row = the token attending")
-    e = st.selectbox("review", range(len(examples)), key="head_example",
-                     format_func=lambda i: examples[i]["text"][:60])
+    e = st.selectbox(
+        "review",
+        range(len(examples)),
+        key="head_example",
+        format_func=lambda i: examples[i]["text"][:60],
+    )
     cols = st.columns(4)
-    tag = cols[0].selectbox("encoder", tags, format_func=lambda t: tag_label(lab, t),
-                            key="head_tag")
-    level = cols[1].segmented_control("unit", ["words", "tokens"], default="words",
-                                      key="head_unit") or "words"
+    tag = cols[0].selectbox(
+        "encoder", tags, format_func=lambda t: tag_label(lab, t), key="head_tag"
+    )
+    level = (
+        cols[1].segmented_control("unit", ["words", "tokens"], default="words", key="head_unit")
+        or "words"
+    )
     maps = arrays[f"example{e}_{tag}_words" if level == "words" else f"example{e}_{tag}"]
     labels = [str(t) for t in arrays[f"example{e}_{level}"]]
     layer = cols[2].slider("layer", 1, maps.shape[0], maps.shape[0], key="head_layer")
     head = cols[3].slider("head", 0, maps.shape[1] - 1, 0, key="head_head")
     att = np.asarray(maps[layer - 1, head], dtype=np.float32)
-    long = pd.DataFrame([{"from": f"{i:02d} {labels[i]}", "to": f"{j:02d} {labels[j]}",
-                          "attention": float(att[i, j])}
-                         for i in range(len(labels)) for j in range(len(labels))])
-    size = max(300, 14 * len(labels))
-    st.altair_chart(charts.heatmap(long, "to", "from", "attention", scheme="oranges")
-                    .properties(width=size, height=size), width="content")
+    long = pd.DataFrame(
+        [
+            {
+                "from": f"{i:02d} {labels[i]}",
+                "to": f"{j:02d} {labels[j]}",
+                "attention": float(att[i, j]),
+            }
+            for i in range(len(labels))
+            for j in range(len(labels))
+        ]
+    )
+    st.altair_chart(
+        charts.heatmap(long, "to", "from", "attention", scheme="oranges", cell=22),
+        width="content",
+    )
 
 
 def missing(part: str) -> None:
@@ -234,8 +361,10 @@ lab = common.cached(read, ctx)
 if not lab:
     empty_page(ctx)
 else:
-    st.caption(f"Run `{ctx.name}` · fine-tuned model: "
-               f"`{lab.get('summary', {}).get('model') or 'none (frozen encoder only)'}`")
+    st.caption(
+        f"Run `{ctx.name}` · fine-tuned model: "
+        f"`{lab.get('summary', {}).get('model') or 'none (frozen encoder only)'}`"
+    )
     tabs = st.tabs(SECTIONS, key="lab_section", on_change="rerun")
     views = {
         "Findings": lambda: findings(lab),

@@ -45,8 +45,10 @@ def dataset_section(ctx: common.Context) -> None:
 
     left, right = st.columns([3, 2])
     stars = pd.DataFrame(
-        {"star": [int(s) for s in summary.get("stars", {})],
-         "reviews": list(summary.get("stars", {}).values())}
+        {
+            "star": [int(s) for s in summary.get("stars", {})],
+            "reviews": list(summary.get("stars", {}).values()),
+        }
     )
     left.altair_chart(charts.star_bars(stars, title="reviews per star"), width="stretch")
     with right:
@@ -118,8 +120,10 @@ def distributions(models: dict[str, Any], split: str, name: str) -> pd.DataFrame
     for which, key in (("true", "true"), ("predicted", "pred")):
         counts = dist[key]
         total = max(sum(counts), 1)
-        rows += [{"star": s, "which": which, "reviews": c, "share": c / total}
-                 for s, c in zip(range(1, 6), counts, strict=True)]
+        rows += [
+            {"star": s, "which": which, "reviews": c, "share": c / total}
+            for s, c in zip(range(1, 6), counts, strict=True)
+        ]
     return pd.DataFrame(rows)
 
 
@@ -135,12 +139,19 @@ def calibration_frame(models: dict[str, Any], split: str) -> pd.DataFrame:
 def evaluation_section(ctx: common.Context, evaluation: str, section: dict[str, Any]) -> None:
     models = section.get("models", {})
     splits = [s for s in section.get("splits", ["val", "test"]) if s in ("test", "val")]
-    st.caption(f"{evaluation}: {EVALUATION_HELP.get(evaluation, '')}"
-               + (f" · evaluated {section['evaluated']}" if section.get("evaluated") else ""))
-    split = st.segmented_control(
-        "split", sorted(splits, key=lambda s: s != "test"), default="test" if "test" in splits
-        else splits[0], key=f"split:{evaluation}",
-    ) or splits[0]
+    st.caption(
+        f"{evaluation}: {EVALUATION_HELP.get(evaluation, '')}"
+        + (f" · evaluated {section['evaluated']}" if section.get("evaluated") else "")
+    )
+    split = (
+        st.segmented_control(
+            "split",
+            sorted(splits, key=lambda s: s != "test"),
+            default="test" if "test" in splits else splits[0],
+            key=f"split:{evaluation}",
+        )
+        or splits[0]
+    )
     table = comparison_table(models, split)
     if table.empty:
         st.info(f"No model has {split} predictions in this evaluation.")
@@ -159,8 +170,7 @@ def evaluation_section(ctx: common.Context, evaluation: str, section: dict[str, 
     st.markdown("**True vs predicted star distribution**")
     pick = ctx.model if ctx.model in names else names[0]
     which = st.selectbox("model", names, index=names.index(pick), key=f"dist:{evaluation}")
-    st.altair_chart(charts.true_vs_predicted(distributions(models, split, which)),
-                    width="stretch")
+    st.altair_chart(charts.true_vs_predicted(distributions(models, split, which)), width="stretch")
 
     st.markdown("**Calibration** (top-star confidence vs accuracy; probabilistic models)")
     calib = calibration_frame(models, split)
@@ -176,13 +186,17 @@ def models_section(ctx: common.Context) -> None:
     st.subheader("Models")
     evaluations = ctx.data.metrics.get("evaluations", {})
     if not evaluations:
-        common.needs("No model has been trained or evaluated in this run yet",
-                     f"douban train --run {ctx.name}")
+        common.needs(
+            "No model has been trained or evaluated in this run yet",
+            f"douban train --run {ctx.name}",
+        )
         return
     encoder = ctx.data.metrics.get("encoder", {})
     if encoder.get("name"):
-        st.caption(f"Encoder `{encoder['name']}` (fingerprint {encoder.get('fingerprint')}). "
-                   "Baselines and heads side by side; best exact accuracy first.")
+        st.caption(
+            f"Encoder `{encoder['name']}` (fingerprint {str(encoder.get('fingerprint'))[:12]}). "
+            "Baselines and heads side by side; best exact accuracy first."
+        )
     names = [e for e in ("random", "film_holdout", "cross_corpus") if e in evaluations]
     names += [e for e in evaluations if e not in names]
     for tab, evaluation in zip(st.tabs(names), names, strict=True):

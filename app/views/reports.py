@@ -28,8 +28,9 @@ def generate(ctx: common.Context, films: list[str]) -> list[Path]:
     written: list[Path] = []
     for i, film in enumerate(films):
         bar.progress(i / len(films), text=f"{film} ({i + 1} of {len(films)})")
-        pages = write_reports(ctx.run_dir, films=[film], model=ctx.model,
-                              reports_dir=reports_dir(), progress=False)
+        pages = write_reports(
+            ctx.run_dir, films=[film], model=ctx.model, reports_dir=reports_dir(), progress=False
+        )
         written += [p for p in pages if p.name != "index.html"]
     bar.progress(1.0, text=f"wrote {len(written)} report(s)")
     return written + [reports_dir() / ctx.name / "index.html"]
@@ -53,11 +54,22 @@ def existing(ctx: common.Context) -> None:
     st.caption(f"`{folder}` · self-contained HTML: open offline, share as a file.")
     cols = st.columns([3, 1, 1], vertical_alignment="bottom")
     page = cols[0].selectbox("Page", pages, format_func=lambda p: p.name, key="report_page")
-    cols[1].download_button("Download page", lambda: page.read_bytes(), file_name=page.name,
-                            mime="text/html", on_click="ignore", key="download_page")
-    cols[2].download_button(f"Download all {len(pages)} (zip)", lambda: zipped(pages),
-                            file_name=f"{ctx.name}_reports.zip", mime="application/zip",
-                            on_click="ignore", key="download_zip")
+    cols[1].download_button(
+        "Download page",
+        lambda: page.read_bytes(),
+        file_name=page.name,
+        mime="text/html",
+        on_click="ignore",
+        key="download_page",
+    )
+    cols[2].download_button(
+        f"Download all {len(pages)} (zip)",
+        lambda: zipped(pages),
+        file_name=f"{ctx.name}_reports.zip",
+        mime="application/zip",
+        on_click="ignore",
+        key="download_zip",
+    )
 
 
 ctx = common.current()
@@ -68,12 +80,20 @@ st.markdown(
     f"index. The same from the command line: `douban report --run {ctx.name} --all`."
 )
 films = ctx.data.films
-labels = {row.film: f"{common.film_label(row)} · {row.reviews:,} reviews"
-          for row in films.itertuples()}
+labels = {
+    row.film: f"{common.film_label(row)} · {row.reviews:,} reviews" for row in films.itertuples()
+}
 every = st.toggle("all films", key="report_all")
-chosen = list(labels) if every else st.multiselect(
-    "Films", list(labels), format_func=labels.__getitem__, key="report_films",
-    placeholder="type a Chinese or English name",
+chosen = (
+    list(labels)
+    if every
+    else st.multiselect(
+        "Films",
+        list(labels),
+        format_func=labels.__getitem__,
+        key="report_films",
+        placeholder="type a Chinese or English name",
+    )
 )
 st.caption(f"Model: `{ctx.model or 'none (no model trained: reports show the data only)'}`")
 if st.button("Generate", type="primary", disabled=not chosen, key="report_generate"):

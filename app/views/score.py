@@ -75,11 +75,15 @@ def show_result(result: dict[str, Any]) -> None:
     cols = st.columns(3)
     cols[0].metric("Predicted star", f"{star} {stars_label(star)}")
     if result.get("expected_star") is not None:
-        cols[1].metric("Expected star", f"{result['expected_star']:.2f}",
-                       help="Sum of star × probability")
+        cols[1].metric(
+            "Expected star", f"{result['expected_star']:.2f}", help="Sum of star × probability"
+        )
     if result.get("regression") is not None:
-        cols[2].metric("Regression head", f"{result['regression']:.2f}",
-                       help="The regression head's continuous star")
+        cols[2].metric(
+            "Regression head",
+            f"{result['regression']:.2f}",
+            help="The regression head's continuous star",
+        )
     st.caption(f"model: {result.get('model')}")
     if result.get("probs"):
         st.altair_chart(charts.probability_bars(result["probs"], star), width="stretch")
@@ -88,9 +92,15 @@ def show_result(result: dict[str, Any]) -> None:
         st.markdown("**Where the attention head looked** (darker = more attention; hover a word)")
         st.html(f'<div class="attention">{highlight_html(result["clean_text"], words)}</div>')
         top = pd.DataFrame(top_attention_words(words, k=8), columns=["word", "attention"])
-        st.dataframe(top, hide_index=True, column_config={
-            "attention": st.column_config.ProgressColumn("attention", min_value=0.0,
-                                                         max_value=1.0, format="%.3f")})
+        st.dataframe(
+            top,
+            hide_index=True,
+            column_config={
+                "attention": st.column_config.ProgressColumn(
+                    "attention", min_value=0.0, max_value=1.0, format="%.3f"
+                )
+            },
+        )
     else:
         st.caption("No attention head in this run: no word highlights.")
 
@@ -101,11 +111,22 @@ def single_review(ctx: common.Context, scorer: Any) -> None:
         st.markdown("Try an example from the test split:")
         cols = st.columns(len(examples))
         for col, (star, text) in zip(cols, sorted(examples.items()), strict=True):
-            col.button(f"{star}★ review", key=f"example:{star}", on_click=set_text, args=(text,),
-                       help=text, width="stretch")
+            col.button(
+                f"{star}★ review",
+                key=f"example:{star}",
+                on_click=set_text,
+                args=(text,),
+                help=text,
+                width="stretch",
+            )
     with st.form("score_form"):
-        text = st.text_area("Review", key=TEXT_KEY, max_chars=MAX_CHARS, height=120,
-                            placeholder="比如：剧情紧凑，演员演技在线，值得一看！")
+        text = st.text_area(
+            "Review",
+            key=TEXT_KEY,
+            max_chars=MAX_CHARS,
+            height=120,
+            placeholder="比如：剧情紧凑，演员演技在线，值得一看！",
+        )
         submitted = st.form_submit_button("Score", type="primary")
     if submitted:
         with st.spinner("Scoring…"):
@@ -137,8 +158,9 @@ def score_batch(scorer: Any, texts: Iterable[Any], total: int) -> tuple[str, dic
 
     bar = st.progress(0.0, text="scoring")
     out = io.StringIO()
-    counts = write_records(scorer, with_progress(list(texts), bar), out, "csv", chunk_size=32,
-                           total=total)
+    counts = write_records(
+        scorer, with_progress(list(texts), bar), out, "csv", chunk_size=32, total=total
+    )
     bar.progress(1.0, text=f"scored {counts['rows']:,} reviews")
     return out.getvalue(), counts
 
@@ -149,8 +171,9 @@ def batch(ctx: common.Context, scorer: Any) -> None:
         f"TXT file with one review per line. Up to {MAX_UPLOAD_MB} MB and {MAX_BATCH_ROWS:,} "
         f"reviews; larger files: `douban score --input FILE --run {ctx.name}`."
     )
-    upload = st.file_uploader("Reviews file", type=["csv", "txt"], max_upload_size=MAX_UPLOAD_MB,
-                              key="batch_upload")
+    upload = st.file_uploader(
+        "Reviews file", type=["csv", "txt"], max_upload_size=MAX_UPLOAD_MB, key="batch_upload"
+    )
     if upload is None:
         return
     if upload.size > MAX_UPLOAD_MB * 1024 * 1024:
@@ -165,8 +188,10 @@ def batch(ctx: common.Context, scorer: Any) -> None:
         st.error(f"{upload.name} has no reviews (only a header, or empty).")
         return
     if len(texts) > MAX_BATCH_ROWS:
-        st.error(f"{upload.name} has {len(texts):,} reviews; the app scores up to "
-                 f"{MAX_BATCH_ROWS:,}. Use `douban score --input {upload.name} --run {ctx.name}`.")
+        st.error(
+            f"{upload.name} has {len(texts):,} reviews; the app scores up to "
+            f"{MAX_BATCH_ROWS:,}. Use `douban score --input {upload.name} --run {ctx.name}`."
+        )
         return
     key = ("batch", upload.file_id, scorer.model_name)
     if st.session_state.get("batch_key") != key:
@@ -176,10 +201,14 @@ def batch(ctx: common.Context, scorer: Any) -> None:
         st.session_state["batch_key"] = key
     output, counts = st.session_state["batch_csv"], st.session_state["batch_counts"]
     st.success(f"Scored {counts['rows']:,} reviews ({counts['errors']:,} could not be scored).")
-    st.dataframe(pd.read_csv(io.StringIO(output)), hide_index=True)
+    scored = pd.read_csv(io.StringIO(output), keep_default_na=False, na_values=[""])
+    first = ["row", "pred_star", "expected_star", "regression", "error", "warnings", "text"]
+    st.dataframe(scored[first + [c for c in scored.columns if c not in first]], hide_index=True)
     st.download_button(
-        "Download scores (CSV)", output.encode("utf-8-sig"),
-        file_name=f"{Path(upload.name).stem}_scored.csv", mime="text/csv",
+        "Download scores (CSV)",
+        output.encode("utf-8-sig"),
+        file_name=f"{Path(upload.name).stem}_scored.csv",
+        mime="text/csv",
     )
 
 

@@ -9,7 +9,7 @@ reports for 28 films reads every parquet file once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from pipeline.artifacts import read_json
 from pipeline.config import RunPaths
@@ -29,6 +32,16 @@ if TYPE_CHECKING:
 # film held out of training; within one, test before val. (``cross_corpus`` rows index another
 # run's reviews, so they cannot be joined with this run's.)
 EVALUATION_ORDER = ("random", "film_holdout")
+SCALAR_PREDICTION_COLUMNS = (
+    "evaluation",
+    "review_id",
+    "film",
+    "split",
+    "star",
+    "model",
+    "pred_star",
+)
+LIST_PREDICTION_COLUMNS = ("probs", "attention")
 SPLIT_ORDER = ("test", "val")
 
 
@@ -64,12 +77,42 @@ class RunData:
 
     @cached_property
     def predictions(self) -> pd.DataFrame:
-        """Every prediction of the run (empty, with the documented columns, before training)."""
+        """Every prediction of the run, without the per-review lists (``probs``, ``attention``:
+        millions of small arrays on the full corpus; see :meth:`prediction_lists`). Empty, with
+        the scalar columns, before training."""
         if not self.paths.predictions.exists():
-            return pd.DataFrame(
-                columns=["evaluation", "review_id", "film", "split", "star", "model", "pred_star"]
-            )
-        return pd.read_parquet(self.paths.predictions)
+            return pd.DataFrame(columns=list(SCALAR_PREDICTION_COLUMNS))
+        names = pq.read_schema(self.paths.predictions).names
+        columns = [c for c in names if c not in LIST_PREDICTION_COLUMNS]
+        return pd.read_parquet(self.paths.predictions, columns=columns)
+
+    def prediction_lists(self, model: str, review_ids: Iterable[int]) -> pd.DataFrame:
+        """``review_id, probs, attention`` of one model for the given reviews (the first
+        evaluation that has each review), read from the parquet file for just those rows."""
+        ids = sorted({int(i) for i in review_ids})
+        if not ids or not self.paths.predictions.exists():
+            return pd.DataFrame(columns=["review_id", *LIST_PREDICTION_COLUMNS])
+        table = pq.read_table(
+            self.paths.predictions,
+            columns=["evaluation", "review_id", *LIST_PREDICTION_COLUMNS],
+            filters=[("model", "==", model), ("review_id", "in", ids)],
+        )
+        df = table.to_pandas()
+        df = df[df["evaluation"].isin(EVALUATION_ORDER)]
+        rank = df["evaluation"].map({e: i for i, e in enumerate(EVALUATION_ORDER)})
+        df = df.assign(rank=rank).sort_values("rank", kind="stable")
+        return df.drop_duplicates("review_id")[["review_id", *LIST_PREDICTION_COLUMNS]]
+
+    @cached_property
+    def models_with_attention(self) -> frozenset[str]:
+        """Models whose predictions carry attention (the self-attentive heads)."""
+        if not self.paths.predictions.exists():
+            return frozenset()
+        dataset = ds.dataset(self.paths.predictions)
+        if "attention" not in dataset.schema.names:
+            return frozenset()
+        table = dataset.to_table(columns=["model"], filter=pc.field("attention").is_valid())
+        return frozenset(pc.unique(table["model"]).to_pylist())
 
     @cached_property
     def metrics(self) -> dict[str, Any]:

@@ -12,16 +12,18 @@ import pandas as pd
 
 
 def monthly_trend(reviews: pd.DataFrame, preds: pd.DataFrame | None = None) -> pd.DataFrame | None:
-    """Per month (``YYYY-MM``): ``reviews`` and ``mean_star`` over all the film's dated
-    reviews; ``evaluated``, ``mean_true`` and ``mean_pred`` over the model's evaluated reviews
-    (NaN where a month has none). None when no review has a date."""
-    months = pd.to_datetime(reviews["date"], errors="coerce", format="%Y-%m-%d").dt.strftime(
-        "%Y-%m"
-    )
-    dated = reviews.assign(month=months).dropna(subset=["month"])
+    """Every month (``YYYY-MM``) from the first dated review to the last, months without
+    reviews included: ``reviews`` and ``mean_star`` over all the film's dated reviews;
+    ``evaluated``, ``mean_true`` and ``mean_pred`` over the model's evaluated reviews (NaN
+    where a month has none). None when no review has a date."""
+    dates = pd.to_datetime(reviews["date"], errors="coerce", format="%Y-%m-%d")
+    dated = reviews.assign(month=dates.dt.to_period("M")).dropna(subset=["month"])
     if dated.empty:
         return None
+    months = pd.period_range(dated["month"].min(), dated["month"].max(), freq="M", name="month")
     table = dated.groupby("month").agg(reviews=("star", "size"), mean_star=("star", "mean"))
+    table = table.reindex(months)
+    table["reviews"] = table["reviews"].fillna(0).astype(int)
     if preds is not None and len(preds):
         month_of = dated.set_index("review_id")["month"]
         p = preds.assign(month=preds["review_id"].map(month_of)).dropna(subset=["month"])
@@ -30,6 +32,7 @@ def monthly_trend(reviews: pd.DataFrame, preds: pd.DataFrame | None = None) -> p
         )
         table = table.join(evaluated)
         table["evaluated"] = table["evaluated"].fillna(0).astype(int)
+    table.index = table.index.strftime("%Y-%m")
     return table.reset_index()
 
 

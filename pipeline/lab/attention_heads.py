@@ -19,8 +19,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
-from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
 from pipeline.encoders import Encoder
@@ -139,6 +139,25 @@ def word_level(attention: np.ndarray, groups: Sequence[np.ndarray]) -> np.ndarra
     return np.stack([cols[..., g, :].mean(axis=-2) for g in groups], axis=-2)
 
 
+def head_view(
+    encoder: Encoder,
+    text: str,
+    spans: Sequence[tuple[str, int, int]],
+    *,
+    max_length: int,
+) -> dict[str, object]:
+    """Every layer x head map of one review at token and at jieba-word level (for the app's
+    head view of any text; ``spans`` from ``pipeline.text.word_spans``)."""
+    review = encoder_attention(encoder, [text], max_length=max_length)[0]
+    words, groups = word_groups(review.offsets, review.tokens, spans)
+    return {
+        "tokens": review.tokens,
+        "attention": review.attention,
+        "words": words,
+        "word_attention": word_level(review.attention, groups),
+    }
+
+
 # ------------------------------------------------------------------------- corpus statistics
 
 
@@ -208,5 +227,9 @@ def compare_weights(
         return {"spearman": float("nan"), "top_overlap": float("nan"), "tokens": len(a)}
     kk = min(k, len(a))
     top_a, top_b = set(np.argsort(-a)[:kk]), set(np.argsort(-b)[:kk])
-    rho = spearmanr(a, b).statistic if a.std() > 0 and b.std() > 0 else float("nan")
+    rho = (
+        np.corrcoef(pd.Series(a).rank(), pd.Series(b).rank())[0, 1]
+        if a.std() and b.std()
+        else np.nan
+    )
     return {"spearman": float(rho), "top_overlap": len(top_a & top_b) / kk, "tokens": len(a)}

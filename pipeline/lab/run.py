@@ -84,7 +84,9 @@ class Lab:
     eval_rows: np.ndarray
     train_rows: np.ndarray
     model_name: str | None  # the fine-tuned model compared with the frozen encoder
-    fingerprint: str
+    tuned_fingerprint: str | None  # of that model's weights
+    sample_fingerprint: str  # data, encoder and sampled reviews: what sentence vectors depend on
+    fingerprint: str  # everything: what the views depend on
     progress: bool = True
 
     @property
@@ -171,19 +173,29 @@ def open_lab(settings: Settings, progress: bool = True) -> Lab:
     tuned_fp = None
     if model_name is not None:
         tuned_fp = read_json(paths.model(model_name) / "config.json").get("fingerprint")
-    fp = fingerprint(
+    sample_fp = fingerprint(
         LAB_VERSION,
         prepared["fingerprint"],
         spec.fingerprint,
         spec.pooling,
         spec.prefix,
         f.max_length,
-        lab.model_dump(mode="json", exclude={"device"}),
+        lab.eval_reviews,
+        lab.probe_train_reviews,
         settings.seed,
+    )
+    fp = fingerprint(sample_fp, lab.model_dump(mode="json", exclude={"device"}), tuned_fp)
+    return Lab(
+        settings,
+        reviews,
+        rows["test"],
+        rows["train"],
         model_name,
         tuned_fp,
+        sample_fp,
+        fp,
+        progress,
     )
-    return Lab(settings, reviews, rows["test"], rows["train"], model_name, fp, progress)
 
 
 # ------------------------------------------------------------------------------ pooled vectors
@@ -231,7 +243,8 @@ def _store_pooled(lab: Lab, rows: np.ndarray) -> np.ndarray | None:
 def pooled(lab: Lab, which: str) -> dict[str, np.ndarray]:
     """``eval`` and ``train`` pooled vectors ``(N, L+1, d)`` of one model, cached."""
     path = lab.path(f"pooled-{which}.npz")
-    fp = lab.fp("pooled", which)
+    tuned = None if which == FROZEN else lab.tuned_fingerprint
+    fp = fingerprint(lab.sample_fingerprint, which, tuned)  # frozen vectors outlive a re-tune
     cached = cached_npz(path, fp)
     if cached is not None:
         return cached
@@ -457,7 +470,9 @@ def run_heads(lab: Lab) -> dict[str, Any]:
     json_path, npz_path, fp = lab.path("heads.json"), lab.path("heads.npz"), lab.fp("heads")
     if (doc := cached_json(json_path, fp)) is not None and cached_npz(npz_path, fp) is not None:
         return doc
-    rows = lab.eval_rows[: lab.settings.lab.head_reviews]
+    rng = np.random.default_rng(lab.settings.seed)  # eval rows are in file order, i.e. by film
+    n = min(lab.settings.lab.head_reviews, len(lab.eval_rows))
+    rows = np.sort(rng.choice(lab.eval_rows, size=n, replace=False))
     texts = lab.texts(rows)
     spans = _segmenter(lab).spans
     doc: dict[str, Any] = {"fingerprint": fp, "model": lab.model_name, "reviews": len(rows)}

@@ -20,11 +20,12 @@ labels, training history), and reloads to identical outputs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -477,6 +478,18 @@ def _split_rows(reviews: pd.DataFrame, split: str, limit: int | None, seed: int)
     return rows[stratified_subset(reviews["star"].to_numpy()[rows], limit, seed)]
 
 
+@contextlib.contextmanager
+def all_cpu_threads(device: torch.device) -> Iterator[None]:
+    """Train on every core (some builds default to fewer), restoring the caller's setting."""
+    before = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _saved_fingerprint(model_dir: Path) -> str | None:
     config = model_dir / CONFIG
     return read_json(config).get("fingerprint") if config.exists() else None
@@ -517,7 +530,11 @@ def _evaluate(settings: Settings, name: str, external: Path | None) -> None:
         log.warning(
             "%s is not evaluated yet: the run has no feature store, which evaluation shares with "
             "the other models; run `douban features --run %s` then `douban evaluate --run %s "
-            "--models %s`", name, settings.run_name, settings.run_name, name,
+            "--models %s`",
+            name,
+            settings.run_name,
+            settings.run_name,
+            name,
         )
         return
     evaluate_run(settings, [name])
@@ -536,8 +553,6 @@ def _train_and_save(
     train_rows = _split_rows(reviews, "train", ft.train_limit, settings.seed)
     val_rows = _split_rows(reviews, "val", ft.val_limit, settings.seed)
     device = pick_device(ft.device)
-    if device.type == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
     encoder = load_encoder(spec, device=device)
     seed_everything(settings.seed)
     model = SentenceModel(encoder.model, spec.pooling, ft.output, ft.dropout).to(device)
@@ -549,17 +564,18 @@ def _train_and_save(
         device,
     )
     texts, stars = reviews["text"].tolist(), reviews["star"].to_numpy(np.int64)
-    report = train(
-        model,
-        encoder,
-        [texts[i] for i in train_rows],
-        stars[train_rows],
-        [texts[i] for i in val_rows],
-        stars[val_rows],
-        ft,
-        seed=settings.seed,
-        progress=progress,
-    )
+    with all_cpu_threads(device):
+        report = train(
+            model,
+            encoder,
+            [texts[i] for i in train_rows],
+            stars[train_rows],
+            [texts[i] for i in val_rows],
+            stars[val_rows],
+            ft,
+            seed=settings.seed,
+            progress=progress,
+        )
     save_finetuned(
         model_dir,
         model,

@@ -59,7 +59,7 @@ class ScalarMix(nn.Module):
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:  # (B, T, L, d) -> (B, T, d)
         w = torch.softmax(self.weights, dim=0)
-        return self.gamma * torch.einsum("btld,l->btd", states, w)
+        return self.gamma * (w @ states)  # (L) @ (B, T, L, d) -> (B, T, d)
 
 
 class SelfAttentiveHead(nn.Module):
@@ -167,12 +167,11 @@ def pad_batch(
         raise ValueError("every review needs at least one token state")
     t = max(lengths)
     _, layers, d = token_states[0].shape
-    states = np.zeros((len(token_states), t, layers, d), dtype=np.float32)
-    mask = np.zeros((len(token_states), t), dtype=bool)
+    states = np.zeros((len(token_states), t, layers, d), dtype=np.float16)
     for i, s in enumerate(token_states):
         states[i, : len(s)] = s
-        mask[i, : len(s)] = True
-    return torch.from_numpy(states).to(device), torch.from_numpy(mask).to(device)
+    mask = np.arange(t)[None, :] < np.asarray(lengths)[:, None]
+    return torch.from_numpy(states).to(device).float(), torch.from_numpy(mask).to(device)
 
 
 class HeadModel:

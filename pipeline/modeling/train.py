@@ -290,8 +290,9 @@ def train_models(
 def train_run(
     settings: Settings, models: Sequence[str] | None = None, progress: bool = True
 ) -> dict[str, Any]:
-    """Train, then evaluate every saved model of the run; returns the metrics document."""
+    """Train, then evaluate the models just trained (other models' figures are kept); returns
+    the metrics document."""
     from pipeline.modeling.evaluate import evaluate_run
 
-    train_models(settings, models, progress=progress)
-    return evaluate_run(settings, progress=progress)
+    trained = train_models(settings, models, progress=progress)
+    return evaluate_run(settings, models=list(trained), progress=progress)

@@ -1,2 +1,0 @@
-def test_fixture(demo_run):
-    print(demo_run.paths.root)
