@@ -9,6 +9,7 @@ import pandas as pd
 FONT = "Noto Sans CJK SC, Noto Sans SC, Microsoft YaHei, sans-serif"
 STAR_COLORS = ["#d73027", "#fc8d59", "#fee08b", "#91cf60", "#1a9850"]  # 1 (red) .. 5 (green)
 STAR_SCALE = alt.Scale(domain=[1, 2, 3, 4, 5], range=STAR_COLORS)
+STAR_AXIS = alt.Axis(labelAngle=0)
 
 
 def styled(chart: alt.TopLevelMixin) -> alt.TopLevelMixin:
@@ -21,7 +22,7 @@ def star_bars(counts: pd.DataFrame, value: str = "reviews", title: str = "") -> 
         alt.Chart(counts, title=title)
         .mark_bar()
         .encode(
-            x=alt.X("star:O", title="star"),
+            x=alt.X("star:O", title="star", axis=STAR_AXIS),
             y=alt.Y(f"{value}:Q", title=value),
             color=alt.Color("star:O", scale=STAR_SCALE, legend=None),
             tooltip=[alt.Tooltip("star:O"), alt.Tooltip(f"{value}:Q", format=",")],
@@ -36,7 +37,7 @@ def true_vs_predicted(dist: pd.DataFrame, title: str = "") -> alt.Chart:
         alt.Chart(dist, title=title)
         .mark_bar()
         .encode(
-            x=alt.X("star:O", title="star"),
+            x=alt.X("star:O", title="star", axis=STAR_AXIS),
             xOffset="which:N",
             y=alt.Y("share:Q", title="share of reviews", axis=alt.Axis(format="%")),
             color=alt.Color(
@@ -61,7 +62,7 @@ def confusion_heatmap(matrix: pd.DataFrame, normalised: bool, title: str = "") -
     long = long.reset_index()
     fmt = ".0%" if normalised else ","
     base = alt.Chart(long, title=title).encode(
-        x=alt.X("predicted:O", title="predicted star"),
+        x=alt.X("predicted:O", title="predicted star", axis=STAR_AXIS),
         y=alt.Y("true:O", title="true star"),
     )
     cells = base.mark_rect().encode(
@@ -74,7 +75,7 @@ def confusion_heatmap(matrix: pd.DataFrame, normalised: bool, title: str = "") -
             alt.datum.value > long["value"].max() / 2, alt.value("white"), alt.value("black")
         ),
     )
-    return (cells + labels).properties(width=220, height=220)
+    return (cells + labels).properties(width=270, height=250)
 
 
 def grouped_metric_bars(table: pd.DataFrame, metrics: list[str], title: str = "") -> alt.Chart:
@@ -127,7 +128,7 @@ def probability_bars(probs: list[float], predicted: int) -> alt.Chart:
         alt.Chart(frame)
         .mark_bar()
         .encode(
-            x=alt.X("star:O"),
+            x=alt.X("star:O", axis=STAR_AXIS),
             y=alt.Y("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
             color=alt.Color("star:O", scale=STAR_SCALE, legend=None),
             stroke=alt.condition(alt.datum.picked, alt.value("black"), alt.value(None)),
@@ -228,11 +229,16 @@ def hline(value: float) -> alt.Chart:
     )
 
 
-def scatter_map(points: pd.DataFrame, color: str, tooltip: list[str]) -> alt.Chart:
+def tooltip(field: str, title: str) -> alt.Tooltip:
+    return alt.Tooltip(field, title=title)
+
+
+def scatter_map(points: pd.DataFrame, color: str, tooltip: list) -> alt.Chart:
     """2-d map (t-SNE, projections): hover a point to read its review."""
+    star_titles = {"star": "true star", "pred_star": "predicted star"}
     color_enc = (
-        alt.Color(f"{color}:O", scale=STAR_SCALE, title=color)
-        if color in ("star", "pred_star")
+        alt.Color(f"{color}:O", scale=STAR_SCALE, title=star_titles[color])
+        if color in star_titles
         else alt.Color(f"{color}:N")
     )
     return (

@@ -6,7 +6,8 @@ first pays for reading the run's parquet files and the corpus-wide TF-IDF, the n
 Each film's time is split over the expensive steps by profiling (cumulative time of the named
 functions), so a regression shows where it came from.
 
-    python benchmarks/report.py [--run sample] [--films 钢铁侠1,何以笙箫默] [--tsne-cap 2000]
+    python benchmarks/report.py [--run sample] [--runs-dir runs] [--films 钢铁侠1,何以笙箫默]
+                                [--tsne-cap 2000] [--model M]
 
 Writes benchmarks/results/report.json and prints a table.
 """
@@ -36,17 +37,25 @@ from pipeline.reports import write_reports  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "report.json"
 GOAL_S = 60.0
-# step name -> (module file suffix, function name) whose cumulative time is the step's
+# step -> (module file suffix, function name) whose cumulative time is the step's; wall seconds
 STEPS = {
-    "read run (parquet, features)": [("pandas/io/parquet.py", "read_parquet"),
-                                     ("pipeline/features.py", "pooled")],
+    "read": [("pandas/io/parquet.py", "read_parquet"), ("analytics/__init__.py", "feature_store"),
+             ("analytics/__init__.py", "pooled_features")],
     "t-SNE": [("analytics/embedding.py", "tsne_coordinates")],
-    "TF-IDF words": [("analytics/words.py", "top_words_by_film"),
-                     ("analytics/words.py", "star_top_words")],
-    "word clouds": [("analytics/words.py", "word_cloud")],
-    "attention highlights": [("pipeline/reports.py", "_attention")],
-    "figures to PNG": [("pipeline/plots.py", "figure_to_data_uri")],
+    "words": [("analytics/words.py", "top_words_by_film"),
+              ("analytics/words.py", "star_top_words")],
+    "clouds": [("analytics/words.py", "word_cloud")],
+    "attention": [("pipeline/reports.py", "_attention")],
+    "figures": [("pipeline/plots.py", "figure_to_data_uri")],
 }  # fmt: skip
+STEP_NOTES = {
+    "read": "reviews/predictions parquet, opening the feature store (imports torch), pooled rows",
+    "t-SNE": "PCA to 50-d + t-SNE of up to --tsne-cap reviews",
+    "words": "corpus TF-IDF (first film) + the film's per-star log-odds",
+    "clouds": "6 word clouds",
+    "attention": "attention lists of the film + word mapping for 10 examples",
+    "figures": "matplotlib figures rendered to PNG",
+}
 
 console = Console()
 
@@ -67,12 +76,13 @@ def step_seconds(profile: cProfile.Profile) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="sample")
+    parser.add_argument("--runs-dir", type=Path, default=None, help="default: runs/")
     parser.add_argument("--films", default="钢铁侠1,何以笙箫默")
     parser.add_argument("--tsne-cap", type=int, default=2000)
     parser.add_argument("--model", default=None)
     args = parser.parse_args()
 
-    settings = Settings(run_name=args.run)
+    settings = Settings(run_name=args.run, **({"runs_dir": args.runs_dir} if args.runs_dir else {}))
     run_dir = settings.paths.root
     if not settings.paths.predictions.exists():
         raise SystemExit(
@@ -111,6 +121,7 @@ def main() -> None:
         "model": args.model or run.best_model(),
         "tsne_cap": args.tsne_cap,
         "goal_s": GOAL_S,
+        "steps": STEP_NOTES,
         "films": rows,
         "all_under_goal": all(r["seconds"] < GOAL_S for r in rows),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),

@@ -250,13 +250,16 @@ def app_command(
     import subprocess
     import sys
 
-    from pipeline.config import PROJECT_ROOT
+    from pipeline.config import PROJECT_ROOT, RunPaths
 
-    env = dict(os.environ)
+    root = (runs_dir or Settings().runs_dir).resolve()
+    if run and not RunPaths(root / run).summary.exists():
+        found = sorted(p.parent.parent.name for p in root.glob("*/prepared/summary.json"))
+        console.print(f"[red]no prepared run {run!r} in {root}[/red]; runs: {found or 'none'}")
+        raise typer.Exit(1)
+    env = dict(os.environ, DOUBAN_RUNS_DIR=str(root))
     if run:
         env["DOUBAN_RUN"] = run
-    if runs_dir:
-        env["DOUBAN_RUNS_DIR"] = str(runs_dir.resolve())
     command = [
         sys.executable,
         "-m",

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.config import Settings, load_settings
 
-DEMO_REVIEWS = 1500
+DEMO_REVIEWS = 1000
 
 
 @pytest.fixture(scope="session")
@@ -24,9 +24,9 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """A trained demo run: 1,500 demo reviews, token states of the last two layers, every
-    baseline and head (few epochs). The converted e5 encoder is reused from the persistent cache
-    (``DOUBAN_CACHE_DIR``, default the user cache directory)."""
+    """A trained demo run: 1,000 demo reviews (64 tokens at most), token states of the last two
+    layers, every baseline and head (few epochs). The converted e5 encoder is reused from the
+    persistent cache (``DOUBAN_CACHE_DIR``, default the user cache directory)."""
     import torch
 
     from pipeline.demo import generate_demo_corpus
@@ -46,8 +46,8 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         **{
             "prepare.workers": 1,
             "features.token_layers": [-2, -1],
-            "features.max_length": 128,
-            "head.epochs": 8,
+            "features.max_length": 64,
+            "head.epochs": 6,
             "head.patience": 3,
             "head.hops": 2,
             "head.batch_size": 32,

@@ -70,13 +70,14 @@ def test_overview_shows_dataset_and_every_model(monkeypatch, trained: Path) -> N
     assert metrics["films"] == str(len(summary["films"]))
     assert "generated demo data" in texts(at.sidebar.warning)
     evaluated = json.loads((trained / "metrics.json").read_text(encoding="utf-8"))
-    models = set(evaluated["evaluations"]["random"]["models"])
-    shown = set()
-    for frame in at.dataframe:
-        if "model" in frame.value.columns:
-            shown |= set(frame.value["model"])
-    assert models <= shown
-    assert "exact" in " ".join(c for f in at.dataframe for c in map(str, f.value.columns))
+    models = evaluated["evaluations"]["random"]["models"]
+    table = next(f.value for f in at.dataframe if "exact" in f.value.columns)
+    assert set(table["model"]) == {m for m, v in models.items() if v["test"].get("n")}
+    for row in table.to_dict("records"):  # the numbers are metrics.json's, best first
+        test = models[row["model"]]["test"]
+        assert row["exact"] == pytest.approx(test["accuracy"])
+        assert row["MAE"] == pytest.approx(test["mae"])
+    assert table["exact"].is_monotonic_decreasing
     assert at.toggle(key="norm:random").value is True
     at.toggle(key="norm:random").set_value(False).run()
     assert_ok(at)
@@ -105,16 +106,14 @@ def test_films_every_section_of_every_kind_of_film(monkeypatch, trained: Path) -
 def test_film_found_by_english_name(monkeypatch, trained: Path) -> None:
     from pipeline.analytics import load_run
 
-    films = load_run(trained).films
-    row = films.iloc[-1]
-    monkeypatch.setenv("DOUBAN_RUNS_DIR", str(trained.parent))
-    monkeypatch.setenv("DOUBAN_RUN", trained.name)
-    at = AppTest.from_file(str(HOME), default_timeout=TIMEOUT).run()
+    row = load_run(trained).films.iloc[-1]
+    at = open_app(monkeypatch, trained)
     at.switch_page("views/films.py")
-    at.query_params["film"] = str(row.film_en).upper()
+    at.query_params["film"] = str(row.film_en).upper()  # a link such as ?film=IRON MAN
     at.run()
     assert_ok(at)
     assert at.selectbox(key=f"film:{trained.name}").value == row.film
+    assert {m.label: m.value for m in at.metric}["reviews"] == f"{row.reviews:,}"
 
 
 def test_score_a_typed_review_shows_a_star(monkeypatch, trained: Path) -> None:
@@ -294,10 +293,15 @@ def test_other_encoder_run_scores_and_shows_films(monkeypatch, tiny_run: Path) -
     assert_ok(at)
     assert {m.label: m.value for m in at.metric}["Predicted star"][0] in "12345"
     at.switch_page("views/films.py").run()
-    for section in FILM_SECTIONS:
-        at.session_state["film_section"] = section
-        at.run()
-        assert_ok(at)
+    for film in ("好电影", "小片"):  # 297 reviews, and 3: too few for a map
+        at.selectbox(key="film:tiny").set_value(film).run()
+        for section in FILM_SECTIONS:
+            at.session_state["film_section"] = section
+            at.run()
+            assert_ok(at)
+    at.session_state["film_section"] = "Map"
+    at.run()
+    assert "too few for a map" in texts(at.info)  # the 3-review film says so instead of failing
 
 
 # ---------------------------------------------------------------------- untrained / no runs

@@ -35,7 +35,7 @@ def test_probe_curve_finds_the_one_informative_layer():
     n, d = 600, 8
     labels = rng.integers(1, 4, size=n)
     x = rng.normal(size=(n, 3, d))
-    x[:, 1, 0] += 3.0 * labels  # layer 1 carries the label; layers 0 and 2 are noise
+    x[:, 1, 0] += 5.0 * labels  # layer 1 carries the label; layers 0 and 2 are noise
     curve = probes.probe_layers(x[:400], labels[:400], x[400:], labels[400:], progress=False)
     assert curve.accuracy[1] > 0.9
     assert curve.accuracy[0] < 0.5 and curve.accuracy[2] < 0.5

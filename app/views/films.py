@@ -144,12 +144,20 @@ def map_section(report: Any) -> None:
         key="tsne_colour",
         format_func={"star": "true star", "pred_star": "predicted star"}.get,
     )
-    points = report.tsne.assign(review=report.tsne["text"].str.slice(0, 140))
-    tooltip = ["review:N", "star:O", "pred_star:O"]
+    tsne = report.tsne
+    points = tsne.assign(
+        review=tsne["text"].str.slice(0, 140),
+        predicted=tsne["pred_star"].astype("string").fillna("– (a training review)"),
+    )
+    tooltip = [
+        charts.tooltip("review:N", "review"),
+        charts.tooltip("star:O", "true star"),
+        charts.tooltip("predicted:N", "predicted star"),
+    ]
     st.altair_chart(charts.scatter_map(points, colour, tooltip), width="stretch")
     st.caption(
         f"{report.tsne_note}. Hover a point to read its review; scroll to zoom. "
-        "Predicted star is empty for reviews the model trained on."
+        "Reviews the model trained on have no prediction (grey when coloured by prediction)."
     )
 
 

@@ -207,8 +207,11 @@ def projections_view(ctx: common.Context, lab: dict[str, Any]) -> None:
 def words_view(lab: dict[str, Any]) -> None:
     doc, arrays = lab.get("words"), lab.get("words_arrays")
     if doc is None or arrays is None:
-        return missing("words")
+        return missing("word")
     entries = doc["words"]
+    if not entries:
+        st.info("No word was followed: `douban lab word --word 好看 --run RUN`.")
+        return
     k = st.selectbox(
         "word",
         range(len(entries)),
@@ -351,13 +354,14 @@ def head_view(lab: dict[str, Any], arrays: dict[str, np.ndarray], tags: list[str
     )
 
 
-def missing(part: str) -> None:
-    st.info(f"This part was not computed: `douban lab {part} --run {common.current().name}`.")
+def missing(command: str) -> None:
+    st.info(f"This part was not computed: `douban lab {command} --run {common.current().name}`.")
 
 
 ctx = common.current()
 st.title("Model lab")
-lab = common.cached(read, ctx)
+# reading needs pipeline.lab (torch and transformers): skip the import when there is nothing
+lab = common.cached(read, ctx) if any(ctx.paths.lab.glob("*.json")) else {}
 if not lab:
     empty_page(ctx)
 else:

@@ -171,6 +171,12 @@ def evaluation_section(ctx: common.Context, evaluation: str, section: dict[str, 
     pick = ctx.model if ctx.model in names else names[0]
     which = st.selectbox("model", names, index=names.index(pick), key=f"dist:{evaluation}")
     st.altair_chart(charts.true_vs_predicted(distributions(models, split, which)), width="stretch")
+    per_class = models[which][split].get("per_class")
+    if per_class:
+        with st.expander(f"Precision, recall and F1 per star: {which}"):
+            st.dataframe(
+                pd.DataFrame(per_class).T.rename_axis("star").reset_index(), hide_index=True
+            )
 
     st.markdown("**Calibration** (top-star confidence vs accuracy; probabilistic models)")
     calib = calibration_frame(models, split)

@@ -46,9 +46,9 @@ def load_scorer(ctx: common.Context) -> Any | None:
         return None
 
 
-def example_reviews(ctx: common.Context) -> dict[int, str]:
+def example_reviews(run: Any) -> dict[int, str]:
     """One short test-split review per star, to click instead of typing."""
-    reviews = ctx.data.reviews
+    reviews = run.reviews
     pool = reviews[(reviews["split"] == "test") & reviews["comment"].str.len().between(8, 120)]
     if pool.empty:
         pool = reviews
@@ -106,7 +106,7 @@ def show_result(result: dict[str, Any]) -> None:
 
 
 def single_review(ctx: common.Context, scorer: Any) -> None:
-    examples = example_reviews(ctx)
+    examples = common.cached(example_reviews, ctx)
     if examples:
         st.markdown("Try an example from the test split:")
         cols = st.columns(len(examples))

@@ -16,6 +16,8 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from tqdm.auto import tqdm
 
+from pipeline.lab.probes import single_blas_thread
+
 Method = Literal["pca", "tsne"]
 
 
@@ -54,10 +56,11 @@ def project_layers(
 ) -> np.ndarray:
     """``(N, L, d)`` -> ``(L, N, 2)``; aligned layer by layer to ``reference`` ``(L, N, 2)``."""
     out = []
-    for layer in tqdm(range(pooled.shape[1]), desc=desc, unit="layer", disable=not progress):
-        xy = project(pooled[:, layer], method, seed=seed)
-        xy -= xy.mean(axis=0)
-        if reference is not None:
-            xy = align(reference[layer], xy)
-        out.append(xy)
+    with single_blas_thread():
+        for layer in tqdm(range(pooled.shape[1]), desc=desc, unit="layer", disable=not progress):
+            xy = project(pooled[:, layer], method, seed=seed)
+            xy -= xy.mean(axis=0)
+            if reference is not None:
+                xy = align(reference[layer], xy)
+            out.append(xy)
     return np.stack(out)

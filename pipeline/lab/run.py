@@ -50,6 +50,21 @@ HEAD_VIEW_EXAMPLES = 4
 # ------------------------------------------------------------------------------ cache helpers
 
 
+def without_nan(obj: Any) -> Any:
+    """NaN (an undefined mean, say) as JSON null, so every JSON reader accepts the file."""
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: without_nan(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [without_nan(v) for v in obj]
+    return obj
+
+
+def save_json(path: Path, doc: dict[str, Any]) -> None:
+    write_json(path, without_nan(doc))
+
+
 def cached_json(path: Path, fp: str) -> dict[str, Any] | None:
     """The JSON artifact at ``path`` if it was produced from fingerprint ``fp``."""
     if not path.exists():
@@ -285,7 +300,7 @@ def run_probes(lab: Lab) -> dict[str, Any]:
             desc=f"probes {which}",
         )
         doc["curves"][which] = curve.to_dict()
-    write_json(path, doc)
+    save_json(path, doc)
     return doc
 
 
@@ -301,7 +316,7 @@ def run_geometry(lab: Lab) -> dict[str, Any]:
         a, b = vectors[FROZEN], vectors[lab.model_name]
         doc["cka"] = geometry.cka_per_layer(a, b)
         doc["cka_matrix"] = geometry.cka_matrix(a, b).tolist()
-    write_json(path, doc)
+    save_json(path, doc)
     return doc
 
 
@@ -349,6 +364,22 @@ def _balanced(occurrences: list, stars: np.ndarray, limit: int, seed: int) -> li
     return sorted(picked, key=lambda o: o.row)
 
 
+def _visible(lab: Lab, texts: list[str], occurrences: list) -> list:
+    """The occurrences the encoder sees (not cut off by ``features.max_length``)."""
+    from pipeline.features import tokenize
+
+    if not occurrences:
+        return []
+    rows = sorted({o.row for o in occurrences})
+    tokenized = tokenize(lab.frozen, [texts[r] for r in rows], lab.settings.features.max_length)
+    offsets = dict(zip(rows, tokenized.offsets, strict=True))
+    return [
+        o
+        for o in occurrences
+        if len(word_in_context.token_positions(offsets[o.row], o.start, o.end))
+    ]
+
+
 def _word_layers(lab: Lab, which: str, texts: list[str], occ: list) -> np.ndarray:
     """``(n, L+1, d)`` contextual vectors of the word in each review, every layer."""
     from pipeline.features import encode_texts
@@ -380,7 +411,7 @@ def run_words(lab: Lab) -> dict[str, Any]:
     doc: dict[str, Any] = {"fingerprint": fp, "model": lab.model_name, "words": []}
     arrays: dict[str, np.ndarray] = {}
     for k, word in enumerate(lab.settings.lab.words):
-        found = word_in_context.find_occurrences(texts, word, spans)
+        found = _visible(lab, texts, word_in_context.find_occurrences(texts, word, spans))
         occ = _balanced(found, stars_all, lab.settings.lab.word_reviews, lab.settings.seed)
         entry: dict[str, Any] = {"word": word, "found": len(found), "used": len(occ)}
         doc["words"].append(entry)
@@ -418,7 +449,7 @@ def run_words(lab: Lab) -> dict[str, Any]:
             arrays[f"w{k}_{tag}_pca"] = maps
         arrays[f"w{k}_star"] = labels
     save_npz(npz_path, fp, **arrays)
-    write_json(json_path, doc)
+    save_json(json_path, doc)
     return doc
 
 
@@ -511,7 +542,7 @@ def run_heads(lab: Lab) -> dict[str, Any]:
         for i in examples
     ]
     save_npz(npz_path, fp, **arrays)
-    write_json(json_path, doc)
+    save_json(json_path, doc)
     return doc
 
 
@@ -621,7 +652,7 @@ def run_lab(
         console.print(f"[bold]lab[/]: {summary['findings'].get('statement', '')}")
     summary["eval_reviews"] = len(lab.eval_rows)
     summary["probe_train_reviews"] = len(lab.train_rows)
-    write_json(summary_path, summary)
+    save_json(summary_path, summary)
     return summary
 
 

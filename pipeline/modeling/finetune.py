@@ -14,8 +14,8 @@ parameters) is frozen by default: only the tokens a batch contains would move, w
 still keep and update state for all of it on every step.
 
 Saved as ``models/finetune_<cls|reg|ord>/``: ``model.safetensors`` (encoder + head),
-``tokenizer/`` and ``config.json`` (base encoder spec and fingerprint, BERT config, head, settings,
-labels, training history), and reloads to identical outputs.
+``tokenizer/`` and ``config.json`` (base encoder spec and fingerprint, encoder config, head,
+settings, labels, training history), and reloads to identical outputs.
 """
 
 from __future__ import annotations
@@ -38,7 +38,13 @@ from coral_pytorch.losses import corn_loss
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer, BertConfig, BertModel, get_linear_schedule_with_warmup
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    PreTrainedModel,
+    get_linear_schedule_with_warmup,
+)
 
 from pipeline import __version__
 from pipeline.artifacts import atomic_dir, fingerprint, read_json, read_manifest, write_json
@@ -83,7 +89,7 @@ class SentenceModel(nn.Module):
     """A BERT-family encoder with dropout + linear on its pooled sentence vector."""
 
     def __init__(
-        self, encoder: BertModel, pooling: str, output: OutputKind, dropout: float = 0.1
+        self, encoder: PreTrainedModel, pooling: str, output: OutputKind, dropout: float = 0.1
     ) -> None:
         super().__init__()
         if output not in OUTPUT_KINDS:
@@ -403,7 +409,7 @@ def save_finetuned(
         "pooling": model.pooling,
         "prefix": encoder.spec.prefix,
         "dropout": model.dropout.p,
-        "bert_config": model.encoder.config.to_dict(),
+        "encoder_config": model.encoder.config.to_dict(),
         **config,
     }
     with atomic_dir(model_dir) as tmp:
@@ -425,17 +431,17 @@ def load_finetuned(
     config = read_json(model_dir / CONFIG)
     if config.get("kind") != KIND:
         raise ValueError(f"{model_dir} holds a {config.get('kind')!r} model, not a fine-tuned one")
-    bert_config = BertConfig.from_dict(config["bert_config"])
+    encoder_config = dict(config["encoder_config"])
+    encoder_config = AutoConfig.for_model(encoder_config.pop("model_type"), **encoder_config)
     if attn_implementation:
-        bert_config._attn_implementation = attn_implementation
+        encoder_config._attn_implementation = attn_implementation
     state = load_file(str(model_dir / WEIGHTS))
-    has_pooler = any(k.startswith("encoder.pooler.") for k in state)
-    model = SentenceModel(
-        BertModel(bert_config, add_pooling_layer=has_pooler),
-        config["pooling"],
-        config["output"],
-        config["dropout"],
-    )
+    encoder = AutoModel.from_config(encoder_config)
+    if getattr(encoder, "pooler", None) is not None and not any(
+        k.startswith("encoder.pooler.") for k in state
+    ):
+        encoder.pooler = None  # the base checkpoint had none (e5): never trained, never saved
+    model = SentenceModel(encoder, config["pooling"], config["output"], config["dropout"])
     model.load_state_dict(state, strict=True)
     model.to(pick_device(device) if isinstance(device, str) else device).eval()
     spec = EncoderSpec(

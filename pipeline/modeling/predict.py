@@ -190,8 +190,9 @@ class Scorer:
 
     # ----------------------------------------------------------------------------- scoring
 
-    def _encode(self, texts: list[str]) -> tuple[EncodedSource, list[str], list[bool]]:
-        """Encode, cut each text to what the encoder saw, segment that with jieba."""
+    def _encode(self, texts: list[str]) -> tuple[EncodedSource, list[bool]]:
+        """Encode and segment; flag texts cut at ``max_length`` tokens (the TF-IDF side of an
+        ensemble still reads the whole text, exactly as in evaluation)."""
         from pipeline.features import encode_texts
 
         encoded = encode_texts(
@@ -201,21 +202,18 @@ class Scorer:
             max_length=self.max_length,
             token_budget=max(16_384, self.max_length),
         )
-        seen, truncated = [], []
-        for text, enc in zip(texts, encoded, strict=True):
-            end = int(enc.offsets[:, 1].max(initial=0))
-            cut = len(enc.input_ids) >= self.max_length and end < len(text.rstrip())
-            seen.append(text[:end] if cut else text)
-            truncated.append(cut)
-        tokens = [self.segmenter.tokens(t) for t in seen]
-        return (
-            EncodedSource(seen, encoded, tokens, self.token_layers, self.fingerprint),
-            seen,
-            truncated,
-        )
+        truncated = [
+            len(enc.input_ids) >= self.max_length
+            and int(enc.offsets[:, 1].max(initial=0)) < len(text.rstrip())
+            for text, enc in zip(texts, encoded, strict=True)
+        ]
+        tokens = [self.segmenter.tokens(t) for t in texts]
+        return EncodedSource(texts, encoded, tokens, self.token_layers, self.fingerprint), truncated
 
-    def _predict(self, texts: list[str]) -> tuple[dict[str, Predictions | None], Any, list]:
-        source, seen, truncated = self._encode(texts)
+    def _predict(
+        self, texts: list[str]
+    ) -> tuple[dict[str, Predictions | None], EncodedSource, list[bool]]:
+        source, truncated = self._encode(texts)
         rows = list(range(len(texts)))
         out: dict[str, Predictions | None] = {"model": self.model.predict(source, rows)}
         out["attention"] = None
@@ -225,7 +223,7 @@ class Scorer:
         out["regression"] = (
             self.regression_model.predict(source, rows) if self.regression_model else None
         )
-        return out, source, list(zip(seen, truncated, strict=True))
+        return out, source, truncated
 
     def score(self, texts: Iterable[Any], batch_size: int = 64) -> list[dict[str, Any]]:
         """One record per input text, in order (see :data:`FIELDS`)."""
@@ -234,9 +232,9 @@ class Scorer:
         ok = [i for i, p in enumerate(prepared) if p.text is not None]
         for start in range(0, len(ok), batch_size):
             idx = ok[start : start + batch_size]
-            preds, source, seen = self._predict([prepared[i].text for i in idx])
+            preds, source, truncated = self._predict([prepared[i].text for i in idx])
             for j, i in enumerate(idx):
-                records[i] = self._record(prepared[i], preds, source, j, *seen[j])
+                records[i] = self._record(prepared[i], preds, source, j, truncated[j])
         for i, p in enumerate(prepared):
             if p.text is None:
                 records[i] = self._error_record(p)
@@ -250,17 +248,17 @@ class Scorer:
         preds: dict[str, Predictions | None],
         source: EncodedSource,
         j: int,
-        seen: str,
         truncated: bool,
     ) -> dict[str, Any]:
         main = preds["model"]
         warnings = list(prep.warnings)
         if truncated:
+            seen = int(source.encoded[j].offsets[:, 1].max(initial=0))
             warnings.append(
-                f"truncated to the first {self.max_length} tokens ({len(seen):,} of "
-                f"{len(prep.text):,} characters)"
+                f"truncated to the first {self.max_length} tokens ({seen:,} of "
+                f"{len(prep.text):,} characters) for the encoder"
             )
-        words = self._words(preds["attention"], source, j, seen)
+        words = self._words(preds["attention"], source, j, prep.text)
         top = sorted(words, key=lambda w: -w[3])[:TOP_WORDS]
         reg = preds["regression"]
         return {
@@ -291,15 +289,12 @@ class Scorer:
         }
 
     def _words(
-        self, attention: Predictions | None, source: EncodedSource, j: int, seen: str
+        self, attention: Predictions | None, source: EncodedSource, j: int, text: str
     ) -> list[tuple[str, int, int, float]]:
         if attention is None or attention.attention is None:
             return []
         return word_attention(
-            seen,
-            source.encoded[j].offsets,
-            attention.attention[j],
-            self.segmenter.spans(seen),
+            text, source.encoded[j].offsets, attention.attention[j], self.segmenter.spans(text)
         )
 
     def score_records(self, texts: Iterable[Any], batch_size: int = 64) -> list[dict[str, Any]]:
