@@ -40,7 +40,7 @@ class FeatureSettings(_Section):
     pooling: Literal["mean", "cls"] | None = None  # None: the encoder's default
     prefix: str | None = None  # None: the encoder's default ("query: " for e5)
     max_length: int = 256  # tokens; Douban short reviews are capped at 350 characters
-    token_budget: int | None = None  # padded tokens per batch; None: 16384 on GPU, 1024 on CPU
+    token_budget: int | None = None  # padded tokens per batch; None: 16384 GPU, 1024 per CPU thread
     # hidden states (0 = embeddings, -1 = last) whose token states are stored, or "all"
     token_layers: list[int] | Literal["all"] = Field(default_factory=lambda: [-1])
     token_state_limit: int | None = None  # keep token states for the first N reviews only

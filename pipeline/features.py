@@ -248,14 +248,19 @@ def _forward(
 
 
 CUDA_TOKEN_BUDGET = 16_384  # a GPU wants big batches
-CPU_TOKEN_BUDGET = 1024  # on CPU, batches whose activations stay in cache run ~2.5x faster
+# On CPU, batches whose activations stay in the cores' caches run faster. Measured with e5-small:
+# at 1 thread 1024-token batches beat 16k-token ones 2.5x; at 2 threads 2048 beat 1024 and 4096.
+CPU_TOKENS_PER_THREAD = 1024
 
 
 def resolve_token_budget(encoder: Encoder, token_budget: int | None, max_length: int) -> int:
     """The padded-token budget per batch; ``None`` picks one for the encoder's device."""
     if token_budget is not None:
         return token_budget
-    default = CUDA_TOKEN_BUDGET if _model_device(encoder).type == "cuda" else CPU_TOKEN_BUDGET
+    if _model_device(encoder).type == "cuda":
+        default = CUDA_TOKEN_BUDGET
+    else:
+        default = min(CPU_TOKENS_PER_THREAD * torch.get_num_threads(), CUDA_TOKEN_BUDGET)
     return max(default, max_length)
 
 

@@ -38,7 +38,7 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 def tiny_bert(vocab_size: int, seed: int = 0, layers: int = 3, attn: str = "sdpa") -> BertModel:
     """Weights drawn at the scale of a trained model (std 0.2, not BERT's 0.02 init), so a few
-    fine-tuning steps perturb it the way they perturb a pretrained encoder rather than rewrite it."""
+    fine-tuning steps perturb it as they perturb a pretrained encoder instead of rewriting it."""
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=vocab_size,

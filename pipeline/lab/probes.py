@@ -5,8 +5,9 @@ A probe is deliberately weak (standardised features + multinomial logistic regre
 accuracy measures what the representation makes linearly available, not what a strong classifier
 could dig out. It is strongly regularised (C = 0.01): 384 dimensions learnt from a few thousand
 reviews overfit otherwise (on dmsc_sample, 3,000 reviews: C = 0.001..0.01 within a point of each
-other, C = 1 about five points lower at every layer). Trained on one set of reviews and measured on held-out ones, per layer, for the
-frozen and the fine-tuned encoder: the two curves show where fine-tuning added information.
+other, C = 1 about five points lower at every layer). Trained on one set of reviews and measured
+on held-out ones, per layer, for the frozen and the fine-tuned encoder: the two curves show where
+fine-tuning added information.
 """
 
 from __future__ import annotations

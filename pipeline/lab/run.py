@@ -45,6 +45,7 @@ LAB_VERSION = f"lab-1/{__version__}"
 PARTS = ("probes", "geometry", "projection", "words", "heads")
 FROZEN = "frozen"
 HEAD_VIEW_EXAMPLES = 4
+NEARLY_UNCHANGED_CKA = 0.9  # linear CKA at or above this: a layer's geometry survived tuning
 
 
 # ------------------------------------------------------------------------------ cache helpers
@@ -594,13 +595,16 @@ def findings(probes_doc: dict[str, Any], geometry_doc: dict[str, Any]) -> dict[s
         and summary["separation_gain_top"] > summary["separation_gain_lower"]
     )
     summary["top_layers_changed_most"] = bool(holds)
+    summary["lower_layers_nearly_unchanged"] = summary["cka_lower"] >= NEARLY_UNCHANGED_CKA
     summary["statement"] = (
-        f"Fine-tuning {'did' if holds else 'did not'} change the top layers most: CKA before vs "
-        f"after is {summary['cka_lower']:.2f} on layers {summary['lower_layers']} and "
+        f"Fine-tuning {'did' if holds else 'did not'} change the top layers most and "
+        f"{'left' if summary['lower_layers_nearly_unchanged'] else 'did not leave'} the lower "
+        f"ones nearly unchanged (CKA >= {NEARLY_UNCHANGED_CKA}): CKA before vs after is "
+        f"{summary['cka_lower']:.2f} on layers {summary['lower_layers']} and "
         f"{summary['cka_top']:.2f} on layers {summary['top_layers']}; star separation (between/"
-        f"within) grew by {summary['separation_gain_lower']:+.3f} there and "
-        f"{summary['separation_gain_top']:+.3f} here; probe accuracy "
-        f"{summary['probe_gain_lower']:+.3f} vs {summary['probe_gain_top']:+.3f}."
+        f"within) changed by {summary['separation_gain_lower']:+.3f} on the lower and "
+        f"{summary['separation_gain_top']:+.3f} on the top layers; probe accuracy by "
+        f"{summary['probe_gain_lower']:+.3f} and {summary['probe_gain_top']:+.3f}."
     )
     return {"model": tuned, "per_layer": per_layer, **summary}
 
@@ -653,6 +657,7 @@ def run_lab(
     summary["eval_reviews"] = len(lab.eval_rows)
     summary["probe_train_reviews"] = len(lab.train_rows)
     save_json(summary_path, summary)
+    write_json(settings.paths.settings, settings)
     return summary
 
 

@@ -247,10 +247,13 @@ class LinearStarModel:
         val: np.ndarray,
         stars: np.ndarray,
         layers: Sequence[int],
-        grid: Sequence[float] = (0.1, 1.0),
+        grid: Sequence[float] = (0.1,),
         seed: int = 0,
     ) -> LinearStarModel:
-        """Standardised mean-pooled vectors of ``layers`` (concatenated) + logistic regression."""
+        """Standardised mean-pooled vectors of ``layers`` (concatenated) + logistic regression.
+
+        On the DMSC sample C = 0.1 and C = 1 tie on validation for one layer (51.4%) and C = 0.1
+        is better for four (52.3%) and converges far faster, so it is the default."""
         x_tr = source.pooled(train, layers)
         mean = x_tr.mean(axis=0)
         scale = x_tr.std(axis=0) + 1e-6

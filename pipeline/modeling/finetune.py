@@ -602,6 +602,7 @@ def _train_and_save(
             "code_version": CODE_VERSION,
         },
     )
+    write_json(settings.paths.settings, settings)
     log.info(
         "%s: best val %s %.4f at step %d of %d, %.0f s (%.1f s per 1,000 reviews) -> %s",
         name,

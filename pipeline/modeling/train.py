@@ -25,7 +25,7 @@ from pipeline.config import HeadSettings, RunPaths, Settings
 from pipeline.modeling.baselines import EnsembleModel, LinearStarModel, MajorityModel
 from pipeline.modeling.heads import OUTPUT_KINDS, HeadModel, OutputKind
 from pipeline.modeling.inputs import FeatureSource, StoreSource
-from pipeline.modeling.storage import save_model
+from pipeline.modeling.storage import list_models, load_star_model, save_model
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ HEAD_NAMES: dict[str, str] = {
 }
 BASELINE_NAMES = ("majority", "tfidf_lr", "tfidf_ridge", "pooled_lr", "pooled_lr_layers")
 ENSEMBLE_NAME = "ensemble_head_tfidf"
+ENSEMBLE_MEMBERS = ("head_cls", "tfidf_lr")  # fitted in this call or loaded from disk
 ALL_MODELS = (*BASELINE_NAMES, *HEAD_NAMES.values(), ENSEMBLE_NAME)
 
 
@@ -246,7 +247,11 @@ def train_models(
 
     if "majority" in wanted:
         keep("majority", MajorityModel.fit(stars[train]))
-    if "tfidf_lr" in wanted or ENSEMBLE_NAME in wanted:
+    saved = set(list_models(settings.paths.models))
+    members_missing = [m for m in ENSEMBLE_MEMBERS if m not in saved and m not in wanted]
+    if ENSEMBLE_NAME in wanted and members_missing:
+        wanted += members_missing  # the ensemble needs them: train them too
+    if "tfidf_lr" in wanted:
         keep("tfidf_lr", LinearStarModel.fit_tfidf(source, train, val, stars, seed=settings.seed))
     if "tfidf_ridge" in wanted:
         model = LinearStarModel.fit_tfidf(source, train, val, stars, True, seed=settings.seed)
@@ -260,8 +265,6 @@ def train_models(
     head_train, head_val = data.rows("train", True), data.rows("val", True)
     outputs = [o for o in OUTPUT_KINDS if o in hs.outputs]
     heads_wanted = [o for o in outputs if HEAD_NAMES[o] in wanted]
-    if ENSEMBLE_NAME in wanted and "classification" not in heads_wanted:
-        heads_wanted.insert(0, "classification")
     if heads_wanted and (len(head_train) == 0 or len(head_val) == 0):
         raise ValueError("no token states for the train/val reviews: heads cannot be trained")
     if heads_wanted:
@@ -279,7 +282,11 @@ def train_models(
             keep(HEAD_NAMES[output], model, training=info, train_reviews=len(head_train))
 
     if ENSEMBLE_NAME in wanted:
-        members = {"head_cls": fitted["head_cls"], "tfidf_lr": fitted["tfidf_lr"]}
+        fingerprint = data.encoder_info()["fingerprint"]
+        members = {
+            m: fitted.get(m) or load_star_model(settings.paths.models, m, fingerprint)
+            for m in ENSEMBLE_MEMBERS
+        }
         val_probs = [m.predict(source, head_val).probs for m in members.values()]
         ensemble = EnsembleModel.fit(members, val_probs, stars[head_val])
         keep(ENSEMBLE_NAME, ensemble)
