@@ -40,7 +40,7 @@ GOAL_S = 60.0
 # step -> (module file suffix, function name) whose cumulative time is the step's; wall seconds
 STEPS = {
     "read": [("pandas/io/parquet.py", "read_parquet"), ("analytics/__init__.py", "feature_store"),
-             ("analytics/__init__.py", "pooled_features")],
+             ("analytics/__init__.py", "__getitem__")],
     "t-SNE": [("analytics/embedding.py", "tsne_coordinates")],
     "words": [("analytics/words.py", "top_words_by_film"),
               ("analytics/words.py", "star_top_words")],
@@ -49,7 +49,8 @@ STEPS = {
     "figures": [("pipeline/plots.py", "figure_to_data_uri")],
 }  # fmt: skip
 STEP_NOTES = {
-    "read": "reviews/predictions parquet, opening the feature store (imports torch), pooled rows",
+    "read": "reviews/predictions parquet, opening the feature store (imports torch), the "
+    "sampled pooled rows",
     "t-SNE": "PCA to 50-d + t-SNE of up to --tsne-cap reviews",
     "words": "corpus TF-IDF (first film) + the film's per-star log-odds",
     "clouds": "6 word clouds",

@@ -194,6 +194,13 @@ def _segment_batch(texts: list[str]) -> list[list[str]]:
     return [_worker_segmenter.tokens(t) for t in texts]
 
 
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """fork where there is one: workers only run jieba (no threads, no torch), and spawn would
+    re-import the parent's ``__main__`` (a Streamlit script, say) in every worker."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
 def segment_chunks(
     chunks: Iterable[Sequence[str]],
     films: Iterable[str] = (),
@@ -212,7 +219,7 @@ def segment_chunks(
     require_user_dict(user_dict)
     pool = ProcessPoolExecutor(
         max_workers=workers,
-        mp_context=multiprocessing.get_context("spawn"),  # no fork of a threaded parent
+        mp_context=_pool_context(),
         initializer=_init_worker,
         initargs=(films, user_dict),
     )

@@ -52,6 +52,20 @@ class FilmNotFoundError(KeyError):
         return str(self.args[0])
 
 
+class LastLayerPooled:
+    """Row-indexable (N, d) float32 view of the last hidden state of (N, L+1, d) pooled
+    features; indexing with review_ids reads just those rows."""
+
+    def __init__(self, pooled_all: Any) -> None:
+        self._all = pooled_all
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def __getitem__(self, rows: Any) -> np.ndarray:
+        return np.asarray(self._all[rows][:, -1], dtype=np.float32)
+
+
 @dataclass
 class RunData:
     """A run's artifacts, read on first use and kept."""
@@ -138,10 +152,12 @@ class RunData:
         return FeatureStore.open(self.paths.features)
 
     @cached_property
-    def pooled_features(self) -> np.ndarray | None:
-        """Mean-pooled last-layer features, one row per review_id; None when not extracted."""
+    def pooled_features(self) -> LastLayerPooled | None:
+        """Mean-pooled last-layer features, one row per review_id, read on demand (a film's
+        t-SNE sample reads 2,000 rows, not the whole memory-mapped store); None when not
+        extracted."""
         store = self.feature_store
-        return None if store is None else store.pooled(kind="mean", layer=-1)
+        return None if store is None else LastLayerPooled(store.pooled_all(kind="mean"))
 
     @cached_property
     def segmenter(self) -> Segmenter:

@@ -9,6 +9,8 @@ on a busy 2-core machine OpenMP's spinning threads made 50 points take 60+ s ins
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
@@ -52,8 +54,16 @@ def tsne_coordinates(features: np.ndarray, seed: int = 0) -> np.ndarray:
         return tsne.fit_transform(x).astype(np.float32)
 
 
+class RowIndexed(Protocol):
+    """(N, d) features indexable by an array of rows: an array, or a lazy view of a store."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray: ...
+
+
 def tsne_points(
-    features: np.ndarray,
+    features: np.ndarray | RowIndexed,
     reviews: pd.DataFrame,
     predictions: pd.DataFrame | None = None,
     cap: int = DEFAULT_CAP,
