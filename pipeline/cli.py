@@ -408,8 +408,9 @@ def demo(
     port: Annotated[int, typer.Option(help="App port.")] = 8501,
     force: Annotated[bool, typer.Option(help="Regenerate and recompute every stage.")] = False,
 ) -> None:
-    """The main job on the embedded default: generated demo corpus -> prepare -> features ->
-    heads -> evaluation -> reports -> app."""
+    """The main job: demo corpus -> prepare -> features -> heads -> reports -> app.
+
+    Runs on the generated demo corpus with the embedded encoder, so it works offline."""
     from pipeline.workflow import run_demo
 
     settings = make_settings(config, run, runs_dir)

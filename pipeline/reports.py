@@ -42,7 +42,7 @@ from pipeline.analytics.words import (
     top_words_by_film,
     word_cloud,
 )
-from pipeline.artifacts import atomic_path
+from pipeline.artifacts import write_text
 from pipeline.config import Settings
 from pipeline.fonts import cjk_font_path
 from pipeline.modeling.predict import word_attention
@@ -639,13 +639,6 @@ def film_file_names(films: list[str]) -> dict[str, str]:
     }
 
 
-def _write_page(path: Path, page: str) -> None:
-    """Atomically, readable by all (a report is meant to be opened or served)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(page, encoding="utf-8")
-        tmp.chmod(0o644)
-
-
 def write_reports(
     settings_or_run_dir: Settings | Path | str | RunData,
     films: list[str] | None = None,
@@ -678,11 +671,11 @@ def write_reports(
     for film in tqdm(wanted, desc=f"reports {run.name}", unit="film", disable=not progress):
         report = FilmReport.build(run, film, model, tsne_cap=tsne_cap, seed=seed)
         path = out_dir / names[film]
-        _write_page(path, render_film(report))
+        write_text(path, render_film(report))
         written.append(path)
     pages = {f: n for f, n in names.items() if (out_dir / n).exists()}
     index = out_dir / "index.html"
-    _write_page(index, render_index(run, model, pages))
+    write_text(index, render_index(run, model, pages))
     written.append(index)
     log.info("wrote %d report pages to %s", len(written), out_dir)
     return written

@@ -16,10 +16,10 @@ python -m pip install --quiet --disable-pip-version-check torch==2.13.0
 python -m pip install --quiet --disable-pip-version-check -e ".[test]"
 
 if [ "${DOUBAN_SKIP_APT:-0}" != "1" ] && command -v apt-get >/dev/null && [ "$(id -u)" = "0" ]; then
-    if ! command -v chromium >/dev/null || [ ! -d /usr/share/fonts/opentype/noto ]; then
-        echo "Installing Chromium and Noto CJK fonts (Debian packages) ..."
+    if ! command -v chromium >/dev/null || [ ! -d /usr/share/fonts/opentype/noto ] || [ ! -d /usr/share/fonts/truetype/noto ]; then
+        echo "Installing Chromium and Noto CJK + emoji fonts (Debian packages) ..."
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk fonts-noto-color-emoji >/dev/null
     fi
 fi
 echo "Environment ready: source .venv/bin/activate"
