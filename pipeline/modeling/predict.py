@@ -39,6 +39,7 @@ _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _SURROGATE = re.compile(r"[\udc80-\udcff]")  # bytes that were not UTF-8 (surrogateescape)
 MAX_CHARS = 5_000  # characters kept before tokenizing; far beyond any encoder's max_length
 TOP_WORDS = 8
+SCORE_TOKEN_BUDGET = 2_048  # padded tokens per encoder batch: small, length-sorted batches on CPU
 DEFAULT_MODELS = ("ensemble_head_tfidf", "head_cls", "head_ord", "tfidf_lr")
 TEXT_COLUMNS = ("comment", "text", "review", "content")
 FIELDS = (
@@ -200,7 +201,7 @@ class Scorer:
             texts,
             token_layers=self.token_layers,
             max_length=self.max_length,
-            token_budget=max(16_384, self.max_length),
+            token_budget=max(SCORE_TOKEN_BUDGET, self.max_length),
         )
         truncated = [
             len(enc.input_ids) >= self.max_length
