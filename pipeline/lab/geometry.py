@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import silhouette_score
 
-from pipeline.lab.probes import single_blas_thread
+from pipeline.lab.probes import single_thread
 
 
 def _centered(x: np.ndarray) -> np.ndarray:
@@ -101,7 +101,7 @@ def silhouette(x: np.ndarray, labels: np.ndarray, *, sample: int = 2000, seed: i
 def layer_geometry(pooled: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> list[dict]:
     """Separation and silhouette for every layer of ``(N, L, d)``."""
     out = []
-    with single_blas_thread():
+    with single_thread():
         for layer in range(pooled.shape[1]):
             row = separation(pooled[:, layer], labels)
             row["silhouette"] = silhouette(pooled[:, layer], labels, seed=seed)

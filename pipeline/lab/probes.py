@@ -67,7 +67,7 @@ def probe_layers(
     if len(np.unique(train_y)) < 2:
         raise ValueError("probes need at least two different labels in the training set")
     acc, f1, near = [], [], []
-    with single_blas_thread():
+    with single_thread():
         for layer in tqdm(range(train_x.shape[1]), desc=desc, unit="layer", disable=not progress):
             pred = _fit_predict(train_x[:, layer], train_y, test_x[:, layer], c, max_iter, seed)
             acc.append(float((pred == test_y).mean()))
@@ -90,8 +90,9 @@ def _fit_predict(
     return probe.predict(test_x.astype(np.float32))
 
 
-def single_blas_thread() -> threadpool_limits:
-    """One BLAS thread for the small matrices of probes and maps: on a busy shared CPU two
-    spinning BLAS threads made a 3,000 x 384 logistic regression ten times slower (15 s vs
-    1.6 s), and on an idle one they gain little at these sizes."""
-    return threadpool_limits(limits=1, user_api="blas")
+def single_thread() -> threadpool_limits:
+    """One BLAS / OpenMP thread for the small problems of probes, silhouettes and maps: on a busy
+    shared 2-core CPU the spinning second thread made a 3,000 x 384 logistic regression ten times
+    slower (15 s vs 1.6 s) and a 1,500-point t-SNE three times slower (46 s vs 14 s); on an idle
+    one it gains little at these sizes."""
+    return threadpool_limits(limits=1)

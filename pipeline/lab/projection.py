@@ -16,7 +16,7 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from tqdm.auto import tqdm
 
-from pipeline.lab.probes import single_blas_thread
+from pipeline.lab.probes import single_thread
 
 Method = Literal["pca", "tsne"]
 
@@ -56,7 +56,7 @@ def project_layers(
 ) -> np.ndarray:
     """``(N, L, d)`` -> ``(L, N, 2)``; aligned layer by layer to ``reference`` ``(L, N, 2)``."""
     out = []
-    with single_blas_thread():
+    with single_thread():
         for layer in tqdm(range(pooled.shape[1]), desc=desc, unit="layer", disable=not progress):
             xy = project(pooled[:, layer], method, seed=seed)
             xy -= xy.mean(axis=0)
