@@ -414,7 +414,7 @@ def demo(
     from pipeline.workflow import run_demo
 
     settings = make_settings(config, run, runs_dir)
-    pages = run_demo(settings, n_reviews=reviews, force=force)
+    pages = run_demo(settings, n_reviews=reviews, force=force).pages
     console.print(f"[green]demo run ready:[/green] {settings.paths.root}; reports: {pages[-1]}")
     if open_app:
         app_command(run=settings.run_name, runs_dir=settings.runs_dir, port=port, headless=True)
@@ -434,7 +434,7 @@ def run_all(
     from pipeline.workflow import run_pipeline
 
     settings = make_settings(config, run, runs_dir)
-    pages = run_pipeline(settings, inputs, force=force)
+    pages = run_pipeline(settings, inputs, force=force).pages
     console.print(f"[green]run ready:[/green] {settings.paths.root}; reports: {pages[-1]}")
 
 

@@ -22,6 +22,7 @@ from pipeline.lab import geometry, plots, probes, projection
 from pipeline.lab import word_in_context as wic
 from pipeline.lab.run import findings, read_lab, run_lab
 from pipeline.modeling.finetune import finetune_run, load_finetuned
+from pipeline.modeling.train import train_run
 from pipeline.text import word_spans
 
 torch.set_num_threads(1)
@@ -224,6 +225,9 @@ prefix = "query: "
 max_length = 32
 device = "cpu"
 
+[head]
+epochs = 2
+
 [finetune]
 train_limit = 64
 epochs = 1
@@ -273,6 +277,7 @@ def test_finetune_then_lab_end_to_end_and_cached(tmp_path, encoder_dir):
     cli = ["--config", str(config), "--run", "tiny", "--runs-dir", str(runs_dir)]
     settings = load_settings(config, runs_dir=runs_dir, run_name="tiny")
     extract_features(settings)
+    train_run(settings, ["head_cls"], progress=False)  # its attention meets the encoder's
     result = CliRunner().invoke(app, ["finetune", *cli])
     assert result.exit_code == 0, result.output
     model_dir = settings.paths.model("finetune_cls")
@@ -303,6 +308,9 @@ def test_finetune_then_lab_end_to_end_and_cached(tmp_path, encoder_dir):
     assert word["used"] == len(word["occurrences"]) > 3 and "note" in missing
     assert lab["words_arrays"]["w0_frozen_similarity"].shape[0] == layers
     assert lab["heads_arrays"]["shares_finetuned"].shape == (len(ah.PATTERNS), 3, 4)
+    versus = lab["heads"]["vs_attentive_head"]["finetuned"]
+    assert versus["head_model"] == "head_cls" and versus["reviews"] == 8
+    assert -1.0 <= versus["cls"]["spearman"] <= 1.0
     per_layer = summary["findings"]["per_layer"]
     assert [r["layer"] for r in per_layer] == list(range(layers))
     assert isinstance(summary["findings"]["top_layers_changed_most"], bool)
