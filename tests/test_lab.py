@@ -285,7 +285,13 @@ def test_finetune_then_lab_end_to_end_and_cached(tmp_path, encoder_dir):
     assert set(metrics["finetune_cls"]) >= {"val", "test"}
     assert metrics["finetune_cls"]["test"]["n"] == 80
     predictions = pd.read_parquet(settings.paths.predictions)
-    assert set(predictions.loc[predictions["model"] == "finetune_cls", "split"]) >= {"test"}
+    # an encoder pass per review: the fine-tuned model predicts the splits metrics read, only
+    assert set(predictions.loc[predictions["model"] == "finetune_cls", "split"]) == {"val", "test"}
+    # ... and its mix with TF-IDF + LR (trained here for it) joins the comparison
+    ensemble = artifacts.read_json(settings.paths.model("ensemble_finetune_tfidf") / "config.json")
+    assert ensemble["members"] == ["finetune_cls", "tfidf_lr"]
+    assert sum(ensemble["member_weights"]) == pytest.approx(1.0)
+    assert metrics["ensemble_finetune_tfidf"]["test"]["n"] == 80 and "tfidf_lr" in metrics
     config_doc = artifacts.read_json(model_dir / "config.json")
     assert config_doc["data"]["train_reviews"] == 64 and config_doc["train"]["steps"] > 0
     stamp = (model_dir / "model.safetensors").stat().st_mtime_ns

@@ -329,6 +329,10 @@ class EnsembleModel:
             "member_weights": self.weights.tolist(),
         }
 
+    @property
+    def reads_text(self) -> bool:
+        return any(getattr(m, "reads_text", False) for m in self.members.values())
+
     def tensors(self) -> dict[str, np.ndarray]:
         return {"member_weights": self.weights}
 

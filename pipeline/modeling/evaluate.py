@@ -193,6 +193,9 @@ def evaluate_run(
     fingerprint = data.encoder_info()["fingerprint"]
     all_rows = np.arange(len(data.reviews))
     token_rows = np.flatnonzero(data.store.has_tokens())
+    # a text-reading model (a fine-tuned encoder) costs an encoder pass per review: it predicts
+    # only the splits that metrics and the app read, not the train split
+    metric_rows = np.flatnonzero(data.reviews["split"].isin(splits).to_numpy())
 
     doc = read_json(paths.metrics) if paths.metrics.exists() else {}
     doc |= {"run": paths.name, "is_demo": _is_demo(paths), "encoder": data.encoder_info()}
@@ -201,9 +204,14 @@ def evaluate_run(
     tables = []
     for name in tqdm(names, desc=f"evaluate {evaluation}", unit="model", disable=not progress):
         model = load_star_model(paths.models, name, fingerprint)
-        rows = token_rows if needs_tokens(model) else all_rows
-        if len(rows) < len(all_rows):
-            log.warning("%s: %d reviews have no token states", name, len(all_rows) - len(rows))
+        if getattr(model, "reads_text", False):
+            rows = metric_rows
+        elif needs_tokens(model):
+            rows = token_rows
+            if len(rows) < len(all_rows):
+                log.warning("%s: %d reviews have no token states", name, len(all_rows) - len(rows))
+        else:
+            rows = all_rows
         pred = model.predict(data.source, rows)
         tables.append(prediction_table(evaluation, name, data.reviews, rows, pred))
         section["models"][name] = model_metrics(data.reviews, rows, pred, splits)

@@ -530,7 +530,11 @@ def finetune_run(
 
 
 def _evaluate(settings: Settings, name: str, external: Path | None) -> None:
+    """Evaluate the model, and for classification also fit and evaluate its mix with TF-IDF +
+    LR (``ensemble_finetune_tfidf``, weight fitted on validation), as `douban train` does for the
+    self-attentive head: the two err on different reviews."""
     from pipeline.modeling.evaluate import evaluate_run
+    from pipeline.modeling.train import ENSEMBLES, FINETUNE_ENSEMBLE_NAME, train_run
 
     if read_manifest(settings.paths.features) is None:
         log.warning(
@@ -544,8 +548,12 @@ def _evaluate(settings: Settings, name: str, external: Path | None) -> None:
         )
         return
     evaluate_run(settings, [name])
+    models = [name]
+    if name in ENSEMBLES[FINETUNE_ENSEMBLE_NAME]:
+        train_run(settings, [FINETUNE_ENSEMBLE_NAME])
+        models.append(FINETUNE_ENSEMBLE_NAME)
     if external is not None:
-        evaluate_run(settings, [name], external=external)
+        evaluate_run(settings, models, external=external)
 
 
 def _train_and_save(

@@ -97,6 +97,7 @@ class FinetunedTextModel:
     rows)`` as the feature-based models: it reads the reviews' cleaned text."""
 
     kind = "finetune"
+    reads_text = True  # evaluation predicts only its val/test reviews (an encoder pass each)
 
     def __init__(self, model_dir: Path) -> None:
         from pipeline.modeling.finetune import load_finetuned

@@ -25,7 +25,7 @@ from pipeline.config import HeadSettings, RunPaths, Settings
 from pipeline.modeling.baselines import EnsembleModel, LinearStarModel, MajorityModel
 from pipeline.modeling.heads import OUTPUT_KINDS, HeadModel, OutputKind
 from pipeline.modeling.inputs import FeatureSource, StoreSource
-from pipeline.modeling.storage import list_models, load_star_model, save_model
+from pipeline.modeling.storage import list_models, load_star_model, needs_tokens, save_model
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,15 @@ HEAD_NAMES: dict[str, str] = {
 }
 BASELINE_NAMES = ("majority", "tfidf_lr", "tfidf_ridge", "pooled_lr", "pooled_lr_layers")
 ENSEMBLE_NAME = "ensemble_head_tfidf"
-ENSEMBLE_MEMBERS = ("head_cls", "tfidf_lr")  # fitted in this call or loaded from disk
-ALL_MODELS = (*BASELINE_NAMES, *HEAD_NAMES.values(), ENSEMBLE_NAME)
+FINETUNE_ENSEMBLE_NAME = "ensemble_finetune_tfidf"
+# ensemble -> its two members, fitted in the same call or loaded from disk; the fine-tuned member
+# comes from `douban finetune`, which fits its ensemble itself
+ENSEMBLES: dict[str, tuple[str, str]] = {
+    ENSEMBLE_NAME: ("head_cls", "tfidf_lr"),
+    FINETUNE_ENSEMBLE_NAME: ("finetune_cls", "tfidf_lr"),
+}
+ALL_MODELS = (*BASELINE_NAMES, *HEAD_NAMES.values(), ENSEMBLE_NAME)  # what `douban train` fits
+TRAINABLE = (*ALL_MODELS, FINETUNE_ENSEMBLE_NAME)
 
 
 @dataclass
@@ -222,9 +229,9 @@ def train_models(
 ) -> dict[str, dict[str, Any]]:
     """Fit the requested models (default: all) and save them; returns each model's config."""
     wanted = list(models or ALL_MODELS)
-    unknown = sorted(set(wanted) - set(ALL_MODELS))
+    unknown = sorted(set(wanted) - set(TRAINABLE))
     if unknown:
-        raise ValueError(f"unknown model(s) {unknown}; choose from {list(ALL_MODELS)}")
+        raise ValueError(f"unknown model(s) {unknown}; choose from {list(TRAINABLE)}")
     hs = settings.head
     torch.manual_seed(settings.seed)
     data = RunData.load(settings.paths)
@@ -248,9 +255,13 @@ def train_models(
     if "majority" in wanted:
         keep("majority", MajorityModel.fit(stars[train]))
     saved = set(list_models(settings.paths.models))
-    members_missing = [m for m in ENSEMBLE_MEMBERS if m not in saved and m not in wanted]
-    if ENSEMBLE_NAME in wanted and members_missing:
-        wanted += members_missing  # the ensemble needs them: train them too
+    ensembles = [e for e in ENSEMBLES if e in wanted]
+    for member in {m for e in ensembles for m in ENSEMBLES[e]} - saved - set(wanted):
+        if member not in ALL_MODELS:
+            raise ValueError(
+                f"the ensemble needs {member}: run `douban finetune --run {data.paths.name}` first"
+            )
+        wanted.append(member)  # an ensemble needs it: train it too
     if "tfidf_lr" in wanted:
         keep("tfidf_lr", LinearStarModel.fit_tfidf(source, train, val, stars, seed=settings.seed))
     if "tfidf_ridge" in wanted:
@@ -281,15 +292,15 @@ def train_models(
             model.module.cpu()
             keep(HEAD_NAMES[output], model, training=info, train_reviews=len(head_train))
 
-    if ENSEMBLE_NAME in wanted:
-        fingerprint = data.encoder_info()["fingerprint"]
+    fingerprint = data.encoder_info()["fingerprint"]
+    for name in ensembles:
         members = {
             m: fitted.get(m) or load_star_model(settings.paths.models, m, fingerprint)
-            for m in ENSEMBLE_MEMBERS
+            for m in ENSEMBLES[name]
         }
-        val_probs = [m.predict(source, head_val).probs for m in members.values()]
-        ensemble = EnsembleModel.fit(members, val_probs, stars[head_val])
-        keep(ENSEMBLE_NAME, ensemble)
+        rows = head_val if any(needs_tokens(m) for m in members.values()) else val
+        val_probs = [m.predict(source, rows).probs for m in members.values()]
+        keep(name, EnsembleModel.fit(members, val_probs, stars[rows]))
     write_json(settings.paths.settings, settings)
     return {name: m.config for name, m in fitted.items()}
 
