@@ -316,6 +316,10 @@ def finetune(
     output: Annotated[
         str | None, typer.Option(help="classification, regression or ordinal.")
     ] = None,
+    encoder: Annotated[
+        str | None,
+        typer.Option(help="Encoder to fine-tune: e5-small (embedded), HF name or local dir."),
+    ] = None,
     train_limit: Annotated[
         int | None,
         typer.Option(help="Train reviews (stratified sample); 0 = the whole train split."),
@@ -344,7 +348,8 @@ def finetune(
 
     settings = make_settings(
         config, run, runs_dir,
-        **{"finetune.output": output, "finetune.train_limit": train_limit,
+        **{"features.encoder": encoder,
+           "finetune.output": output, "finetune.train_limit": train_limit,
            "finetune.epochs": epochs, "finetune.lr": lr, "finetune.batch_size": batch_size,
            "finetune.max_length": max_length, "finetune.freeze_embeddings": freeze_embeddings,
            "finetune.device": device},
