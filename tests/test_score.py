@@ -51,6 +51,16 @@ def test_explain_words_cover_the_text(scorer):
     assert {"精彩", "演技"} <= {w["word"] for w in words}
 
 
+@pytest.mark.parametrize(
+    ("model", "explained_by"), [("head_ord", "head_ord"), ("tfidf_lr", "head_cls")]
+)
+def test_explanation_names_the_head_whose_attention_it_shows(demo_run, model, explained_by):
+    """A head explains itself; a model without attention borrows head_cls's, and says so."""
+    out = Scorer.load(demo_run.paths.root, model=model).explain("剧情拖沓，浪费时间。")
+    assert out["model"] == model and out["attention_model"] == explained_by
+    assert out["words"]
+
+
 def test_word_attention_spreads_tokens_over_characters():
     text = "好看极了"
     offsets = np.array([[-1, -1], [0, 2], [2, 4], [-1, -1]])

@@ -89,7 +89,10 @@ def show_result(result: dict[str, Any]) -> None:
         st.altair_chart(charts.probability_bars(result["probs"], star), width="stretch")
     words = [(w["word"], w["start"], w["end"], w["weight"]) for w in result.get("words", [])]
     if words and result.get("clean_text"):
-        st.markdown("**Where the attention head looked** (darker = more attention; hover a word)")
+        st.markdown(
+            f"**Where the attention head looked** (`{result.get('attention_model')}`; darker = "
+            "more attention; hover a word)"
+        )
         st.html(f'<div class="attention">{highlight_html(result["clean_text"], words)}</div>')
         top = pd.DataFrame(top_attention_words(words, k=8), columns=["word", "attention"])
         st.dataframe(

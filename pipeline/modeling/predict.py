@@ -181,13 +181,18 @@ class Scorer:
         return cls(run_dir, model, device)
 
     def _attention_model(self, available: list[str], load: Any) -> Any:
+        """The self-attentive head whose attention explains a score, and its name (the chosen
+        model, its head member, else head_cls; None when the run has no head)."""
         if getattr(self.model, "kind", None) == "head":
+            self.attention_model_name: str | None = self.model_name
             return self.model
         if getattr(self.model, "kind", None) == "ensemble":
-            heads = [m for m in self.model.members.values() if getattr(m, "kind", None) == "head"]
-            if heads:
-                return heads[0]
-        return load("head_cls") if "head_cls" in available else None
+            for name, member in self.model.members.items():
+                if getattr(member, "kind", None) == "head":
+                    self.attention_model_name = name
+                    return member
+        self.attention_model_name = "head_cls" if "head_cls" in available else None
+        return load("head_cls") if self.attention_model_name else None
 
     # ----------------------------------------------------------------------------- scoring
 
@@ -305,11 +310,12 @@ class Scorer:
     def explain(self, text: str) -> dict[str, Any]:
         """The score of one text plus every word with its character span and attention weight,
         for highlighting (``words``: word, start, end, weight; offsets into ``text``, the cleaned
-        text the model saw)."""
+        text the model saw; ``attention_model``: the head whose weights they are)."""
         record = self.score([text])[0]
         prep = _prepare(text)
         words = record.pop("_words")
         record["clean_text"] = prep.text
+        record["attention_model"] = self.attention_model_name
         record["words"] = [
             {"word": w, "start": s, "end": e, "weight": round(a, 6)} for w, s, e, a in words
         ]
