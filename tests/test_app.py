@@ -287,7 +287,8 @@ def test_model_lab_shows_every_view(monkeypatch, tiny_run: Path) -> None:
 
 def test_other_encoder_run_scores_and_shows_films(monkeypatch, tiny_run: Path) -> None:
     at = open_app(monkeypatch, tiny_run, "score")
-    assert "head_cls" in texts(at.caption) or "finetune_cls" in texts(at.caption)
+    model = texts(at.caption).split("model `")[1].rstrip("`")  # the run's default model
+    assert (tiny_run / "models" / model / "config.json").exists()
     at.text_area(key="score_text").input("这部电影好看，演员精彩！")
     next(b for b in at.form_submit_button if b.label == "Score").click().run()
     assert_ok(at)
