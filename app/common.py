@@ -1,7 +1,7 @@
 """What every page shares: which run and model are shown, cached loaders and the sidebar.
 
 The app is a thin layer: numbers come from ``pipeline.analytics`` and scores from
-``pipeline.modeling.predict``. Runs are opened once per process (``st.cache_resource``: a
+``pipeline.predict.scorer``. Runs are opened once per process (``st.cache_resource``: a
 ``RunData`` is large, read-only and memoises its own parquet reads), derived tables are cached per
 run and arguments (``st.cache_data``), so switching pages reloads neither data nor models.
 """
@@ -121,7 +121,7 @@ def cached(func: Callable[..., Any], ctx: Context, *args: Any, **kwargs: Any) ->
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=4)
 def load_scorer(run_dir: str, model: str | None, stamp: tuple[float, ...]) -> Any:
-    from pipeline.modeling.predict import Scorer
+    from pipeline.predict.scorer import Scorer
 
     return Scorer.load(Path(run_dir), model=model)
 

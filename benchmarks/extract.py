@@ -33,8 +33,8 @@ from rich.table import Table
 
 from pipeline.artifacts import write_json
 from pipeline.config import FeatureSettings
-from pipeline.encoders import EMBEDDED_ENCODER, Encoder, load_encoder
-from pipeline.features import accelerate_for_cpu, count_tokens, encode_texts
+from pipeline.encoding.encode import accelerate_for_cpu, count_tokens, encode_texts
+from pipeline.encoding.load import EMBEDDED_ENCODER, Encoder, load_encoder
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dmsc_sample.csv"
 RESULTS = Path(__file__).resolve().parent / "results" / "extract.json"
@@ -49,7 +49,7 @@ def load_reviews(n: int, seed: int = 0) -> list[str]:
     if not DATA.exists():
         raise SystemExit(f"{DATA} not found: the benchmark needs the shared real reviews")
     try:
-        from pipeline.text import clean_text
+        from pipeline.data.text import clean_text
     except ImportError:  # the cleaner is another stage's module; raw text still benchmarks
         clean_text = str.strip
     comments = pd.read_csv(DATA, usecols=["Comment"])["Comment"].dropna().map(clean_text)

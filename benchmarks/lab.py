@@ -31,11 +31,13 @@ from rich.table import Table
 
 from pipeline.artifacts import write_json
 from pipeline.config import PROJECT_ROOT, FinetuneSettings, RunPaths
-from pipeline.encoders import EMBEDDED_ENCODER, load_encoder
-from pipeline.features import encode_texts
+from pipeline.data.text import clean_text
+from pipeline.encoding.encode import encode_texts
+from pipeline.encoding.load import EMBEDDED_ENCODER, load_encoder
 from pipeline.lab.probes import probe_layers
-from pipeline.modeling.finetune import SentenceModel, predict, stratified_subset, train
-from pipeline.text import clean_text
+from pipeline.modeling.batching import stratified_subset
+from pipeline.modeling.sentence import SentenceModel, predict
+from pipeline.training.finetune import train
 
 DATA = PROJECT_ROOT.parent / "shared" / "data" / "dmsc_sample.csv"
 RESULTS = Path(__file__).resolve().parent / "results" / "lab.json"

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.artifacts import write_json  # noqa: E402
 from pipeline.config import Settings  # noqa: E402
-from pipeline.e5_convert import CACHE_ENV, embedded_e5_dir  # noqa: E402
+from pipeline.encoding.e5_convert import CACHE_ENV, embedded_e5_dir  # noqa: E402
 from pipeline.workflow import run_demo  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "main_job.json"

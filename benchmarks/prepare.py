@@ -32,7 +32,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.text import clean_text, segment_texts  # noqa: E402
+from pipeline.data.text import clean_text, segment_texts  # noqa: E402
 
 SAMPLE = ROOT.parent / "shared" / "data" / "dmsc_sample.csv"
 RESULTS = ROOT / "benchmarks" / "results" / "prepare.json"
@@ -45,7 +45,7 @@ FULL_HEADER = [
 INGEST_CHILD = """
 import json, resource, sys, time
 from pathlib import Path
-from pipeline.dataset import ingest
+from pipeline.data.ingest import ingest
 out = Path(sys.argv[2])
 start = time.perf_counter()
 stats = ingest([Path(sys.argv[1])], out / "r.parquet", out / "x.parquet", progress=False)
@@ -57,7 +57,7 @@ PREPARE_CHILD = """
 import json, resource, sys, time
 from pathlib import Path
 from pipeline.config import load_settings
-from pipeline.prepare import prepare_run
+from pipeline.data.prepare import prepare_run
 settings = load_settings(None, run_name="bench", runs_dir=Path(sys.argv[2]),
                          **{"prepare.workers": int(sys.argv[3])})
 start = time.perf_counter()

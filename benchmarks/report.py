@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from pipeline.analytics import load_run  # noqa: E402
 from pipeline.artifacts import write_json  # noqa: E402
 from pipeline.config import Settings  # noqa: E402
-from pipeline.reports import write_reports  # noqa: E402
+from pipeline.reports.pages import write_reports  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "report.json"
 GOAL_S = 60.0

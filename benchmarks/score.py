@@ -23,7 +23,7 @@ from rich.table import Table
 
 from pipeline.artifacts import write_json
 from pipeline.config import PROJECT_ROOT, RunPaths
-from pipeline.modeling.predict import Scorer, find_trained_run
+from pipeline.predict.scorer import Scorer, find_trained_run
 
 REAL_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "dmsc_sample.csv"
 RESULTS = PROJECT_ROOT / "benchmarks" / "results" / "score.json"

@@ -13,7 +13,7 @@ __all__ = ["score", "__version__"]
 
 
 def score(texts: Any, **kwargs: Any) -> list[dict[str, Any]]:
-    """Score review texts with a trained run (see :func:`pipeline.modeling.predict.score`)."""
-    from pipeline.modeling.predict import score as _score
+    """Score review texts with a trained run (see :func:`pipeline.predict.scorer.score`)."""
+    from pipeline.predict.scorer import score as _score
 
     return _score(texts, **kwargs)

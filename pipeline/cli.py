@@ -60,8 +60,8 @@ def prepare(
     force: Annotated[bool, typer.Option(help="Recompute even if up to date.")] = False,
 ) -> None:
     """Ingest, clean, segment and split reviews into runs/<run>/prepared/."""
-    from pipeline.dataset import DatasetError
-    from pipeline.prepare import prepare_run
+    from pipeline.data.ingest import DatasetError
+    from pipeline.data.prepare import prepare_run
 
     settings = make_settings(
         config,
@@ -102,7 +102,8 @@ def features(
     force: Annotated[bool, typer.Option(help="Recompute even if up to date.")] = False,
 ) -> None:
     """Extract frozen encoder features into runs/<run>/features/ (resumable, sharded)."""
-    from pipeline.features import extract_features, parse_layers
+    from pipeline.encoding.encode import parse_layers
+    from pipeline.features.extract import extract_features
 
     try:
         token_layers = parse_layers(layers) if layers is not None else None
@@ -141,8 +142,8 @@ def train(
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
 ) -> None:
     """Train baselines and self-attentive heads side by side, then evaluate them."""
-    from pipeline.features import parse_layers
-    from pipeline.modeling.train import train_run
+    from pipeline.encoding.encode import parse_layers
+    from pipeline.training.train import train_run
 
     head_layers = None
     if layers is not None:
@@ -170,7 +171,7 @@ def evaluate(
     ] = None,
 ) -> None:
     """Evaluate the run's saved models into metrics.json and predictions.parquet."""
-    from pipeline.modeling.evaluate import evaluate_run
+    from pipeline.training.evaluate import evaluate_run
 
     settings = make_settings(config, run, runs_dir)
     evaluate_run(settings, models.split(",") if models else None, external=external)
@@ -195,7 +196,8 @@ def score(
     """Score reviews with a trained run: star, probabilities, regression value, top words."""
     import json
 
-    from pipeline.modeling.predict import NoTrainedRunError, get_scorer, score_file
+    from pipeline.predict.files import score_file
+    from pipeline.predict.scorer import NoTrainedRunError, get_scorer
 
     if not texts and input_path is None:
         raise typer.BadParameter("give review text(s) or --input FILE")
@@ -295,7 +297,7 @@ def report(
 ) -> None:
     """Write self-contained HTML reports to reports/<run>/: one page per film plus index.html."""
     from pipeline.analytics import FilmNotFoundError
-    from pipeline.reports import write_reports
+    from pipeline.reports.pages import write_reports
 
     if not films and not all_films:
         raise typer.BadParameter("give --film NAME (repeatable) or --all")
@@ -344,7 +346,7 @@ def finetune(
     force: Annotated[bool, typer.Option(help="Retrain even if up to date.")] = False,
 ) -> None:
     """Fine-tune the whole encoder with a small head: models/finetune_<cls|reg|ord>/."""
-    from pipeline.modeling.finetune import finetune_run
+    from pipeline.training.finetune import finetune_run
 
     settings = make_settings(
         config, run, runs_dir,

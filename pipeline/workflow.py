@@ -26,10 +26,10 @@ class PipelineResult:
 
 def run_pipeline(settings: Settings, inputs: list[Path], *, force: bool = False) -> PipelineResult:
     """Run every stage for ``settings.run_name``."""
-    from pipeline.features import extract_features
-    from pipeline.modeling.train import train_run
-    from pipeline.prepare import prepare_run
-    from pipeline.reports import write_reports
+    from pipeline.data.prepare import prepare_run
+    from pipeline.features.extract import extract_features
+    from pipeline.reports.pages import write_reports
+    from pipeline.training.train import train_run
 
     result = PipelineResult(pages=[])
     stages = {
@@ -59,7 +59,7 @@ def run_demo(
 
     ``corpus`` puts the generated CSV elsewhere than ``data/generated/`` (the main-job benchmark
     starts from an empty directory)."""
-    from pipeline.demo import default_demo_path, generate_demo_corpus
+    from pipeline.data.demo import default_demo_path, generate_demo_corpus
 
     path = corpus or default_demo_path()
     start = time.perf_counter()

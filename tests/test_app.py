@@ -49,8 +49,8 @@ def trained(demo_run) -> Path:
 @pytest.fixture(scope="module")
 def prepared_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run with prepared data and nothing else: no features, no model."""
-    from pipeline.demo import generate_demo_corpus
-    from pipeline.prepare import prepare_run
+    from pipeline.data.demo import generate_demo_corpus
+    from pipeline.data.prepare import prepare_run
 
     root = tmp_path_factory.mktemp("prepared_only")
     csv = generate_demo_corpus(root / "demo_reviews.csv", n_reviews=150, seed=3)
@@ -217,11 +217,11 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from tiny_bert import tiny_bert, tiny_tokenizer
 
-    from pipeline.features import extract_features
+    from pipeline.data.prepare import prepare_run
+    from pipeline.features.extract import extract_features
     from pipeline.lab.run import run_lab
-    from pipeline.modeling.finetune import finetune_run
-    from pipeline.modeling.train import train_run
-    from pipeline.prepare import prepare_run
+    from pipeline.training.finetune import finetune_run
+    from pipeline.training.train import train_run
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("tiny_run")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.modeling.predict import Scorer
+from pipeline.predict.scorer import Scorer
 
 pytestmark = pytest.mark.slow
 

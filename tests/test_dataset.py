@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.dataset import (
+from pipeline.data.ingest import (
     INGEST_SCHEMA,
     DatasetError,
     IngestStats,

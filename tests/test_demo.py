@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import PROJECT_ROOT
-from pipeline.demo import (
+from pipeline.data.demo import (
     DEMO_CSV_NAME,
     FILMS,
     MIN_REVIEWS,

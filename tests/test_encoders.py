@@ -21,7 +21,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
 from pipeline.artifacts import sha256_file
-from pipeline.e5_convert import (
+from pipeline.encoding.e5_convert import (
     CACHE_ENV,
     CONVERSION_FILE,
     MODEL_FILE,
@@ -29,7 +29,7 @@ from pipeline.e5_convert import (
     embedded_e5_source,
     read_e5s1,
 )
-from pipeline.encoders import (
+from pipeline.encoding.load import (
     E5_PREFIX,
     Encoder,
     EncoderNotAvailable,

@@ -16,21 +16,18 @@ from typer.testing import CliRunner
 from pipeline import artifacts
 from pipeline.cli import app
 from pipeline.config import Settings, load_settings
-from pipeline.encoders import load_encoder
-from pipeline.features import (
-    ExtractionInterrupted,
-    FeatureStore,
-    RowConcat,
-    StaleFeaturesError,
+from pipeline.data.text import clean_text
+from pipeline.encoding.encode import (
     accelerate_for_cpu,
     count_tokens,
     encode_texts,
-    extract_features,
     normalize_layers,
     parse_layers,
     plan_batches,
 )
-from pipeline.text import clean_text
+from pipeline.encoding.load import load_encoder
+from pipeline.features.extract import ExtractionInterrupted, extract_features
+from pipeline.features.store import FeatureStore, RowConcat, StaleFeaturesError
 
 SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
 TEXTS = demo_reviews(9, seed=3)[0] + ["好看" * 30, "", "这部电影剧情一般，演员还行！"]

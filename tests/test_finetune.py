@@ -8,20 +8,22 @@ import torch
 from tiny_bert import demo_reviews, tiny_bert, tiny_tokenizer
 
 from pipeline.config import FinetuneSettings
-from pipeline.encoders import Encoder, EncoderSpec
-from pipeline.modeling.finetune import (
-    SentenceModel,
+from pipeline.encoding.load import Encoder, EncoderSpec
+from pipeline.modeling.batching import (
     collate,
     length_bucketed_batches,
+    stratified_subset,
+    token_ids,
+)
+from pipeline.modeling.sentence import (
+    SentenceModel,
     load_finetuned,
     pool,
     predict,
     save_finetuned,
-    stratified_subset,
     task_loss,
-    token_ids,
-    train,
 )
+from pipeline.training.finetune import train
 
 torch.set_num_threads(1)
 

@@ -13,7 +13,7 @@ from pipeline.modeling.heads import (
     decode,
     pad_batch,
 )
-from pipeline.modeling.train import fit_head
+from pipeline.training.train import fit_head
 
 
 def _batch(lengths, layers=2, d=8, seed=0):

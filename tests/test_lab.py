@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lab_plots as plots
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,15 +16,16 @@ from typer.testing import CliRunner
 from pipeline import artifacts
 from pipeline.cli import app
 from pipeline.config import load_settings
-from pipeline.encoders import load_encoder
-from pipeline.features import extract_features
+from pipeline.data.text import word_spans
+from pipeline.encoding.load import load_encoder
+from pipeline.features.extract import extract_features
 from pipeline.lab import attention_heads as ah
-from pipeline.lab import geometry, plots, probes, projection
+from pipeline.lab import geometry, probes, projection
 from pipeline.lab import word_in_context as wic
 from pipeline.lab.run import findings, read_lab, run_lab
-from pipeline.modeling.finetune import finetune_run, load_finetuned
-from pipeline.modeling.train import train_run
-from pipeline.text import word_spans
+from pipeline.modeling.sentence import load_finetuned
+from pipeline.training.finetune import finetune_run
+from pipeline.training.train import train_run
 
 torch.set_num_threads(1)
 

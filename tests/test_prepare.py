@@ -11,11 +11,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-import pipeline.prepare as prepare_module
+import pipeline.data.prepare as prepare_module
 from pipeline.artifacts import read_json, read_manifest
 from pipeline.config import Settings, load_settings
-from pipeline.dataset import DatasetError
-from pipeline.prepare import REVIEWS_SCHEMA, prepare_run
+from pipeline.data.ingest import DatasetError
+from pipeline.data.prepare import REVIEWS_SCHEMA, prepare_run
 
 SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
 HEADER = ["Movie_Name_EN", "Movie_Name_CN", "Date", "Star", "Comment", "Like"]
@@ -89,7 +89,7 @@ def test_second_run_is_a_no_op(
     settings = settings_for(tmp_path)
     first = prepare_run(settings, [csv_path], progress=False)
     stamp = settings.paths.reviews.stat().st_mtime_ns
-    with caplog.at_level(logging.INFO, logger="pipeline.prepare"):
+    with caplog.at_level(logging.INFO, logger="pipeline.data.prepare"):
         again = prepare_run(settings_for(tmp_path, **{"prepare.workers": 2}), [csv_path])
     assert "prepared data is up to date" in caplog.text
     assert again == first

@@ -13,7 +13,7 @@ from PIL import Image
 
 from pipeline.analytics import FilmNotFoundError, load_run
 from pipeline.config import Settings
-from pipeline.reports import SECTIONS, FilmReport, film_file_names, write_reports
+from pipeline.reports.pages import SECTIONS, FilmReport, film_file_names, write_reports
 from tests.synthetic_run import SCRIPT_REVIEW, make_run
 
 CHROMIUM = Path("/usr/bin/chromium")

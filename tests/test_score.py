@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 import pipeline
 from pipeline.cli import app
-from pipeline.modeling.predict import Scorer, find_trained_run, score_file, word_attention
+from pipeline.predict.files import score_file
+from pipeline.predict.scorer import Scorer, find_trained_run, word_attention
 
 pytestmark = pytest.mark.slow
 

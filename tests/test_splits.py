@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.splits import SPLITS, TEST, TRAIN, VAL, assign_splits, resolve_holdout, split_counts
+from pipeline.data.splits import (
+    SPLITS,
+    TEST,
+    TRAIN,
+    VAL,
+    assign_splits,
+    resolve_holdout,
+    split_counts,
+)
 
 FILMS = {
     "钢铁侠1": ("Iron Man", "钢铁侠1"),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.text import (
+from pipeline.data.text import (
     Segmenter,
     clean_text,
     film_words,

@@ -11,14 +11,9 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from pipeline.artifacts import read_json, write_json
 from pipeline.config import RunPaths
 from pipeline.modeling.baselines import TfidfVectoriser, word_ngrams
-from pipeline.modeling.evaluate import PREDICTION_SCHEMA, evaluate_run, run_evaluation
-from pipeline.modeling.storage import (
-    EncoderMismatchError,
-    load_model,
-    load_star_model,
-    save_model,
-)
-from pipeline.modeling.train import ALL_MODELS, RunData
+from pipeline.modeling.bundle import EncoderMismatchError, load_model, load_star_model, save_model
+from pipeline.training.evaluate import PREDICTION_SCHEMA, evaluate_run, run_evaluation
+from pipeline.training.train import ALL_MODELS, RunData
 
 pytestmark = pytest.mark.slow
 
@@ -96,7 +91,7 @@ def test_reevaluating_one_model_keeps_the_others(demo_run):
 
 
 def test_cross_corpus_evaluation(demo_run, tmp_path):
-    from pipeline.demo import generate_demo_corpus
+    from pipeline.data.demo import generate_demo_corpus
 
     other = generate_demo_corpus(tmp_path / "demo_reviews_other.csv", n_reviews=150, seed=7)
     doc = evaluate_run(demo_run, models=["majority", "head_cls"], external=other, progress=False)

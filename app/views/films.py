@@ -22,7 +22,7 @@ SECTIONS = ["Stars", "Map", "Words", "Attention", "Time & likes", "League"]
 
 
 def build_report(run: Any, film: str, model: str | None, tsne_cap: int) -> Any:
-    from pipeline.reports import FilmReport
+    from pipeline.reports.pages import FilmReport
 
     return FilmReport.build(run, film, model, tsne_cap=tsne_cap)
 

@@ -22,7 +22,7 @@ def reports_dir() -> Path:
 
 def generate(ctx: common.Context, films: list[str]) -> list[Path]:
     """One film at a time, so the progress bar moves; each call refreshes index.html."""
-    from pipeline.reports import write_reports
+    from pipeline.reports.pages import write_reports
 
     bar = st.progress(0.0, text="writing reports")
     written: list[Path] = []

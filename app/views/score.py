@@ -29,7 +29,7 @@ def stars_label(star: int) -> str:
 def load_scorer(ctx: common.Context) -> Any | None:
     """The run's scorer for the sidebar's model (when it is a saved model), or None with a
     message saying what is missing."""
-    from pipeline.modeling.storage import EncoderMismatchError, list_models
+    from pipeline.modeling.bundle import EncoderMismatchError, list_models
 
     saved = list_models(ctx.paths.models)
     if not saved:
@@ -139,8 +139,8 @@ def single_review(ctx: common.Context, scorer: Any) -> None:
 
 
 def read_upload(upload: Any) -> list[Any]:
-    """The review texts of an uploaded CSV or TXT file (pipeline.modeling.predict.read_texts)."""
-    from pipeline.modeling.predict import read_texts
+    """The review texts of an uploaded CSV or TXT file (pipeline.predict.files.read_texts)."""
+    from pipeline.predict.files import read_texts
 
     suffix = Path(upload.name).suffix.lower() or ".csv"
     with tempfile.TemporaryDirectory() as tmp:
@@ -157,7 +157,7 @@ def with_progress(texts: list[Any], bar: Any) -> Iterator[Any]:
 
 
 def score_batch(scorer: Any, texts: Iterable[Any], total: int) -> tuple[str, dict[str, int]]:
-    from pipeline.modeling.predict import write_records
+    from pipeline.predict.files import write_records
 
     bar = st.progress(0.0, text="scoring")
     out = io.StringIO()

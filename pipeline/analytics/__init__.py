@@ -23,10 +23,11 @@ import pyarrow.parquet as pq
 
 from pipeline.artifacts import read_json
 from pipeline.config import RunPaths
+from pipeline.errors import FilmNotFoundError
 
 if TYPE_CHECKING:
-    from pipeline.features import FeatureStore
-    from pipeline.text import Segmenter
+    from pipeline.data.text import Segmenter
+    from pipeline.features.store import FeatureStore
 
 # Which of a model's predictions describe a film, best first: the run's own random split, then a
 # film held out of training; within one, test before val. (``cross_corpus`` rows index another
@@ -43,13 +44,6 @@ SCALAR_PREDICTION_COLUMNS = (
 )
 LIST_PREDICTION_COLUMNS = ("probs", "attention")
 SPLIT_ORDER = ("test", "val")
-
-
-class FilmNotFoundError(KeyError):
-    """A film name matched no film of the run; the message lists the films there are."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 class LastLayerPooled:
@@ -138,7 +132,7 @@ class RunData:
 
     @cached_property
     def stopwords(self) -> frozenset[str]:
-        from pipeline.text import load_stopwords
+        from pipeline.data.text import load_stopwords
 
         return frozenset(load_stopwords())
 
@@ -147,7 +141,7 @@ class RunData:
         """The run's feature store; None when features were not extracted."""
         if not (self.paths.features / "manifest.json").exists():
             return None
-        from pipeline.features import FeatureStore
+        from pipeline.features.store import FeatureStore
 
         return FeatureStore.open(self.paths.features)
 
@@ -162,7 +156,7 @@ class RunData:
     @cached_property
     def segmenter(self) -> Segmenter:
         """jieba as prepare ran it (film titles kept whole), for mapping attention to words."""
-        from pipeline.text import Segmenter
+        from pipeline.data.text import Segmenter
 
         return Segmenter(self.summary.get("films", []))
 

@@ -5,5 +5,5 @@ One module per view (pure functions over arrays): :mod:`probes` (linear probe pe
 :mod:`word_in_context` (one word in many reviews), :mod:`attention_heads` (head views and head
 statistics). :mod:`pipeline.lab.run` computes them for a run and caches the results in
 ``runs/<run>/lab/`` (``douban lab``); :func:`pipeline.lab.run.read_lab` is what the app reads;
-:mod:`pipeline.lab.plots` draws them with matplotlib for reports. docs/lab.md explains each view.
+:mod:`lab_plots` draws them with matplotlib for reports. docs/lab.md explains each view.
 """

@@ -23,9 +23,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.encoders import Encoder
-from pipeline.features import plan_batches, tokenize
-from pipeline.text import is_word
+from pipeline.data.text import is_word
+from pipeline.encoding.encode import plan_batches, tokenize
+from pipeline.encoding.load import Encoder
 
 PATTERNS = ("next", "previous", "self", "first", "last", "punctuation")
 SUBWORD_MARKS = "▁#Ġ"  # SentencePiece, WordPiece and byte-BPE word markers

@@ -34,10 +34,11 @@ from rich.console import Console
 from pipeline import __version__
 from pipeline.artifacts import atomic_path, fingerprint, read_json, read_manifest, write_json
 from pipeline.config import RunPaths, Settings
-from pipeline.encoders import Encoder, load_encoder, pick_device, resolve_encoder
+from pipeline.encoding.load import Encoder, load_encoder, pick_device, resolve_encoder
 from pipeline.lab import attention_heads, geometry, probes, projection, word_in_context
-from pipeline.modeling.finetune import Finetuned, load_finetuned, stratified_subset
+from pipeline.modeling.batching import stratified_subset
 from pipeline.modeling.metrics import STARS
+from pipeline.modeling.sentence import Finetuned, load_finetuned
 
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -218,7 +219,7 @@ def open_lab(settings: Settings, progress: bool = True) -> Lab:
 
 
 def _encode_pooled(lab: Lab, which: str, rows: np.ndarray) -> np.ndarray:
-    from pipeline.features import encode_texts
+    from pipeline.encoding.encode import encode_texts
 
     encoder = lab.encoder(which)
     encoded = encode_texts(
@@ -235,7 +236,7 @@ def _encode_pooled(lab: Lab, which: str, rows: np.ndarray) -> np.ndarray:
 
 def _store_pooled(lab: Lab, rows: np.ndarray) -> np.ndarray | None:
     """Frozen vectors straight from the run's feature store, when it holds this encoder's."""
-    from pipeline.features import FeatureStore
+    from pipeline.features.store import FeatureStore
 
     try:
         store = FeatureStore.open(lab.paths.features)
@@ -345,7 +346,7 @@ def run_projection(lab: Lab) -> dict[str, np.ndarray]:
 
 
 def _segmenter(lab: Lab) -> Any:
-    from pipeline.text import Segmenter
+    from pipeline.data.text import Segmenter
 
     summary = read_json(lab.paths.summary) if lab.paths.summary.exists() else {}
     return Segmenter(summary.get("films", []), lab.settings.prepare.user_dict)
@@ -367,7 +368,7 @@ def _balanced(occurrences: list, stars: np.ndarray, limit: int, seed: int) -> li
 
 def _visible(lab: Lab, texts: list[str], occurrences: list) -> list:
     """The occurrences the encoder sees (not cut off by ``features.max_length``)."""
-    from pipeline.features import tokenize
+    from pipeline.encoding.encode import tokenize
 
     if not occurrences:
         return []
@@ -383,7 +384,7 @@ def _visible(lab: Lab, texts: list[str], occurrences: list) -> list:
 
 def _word_layers(lab: Lab, which: str, texts: list[str], occ: list) -> np.ndarray:
     """``(n, L+1, d)`` contextual vectors of the word in each review, every layer."""
-    from pipeline.features import encode_texts
+    from pipeline.encoding.encode import encode_texts
 
     encoder = lab.encoder(which)
     encoded = encode_texts(

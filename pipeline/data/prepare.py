@@ -37,9 +37,9 @@ from pipeline.artifacts import (
     write_manifest,
 )
 from pipeline.config import Settings
-from pipeline.dataset import DatasetError, IngestStats, ingest, is_demo_input, resolve_inputs
-from pipeline.splits import SPLITS, assign_splits, resolve_holdout, split_counts
-from pipeline.text import film_words, require_user_dict, segment_chunks
+from pipeline.data.ingest import DatasetError, IngestStats, ingest, is_demo_input, resolve_inputs
+from pipeline.data.splits import SPLITS, assign_splits, resolve_holdout, split_counts
+from pipeline.data.text import film_words, require_user_dict, segment_chunks
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from pipeline.text import clean_text
+from pipeline.data.text import clean_text
+from pipeline.errors import InputError
 
 ENCODINGS = ("utf-8", "utf-8-sig", "gb18030")
 SNIFF_BYTES = 4 << 20
@@ -85,7 +86,7 @@ _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # undecodable bytes under surroga
 _DATE = re.compile(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})")
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """The input cannot be ingested as it is (missing columns, no usable rows, bad path)."""
 
 

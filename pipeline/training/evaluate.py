@@ -28,10 +28,10 @@ from tqdm.auto import tqdm
 
 from pipeline.artifacts import atomic_path, read_json, write_json
 from pipeline.config import FeatureSettings, RunPaths, Settings
+from pipeline.modeling.bundle import list_models, load_star_model, needs_tokens
 from pipeline.modeling.inputs import Predictions
 from pipeline.modeling.metrics import headline, star_metrics
-from pipeline.modeling.storage import list_models, load_star_model, needs_tokens
-from pipeline.modeling.train import RunData
+from pipeline.training.train import RunData
 
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -126,8 +126,9 @@ def _external_name(path: Path) -> str:
 def external_data(paths: RunPaths, settings: Settings, csv: Path) -> RunData:
     """Prepare and encode another corpus with the run's own encoder and feature layers, under
     ``runs/<run>/external/<name>/`` (reused when already up to date)."""
-    from pipeline.features import FeatureStore, extract_features
-    from pipeline.prepare import prepare_run
+    from pipeline.data.prepare import prepare_run
+    from pipeline.features.extract import extract_features
+    from pipeline.features.store import FeatureStore
 
     store = FeatureStore.open(paths.features)
     spec = store.encoder

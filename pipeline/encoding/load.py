@@ -30,7 +30,8 @@ from transformers import (
 )
 
 from pipeline.artifacts import sha256_file
-from pipeline.e5_convert import MODEL_FILE, embedded_e5_dir, read_conversion
+from pipeline.encoding.e5_convert import MODEL_FILE, embedded_e5_dir, read_conversion
+from pipeline.errors import EncoderNotAvailable
 
 EMBEDDED_ENCODER = "e5-small"
 E5_PREFIX = "query: "
@@ -52,10 +53,6 @@ _LOCAL_HELP = (
     "config.json, the weights (model.safetensors or pytorch_model.bin) and the tokenizer files "
     "(tokenizer.json or vocab.txt), as written by save_pretrained() or downloaded from the hub"
 )
-
-
-class EncoderNotAvailable(RuntimeError):
-    """The encoder cannot be found or loaded (hub unreachable, missing or broken directory)."""
 
 
 @dataclass(frozen=True)

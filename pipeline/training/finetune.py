@@ -33,141 +33,37 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
-from coral_pytorch.losses import corn_loss
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoTokenizer,
-    PreTrainedModel,
     get_linear_schedule_with_warmup,
 )
 
-from pipeline import __version__
-from pipeline.artifacts import atomic_dir, fingerprint, read_json, read_manifest, write_json
+from pipeline.artifacts import fingerprint, read_json, read_manifest, write_json
 from pipeline.config import FinetuneSettings, Settings
-from pipeline.encoders import Encoder, EncoderSpec, load_encoder, pick_device, resolve_encoder
-from pipeline.features import plan_batches, tokenize
-from pipeline.modeling.heads import OUTPUT_KINDS, OutputKind, decode
+from pipeline.encoding.load import Encoder, EncoderSpec, load_encoder, pick_device, resolve_encoder
+from pipeline.modeling.batching import (
+    collate,
+    length_bucketed_batches,
+    seed_everything,
+    stratified_subset,
+    token_ids,
+)
+from pipeline.modeling.bundle import CONFIG
+from pipeline.modeling.heads import OutputKind
 from pipeline.modeling.inputs import Predictions
-from pipeline.modeling.metrics import NUM_CLASSES
-from pipeline.modeling.storage import CONFIG, LABELS, WEIGHTS
+from pipeline.modeling.sentence import (
+    CODE_VERSION,
+    SentenceModel,
+    _device,
+    autocast,
+    model_name,
+    predict,
+    save_finetuned,
+    task_loss,
+)
 
 log = logging.getLogger(__name__)
-
-MODEL_NAMES: dict[str, str] = {
-    "classification": "finetune_cls",
-    "regression": "finetune_reg",
-    "ordinal": "finetune_ord",
-}
-TOKENIZER_DIR = "tokenizer"
-KIND = "finetune"
-CODE_VERSION = f"finetune-1/{__version__}"  # bump the prefix when training changes meaning
-OUT_DIM = {"classification": NUM_CLASSES, "regression": 1, "ordinal": NUM_CLASSES - 1}
-
-
-def model_name(output: str) -> str:
-    if output not in MODEL_NAMES:
-        raise ValueError(f"output must be one of {list(MODEL_NAMES)}, got {output!r}")
-    return MODEL_NAMES[output]
-
-
-def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """Sentence vector ``(B, d)`` from hidden states ``(B, T, d)`` and a ``(B, T)`` 0/1 mask."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    if pooling == "mean":
-        m = mask.to(hidden.dtype).unsqueeze(-1)
-        return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
-    raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
-
-
-class SentenceModel(nn.Module):
-    """A BERT-family encoder with dropout + linear on its pooled sentence vector."""
-
-    def __init__(
-        self, encoder: PreTrainedModel, pooling: str, output: OutputKind, dropout: float = 0.1
-    ) -> None:
-        super().__init__()
-        if output not in OUTPUT_KINDS:
-            raise ValueError(f"output must be one of {OUTPUT_KINDS}, got {output!r}")
-        self.encoder = encoder
-        self.pooling = pooling
-        self.output = output
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(encoder.config.hidden_size, OUT_DIM[output])
-        if output == "regression":  # start at the middle of the scale, not at 0 stars
-            nn.init.zeros_(self.head.weight)
-            nn.init.constant_(self.head.bias, 3.0)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.head(self.dropout(pool(hidden, attention_mask, self.pooling)))
-
-
-def task_loss(output: OutputKind, raw: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The heads' losses for labels 0..4 (star - 1): cross-entropy, MSE on the star, CORN."""
-    raw = raw.float()
-    if output == "classification":
-        return F.cross_entropy(raw, labels)
-    if output == "regression":
-        return F.mse_loss(raw.squeeze(1), labels.float() + 1.0)
-    return corn_loss(raw, labels, num_classes=NUM_CLASSES)
-
-
-# --------------------------------------------------------------------------- batching
-
-
-def token_ids(encoder: Encoder, texts: Sequence[str], max_length: int) -> list[np.ndarray]:
-    """Token ids per text, exactly as feature extraction tokenizes (prefix, specials, cut)."""
-    return tokenize(encoder, list(texts), max_length).input_ids
-
-
-def length_bucketed_batches(
-    lengths: Sequence[int], batch_size: int, *, rng: np.random.Generator
-) -> list[np.ndarray]:
-    """Training batches of indices whose members have similar lengths: shuffle, sort within
-    pools of 50 batches, cut, shuffle the batches. Every epoch differs; padding stays small."""
-    lengths = np.asarray(lengths)
-    perm = rng.permutation(len(lengths))
-    pool_size = batch_size * 50
-    batches = []
-    for start in range(0, len(perm), pool_size):
-        chunk = perm[start : start + pool_size]
-        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
-    return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def collate(
-    ids: Sequence[np.ndarray], pad_id: int | None, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ``(B, T)`` input ids and 0/1 attention mask."""
-    lengths = np.fromiter((len(x) for x in ids), np.int64, len(ids))
-    mask = np.arange(lengths.max()) < lengths[:, None]
-    padded = np.full(mask.shape, pad_id or 0, dtype=np.int64)
-    padded[mask] = np.concatenate(ids)
-    return torch.from_numpy(padded).to(device), torch.from_numpy(mask.astype(np.int64)).to(device)
-
-
-def stratified_subset(stars: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
-    """Sorted indices of at most ``limit`` items with the star mix of the whole (all: None/0)."""
-    n = len(stars)
-    if not limit or limit >= n:
-        return np.arange(n)
-    rng = np.random.default_rng(seed)
-    values, counts = np.unique(stars, return_counts=True)
-    quota = np.floor(counts / n * limit).astype(int)
-    quota[np.argsort(-(counts / n * limit - quota))[: limit - quota.sum()]] += 1  # largest rest
-    picked = [
-        rng.choice(np.flatnonzero(stars == v), size=q, replace=False)
-        for v, q in zip(values, quota, strict=True)
-    ]
-    return np.sort(np.concatenate(picked))
-
 
 # --------------------------------------------------------------------------- training
 
@@ -202,12 +98,6 @@ class TrainReport:
         return asdict(self) | {"seconds_per_1000_reviews": self.seconds_per_1000_reviews}
 
 
-def autocast(device: torch.device) -> Any:
-    """bf16 autocast on a GPU that supports it; a no-op elsewhere (fp32 on the CPU)."""
-    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
 def selection_score(output: OutputKind, preds: Predictions, stars: np.ndarray) -> float:
     """Validation score to maximise: exact accuracy for classifiers, minus MAE for regression."""
     if output == "regression":
@@ -238,16 +128,6 @@ def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """A copy of every tensor that training can change (frozen parameters excluded)."""
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     return {k: v.detach().clone() for k, v in model.state_dict().items() if k not in frozen}
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def train(
@@ -350,111 +230,6 @@ def train(
     return report
 
 
-@torch.no_grad()
-def predict(
-    model: SentenceModel,
-    encoder: Encoder,
-    texts: Sequence[str],
-    *,
-    max_length: int,
-    token_budget: int = 8192,
-    progress: bool = False,
-) -> Predictions:
-    """Stars, scores and probabilities for cleaned texts, in input order."""
-    device = _device(model)
-    model.eval()
-    ids = token_ids(encoder, texts, max_length)
-    raw = torch.zeros((len(ids), OUT_DIM[model.output]), dtype=torch.float32)
-    lengths = np.fromiter((len(x) for x in ids), np.int64, len(ids))
-    batches = plan_batches(lengths, max(token_budget, max_length))
-    for batch in tqdm(batches, desc="predict", unit="batch", disable=not progress):
-        input_ids, mask = collate([ids[i] for i in batch], encoder.tokenizer.pad_token_id, device)
-        with autocast(device):
-            raw[torch.as_tensor(batch)] = model(input_ids, mask).float().cpu()
-    d = decode(model.output, raw)
-    return Predictions(d.pred_star, d.score, d.probs)
-
-
-# --------------------------------------------------------------------------- save / load
-
-
-@dataclass
-class Finetuned:
-    """A fine-tuned model ready to predict. ``encoder`` is an :class:`Encoder` over the tuned
-    weights, so feature code (``features.encode_texts``) and the lab read it like any encoder."""
-
-    model: SentenceModel
-    encoder: Encoder
-    config: dict[str, Any]
-
-    @property
-    def max_length(self) -> int:
-        return int(self.config["max_length"])
-
-    def predict(self, texts: Sequence[str], *, progress: bool = False) -> Predictions:
-        return predict(
-            self.model, self.encoder, texts, max_length=self.max_length, progress=progress
-        )
-
-
-def save_finetuned(
-    model_dir: Path, model: SentenceModel, encoder: Encoder, config: dict[str, Any]
-) -> None:
-    """Weights, tokenizer and config in one atomic directory swap."""
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    full_config = {
-        "kind": KIND,
-        "labels": LABELS,
-        "output": model.output,
-        "pooling": model.pooling,
-        "prefix": encoder.spec.prefix,
-        "dropout": model.dropout.p,
-        "encoder_config": model.encoder.config.to_dict(),
-        **config,
-    }
-    with atomic_dir(model_dir) as tmp:
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
-        encoder.tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
-        write_json(tmp / CONFIG, full_config)
-
-
-def load_finetuned(
-    model_dir: Path, device: torch.device | str = "cpu", attn_implementation: str | None = None
-) -> Finetuned:
-    """Rebuild a saved fine-tuned model; ``attn_implementation="eager"`` to read attentions."""
-    model_dir = Path(model_dir)
-    if not (model_dir / CONFIG).exists():
-        raise FileNotFoundError(
-            f"no fine-tuned model at {model_dir}; run `douban finetune --run "
-            f"{model_dir.parent.parent.name}`"
-        )
-    config = read_json(model_dir / CONFIG)
-    if config.get("kind") != KIND:
-        raise ValueError(f"{model_dir} holds a {config.get('kind')!r} model, not a fine-tuned one")
-    encoder_config = dict(config["encoder_config"])
-    encoder_config = AutoConfig.for_model(encoder_config.pop("model_type"), **encoder_config)
-    if attn_implementation:
-        encoder_config._attn_implementation = attn_implementation
-    state = load_file(str(model_dir / WEIGHTS))
-    encoder = AutoModel.from_config(encoder_config)
-    if getattr(encoder, "pooler", None) is not None and not any(
-        k.startswith("encoder.pooler.") for k in state
-    ):
-        encoder.pooler = None  # the base checkpoint had none (e5): never trained, never saved
-    model = SentenceModel(encoder, config["pooling"], config["output"], config["dropout"])
-    model.load_state_dict(state, strict=True)
-    model.to(pick_device(device) if isinstance(device, str) else device).eval()
-    spec = EncoderSpec(
-        name=model_dir.name,
-        path=str(model_dir),
-        pooling=config["pooling"],
-        prefix=config["prefix"],
-        fingerprint=config.get("fingerprint", ""),
-    )
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir / TOKENIZER_DIR))
-    return Finetuned(model, Encoder(spec=spec, model=model.encoder, tokenizer=tokenizer), config)
-
-
 # --------------------------------------------------------------------------- the stage
 
 
@@ -533,8 +308,8 @@ def _evaluate(settings: Settings, name: str, external: Path | None) -> None:
     """Evaluate the model, and for classification also fit and evaluate its mix with TF-IDF +
     LR (``ensemble_finetune_tfidf``, weight fitted on validation), as `douban train` does for the
     self-attentive head: the two err on different reviews."""
-    from pipeline.modeling.evaluate import evaluate_run
-    from pipeline.modeling.train import ENSEMBLES, FINETUNE_ENSEMBLE_NAME, train_run
+    from pipeline.training.evaluate import evaluate_run
+    from pipeline.training.train import ENSEMBLES, FINETUNE_ENSEMBLE_NAME, train_run
 
     if read_manifest(settings.paths.features) is None:
         log.warning(

@@ -23,9 +23,9 @@ from tqdm.auto import tqdm
 from pipeline.artifacts import write_json
 from pipeline.config import HeadSettings, RunPaths, Settings
 from pipeline.modeling.baselines import EnsembleModel, LinearStarModel, MajorityModel
+from pipeline.modeling.bundle import list_models, load_star_model, needs_tokens, save_model
 from pipeline.modeling.heads import OUTPUT_KINDS, HeadModel, OutputKind
 from pipeline.modeling.inputs import FeatureSource, StoreSource
-from pipeline.modeling.storage import list_models, load_star_model, needs_tokens, save_model
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class RunData:
 
     @classmethod
     def load(cls, paths: RunPaths) -> RunData:
-        from pipeline.features import FeatureStore
+        from pipeline.features.store import FeatureStore
 
         if not paths.reviews.exists():
             raise FileNotFoundError(
@@ -89,7 +89,7 @@ class RunData:
 
 
 def pick_torch_device(prefer: str = "auto") -> torch.device:
-    from pipeline.encoders import pick_device
+    from pipeline.encoding.load import pick_device
 
     return pick_device(prefer)
 
@@ -197,7 +197,7 @@ def fit_head(
 
 
 def _head_layers(data: RunData, hs: HeadSettings) -> list[int]:
-    from pipeline.features import normalize_layers
+    from pipeline.encoding.encode import normalize_layers
 
     stored = list(data.store.token_layers)
     if hs.layers is None:
@@ -310,7 +310,7 @@ def train_run(
 ) -> dict[str, Any]:
     """Train, then evaluate the models just trained (other models' figures are kept); returns
     the metrics document."""
-    from pipeline.modeling.evaluate import evaluate_run
+    from pipeline.training.evaluate import evaluate_run
 
     trained = train_models(settings, models, progress=progress)
     return evaluate_run(settings, models=list(trained), progress=progress)

@@ -13,13 +13,14 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from pipeline.artifacts import atomic_dir, read_json, write_json
+from pipeline.errors import StaleArtifactError
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 LABELS = {str(star): star - 1 for star in range(1, 6)}  # star -> class index
 
 
-class EncoderMismatchError(RuntimeError):
+class EncoderMismatchError(StaleArtifactError):
     """A model was trained on features from a different encoder than the one offered."""
 
 
@@ -93,14 +94,14 @@ def needs_tokens(model: Any) -> bool:
 
 
 class FinetunedTextModel:
-    """A fine-tuned encoder (pipeline.modeling.finetune) behind the same ``predict(source,
+    """A fine-tuned encoder (pipeline.modeling.sentence) behind the same ``predict(source,
     rows)`` as the feature-based models: it reads the reviews' cleaned text."""
 
     kind = "finetune"
     reads_text = True  # evaluation predicts only its val/test reviews (an encoder pass each)
 
     def __init__(self, model_dir: Path) -> None:
-        from pipeline.modeling.finetune import load_finetuned
+        from pipeline.modeling.sentence import load_finetuned
 
         self.finetuned = load_finetuned(model_dir)
         self.config = self.finetuned.config

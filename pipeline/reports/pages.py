@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from pipeline import plots
 from pipeline.analytics import RunData, load_run
 from pipeline.analytics.attention import attention_examples, highlight_html, top_attention_words
 from pipeline.analytics.embedding import DEFAULT_CAP, tsne_points
@@ -45,7 +44,8 @@ from pipeline.analytics.words import (
 from pipeline.artifacts import write_text
 from pipeline.config import Settings
 from pipeline.fonts import cjk_font_path
-from pipeline.modeling.predict import word_attention
+from pipeline.predict.scorer import word_attention
+from pipeline.reports import plots
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,331 @@
+"""Encoding mechanics shared by every encoder pass: layer selection, tokenization with
+character offsets, length-sorted batches under a token budget, and the batched forward pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pipeline.encoding.load import Encoder
+
+# ---------------------------------------------------------------------------------------------
+# layers
+
+
+def parse_layers(text: str) -> list[int] | Literal["all"]:
+    """CLI form of token layers: ``last``, ``all`` or comma-separated indices like ``-4,-1``."""
+    text = text.strip().lower()
+    if text == "last":
+        return [-1]
+    if text == "all":
+        return "all"
+    try:
+        layers = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        layers = []
+    if not layers:
+        raise ValueError(f"--layers {text!r}: use `last`, `all` or indices such as -4,-3,-2,-1")
+    return layers
+
+
+def normalize_layers(layers: Sequence[int] | Literal["all"], num_hidden_states: int) -> list[int]:
+    """Absolute hidden-state indices (0 = embeddings, L = last), negative ones counted from the
+    end; order kept."""
+    if layers == "all":
+        return list(range(num_hidden_states))
+    absolute = []
+    for layer in layers:
+        if not -num_hidden_states <= layer < num_hidden_states:
+            raise ValueError(
+                f"layer {layer} does not exist: this encoder has hidden states "
+                f"0..{num_hidden_states - 1} (0 = embeddings, -1 = last)"
+            )
+        absolute.append(layer % num_hidden_states)
+    return absolute
+
+
+# ---------------------------------------------------------------------------------------------
+# tokenization and batching
+
+
+@dataclasses.dataclass
+class Tokenized:
+    """Unpadded token ids and character offsets (into the text without the prefix) per text."""
+
+    input_ids: list[np.ndarray]  # each (n,) int32
+    offsets: list[np.ndarray]  # each (n, 2) int32; (-1, -1) for special and prefix tokens
+    lengths: np.ndarray  # (texts,) int64 tokens per text
+
+
+def tokenize(encoder: Encoder, texts: Sequence[str], max_length: int) -> Tokenized:
+    """Tokenize ``prefix + text``; offsets are shifted back onto ``text``."""
+    prefix_len = len(encoder.spec.prefix)
+    encoded = encoder.tokenizer(
+        [encoder.spec.prefix + text for text in texts],
+        truncation=True,
+        max_length=max_length,
+        return_offsets_mapping=True,
+        return_special_tokens_mask=True,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )
+    input_ids, offsets = [], []
+    for ids, spans, special in zip(
+        encoded["input_ids"], encoded["offset_mapping"], encoded["special_tokens_mask"], strict=True
+    ):
+        spans = np.asarray(spans, dtype=np.int32).reshape(-1, 2) - prefix_len
+        is_text = (np.asarray(special, dtype=bool) == 0) & (spans[:, 1] > 0)
+        spans[:, 0] = np.maximum(spans[:, 0], 0)  # a token spanning the prefix's space
+        spans[~is_text] = -1
+        input_ids.append(np.asarray(ids, dtype=np.int32))
+        offsets.append(spans)
+    lengths = np.fromiter(map(len, input_ids), np.int64, len(input_ids))
+    return Tokenized(input_ids, offsets, lengths)
+
+
+def count_tokens(
+    encoder: Encoder, texts: Sequence[str], max_length: int, chunk: int = 20_000
+) -> np.ndarray:
+    """Exact token count per text (with prefix and special tokens), for size estimates;
+    chunked, so millions of reviews never sit in memory as token lists."""
+    counts = np.empty(len(texts), dtype=np.int64)
+    for start in range(0, len(texts), chunk):
+        encoded = encoder.tokenizer(
+            [encoder.spec.prefix + text for text in texts[start : start + chunk]],
+            truncation=True,
+            max_length=max_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        counts[start : start + len(encoded["input_ids"])] = list(map(len, encoded["input_ids"]))
+    return counts
+
+
+def plan_batches(lengths: np.ndarray, token_budget: int) -> list[np.ndarray]:
+    """Row indices per batch, longest first, each batch's padded size (rows x longest) within
+    ``token_budget``; one over-long row still forms a batch of its own."""
+    order = np.argsort(-lengths, kind="stable")
+    batches, start = [], 0
+    while start < len(order):
+        longest = max(int(lengths[order[start]]), 1)
+        size = max(token_budget // longest, 1)
+        batches.append(order[start : start + size])
+        start += size
+    return batches
+
+
+# ---------------------------------------------------------------------------------------------
+# the forward pass
+
+
+@dataclasses.dataclass
+class EncodedReview:
+    """One review's features, as returned by :func:`encode_texts`."""
+
+    input_ids: np.ndarray  # (n,) int32
+    offsets: np.ndarray  # (n, 2) int32 into the original text; (-1, -1): special/prefix token
+    token_states: np.ndarray  # (n, len(token_layers), d) float16
+    pooled_mean: np.ndarray  # (L+1, d) float32, mean over the attention mask (prefix included)
+    pooled_cls: np.ndarray  # (L+1, d) float32, first token
+
+
+@dataclasses.dataclass
+class _BatchOutput:
+    pooled_mean: np.ndarray  # (B, L+1, d) float32
+    pooled_cls: np.ndarray  # (B, L+1, d) float32
+    states: np.ndarray  # (tokens of the rows that want states, k, d) float16, batch row order
+    state_starts: np.ndarray  # (B+1,) int64 into ``states``; rows without states are empty
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 (fp16 where bf16 is unsupported) autocast on CUDA; full fp32 on CPU."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def _model_device(encoder: Encoder) -> torch.device:
+    return next(encoder.model.parameters()).device
+
+
+def _forward(
+    encoder: Encoder, tokenized: Tokenized, rows: np.ndarray, layers: list[int], wants: np.ndarray
+) -> _BatchOutput:
+    """Run one padded batch; pool every hidden state with a masked matmul, keep the chosen
+    layers' states of the rows in ``wants`` (bool per batch row) without their padding."""
+    device = _model_device(encoder)
+    lengths = tokenized.lengths[rows]
+    mask = np.arange(lengths.max()) < lengths[:, None]
+    ids = np.full(mask.shape, encoder.tokenizer.pad_token_id or 0, dtype=np.int64)
+    ids[mask] = np.concatenate([tokenized.input_ids[r] for r in rows])
+    input_ids = torch.from_numpy(ids).to(device)
+    attention = torch.from_numpy(mask).to(device)
+    with torch.inference_mode():
+        with _autocast(device):
+            hidden = encoder.model(
+                input_ids=input_ids, attention_mask=attention.long(), output_hidden_states=True
+            ).hidden_states
+        weights = (attention / attention.sum(1, keepdim=True)).float().unsqueeze(1)  # (B, 1, T)
+        pooled_mean = torch.stack([torch.bmm(weights, h.float()).squeeze(1) for h in hidden], 1)
+        pooled_cls = torch.stack([h[:, 0].float() for h in hidden], 1)
+        state_mask = attention & torch.from_numpy(wants).to(device).unsqueeze(1)
+        states = torch.empty(
+            (int(state_mask.sum()), len(layers), encoder.hidden_size),
+            dtype=torch.float16,
+            device=device,
+        )
+        if len(states):
+            for j, layer in enumerate(layers):
+                states[:, j] = hidden[layer][state_mask]
+    state_starts = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(np.where(wants, lengths, 0), out=state_starts[1:])
+    return _BatchOutput(
+        pooled_mean=pooled_mean.cpu().numpy(),
+        pooled_cls=pooled_cls.cpu().numpy(),
+        states=states.cpu().numpy(),
+        state_starts=state_starts,
+    )
+
+
+CUDA_TOKEN_BUDGET = 16_384  # a GPU wants big batches
+# On CPU, batches whose activations stay in the cores' caches run faster. Measured with e5-small:
+# at 1 thread 1024-token batches beat 16k-token ones 2.5x; at 2 threads 2048 beat 1024 and 4096.
+CPU_TOKENS_PER_THREAD = 1024
+
+
+def resolve_token_budget(encoder: Encoder, token_budget: int | None, max_length: int) -> int:
+    """The padded-token budget per batch; ``None`` picks one for the encoder's device."""
+    if token_budget is not None:
+        return token_budget
+    if _model_device(encoder).type == "cuda":
+        default = CUDA_TOKEN_BUDGET
+    else:
+        default = min(CPU_TOKENS_PER_THREAD * torch.get_num_threads(), CUDA_TOKEN_BUDGET)
+    return max(default, max_length)
+
+
+class _OneDNNLinear(torch.nn.Module):
+    """Inference-only stand-in for ``nn.Linear``: oneDNN's prepacked fp32 matmul, optionally
+    with the following GELU fused in. Same fp32 arithmetic; on this project's (AMD EPYC) CPUs
+    the whole encoder runs ~1.3x faster than through the default MKL path."""
+
+    def __init__(self, linear: torch.nn.Linear, activation: str = "none") -> None:
+        super().__init__()
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), None)
+        self.bias = None if linear.bias is None else linear.bias.detach()
+        self.activation = activation  # "none" or "gelu" (erf)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        algorithm = "none" if self.activation == "gelu" else ""
+        return torch.ops.mkldnn._linear_pointwise(
+            x, self.weight, self.bias, self.activation, [], algorithm
+        )
+
+
+def _onednn_works() -> bool:
+    """oneDNN's linear ops exist in this torch build and agree with ``nn.Linear``."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    probe, x = torch.nn.Linear(16, 8), torch.randn(3, 16)
+    try:
+        with torch.inference_mode():
+            fast = _OneDNNLinear(probe, "gelu")(x)
+            return torch.allclose(fast, torch.nn.functional.gelu(probe(x)), atol=1e-5)
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def accelerate_for_cpu(encoder: Encoder) -> Encoder:
+    """Swap the encoder's Linear layers for oneDNN ones (in place) when it runs on CPU, fusing
+    BERT's erf-GELU into the intermediate dense layer. Inference only: the swapped model has no
+    trainable Linear weights left; load a fresh encoder to fine-tune."""
+    model = encoder.model
+    if _model_device(encoder).type != "cpu" or not _onednn_works():
+        return encoder
+    fuse_gelu = getattr(model.config, "hidden_act", None) == "gelu"
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if not isinstance(child, torch.nn.Linear):
+                continue
+            fused = fuse_gelu and hasattr(module, "intermediate_act_fn") and name == "dense"
+            setattr(module, name, _OneDNNLinear(child, "gelu" if fused else "none"))
+            if fused:
+                module.intermediate_act_fn = torch.nn.Identity()
+    return encoder
+
+
+def _check_lengths(encoder: Encoder, max_length: int, token_budget: int) -> None:
+    if max_length < 2:
+        raise ValueError(f"max_length must be at least 2 tokens, got {max_length}")
+    if token_budget < max_length:
+        raise ValueError(
+            f"token_budget ({token_budget}) must be at least max_length ({max_length}): "
+            "raise features.token_budget or lower features.max_length"
+        )
+    limit = encoder.model.config.max_position_embeddings
+    if max_length > limit:
+        raise ValueError(
+            f"max_length {max_length} exceeds what {encoder.spec.name} supports ({limit})"
+        )
+
+
+def _encode_batches(
+    encoder: Encoder,
+    tokenized: Tokenized,
+    *,
+    layers: list[int],
+    token_budget: int,
+    wants_states: np.ndarray,
+    bar: tqdm | None = None,
+) -> Iterator[tuple[np.ndarray, _BatchOutput]]:
+    """Yield (row indices, outputs) batch by batch, longest batch first."""
+    for rows in plan_batches(tokenized.lengths, token_budget):
+        yield rows, _forward(encoder, tokenized, rows, layers, wants_states[rows])
+        if bar is not None:
+            bar.update(len(rows))
+
+
+def encode_texts(
+    encoder: Encoder,
+    texts: list[str],
+    *,
+    token_layers: list[int],
+    max_length: int,
+    token_budget: int | None = None,
+    progress: bool = False,
+) -> list[EncodedReview]:
+    """Encode texts with the frozen encoder (length-sorted, token-budget batches); results come
+    back in input order and do not depend on it (up to float rounding). ``token_budget=None``
+    picks a budget for the encoder's device."""
+    token_budget = resolve_token_budget(encoder, token_budget, max_length)
+    _check_lengths(encoder, max_length, token_budget)
+    layers = normalize_layers(token_layers, encoder.num_layers + 1)
+    tokenized = tokenize(encoder, texts, max_length)
+    results: list[EncodedReview | None] = [None] * len(texts)
+    wants = np.ones(len(texts), dtype=bool)
+    with tqdm(total=len(texts), unit="review", desc="encoding", disable=not progress) as bar:
+        for rows, out in _encode_batches(
+            encoder,
+            tokenized,
+            layers=layers,
+            token_budget=token_budget,
+            wants_states=wants,
+            bar=bar,
+        ):
+            for j, row in enumerate(rows):
+                results[row] = EncodedReview(
+                    input_ids=tokenized.input_ids[row],
+                    offsets=tokenized.offsets[row],
+                    token_states=out.states[out.state_starts[j] : out.state_starts[j + 1]],
+                    pooled_mean=out.pooled_mean[j],
+                    pooled_cls=out.pooled_cls[j],
+                )
+    return results  # type: ignore[return-value]

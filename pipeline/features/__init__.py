@@ -1,0 +1,1 @@
+"""Stage 2: frozen encoder features in a sharded, resumable store."""

@@ -1,0 +1,1 @@
+"""Per-film HTML reports written into reports/<run>/."""

@@ -1,0 +1,1 @@
+"""Stage 3: train, fine-tune and evaluate models; each stage reads and writes artifacts only."""
