@@ -1,7 +1,8 @@
 """Entry point of the Streamlit app: `streamlit run app/Home.py` (or `douban app`).
 
 This script is the frame around every page: it draws the sidebar (run and model pickers, the demo
-badge), puts the chosen run in session state and runs the page picked in the navigation.
+badge), puts the chosen run in session state and runs the page picked in the navigation. The
+favicon is a local file: a ``:material/...:`` page icon would fetch it from the web.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import streamlit as st
 VIEWS = Path(__file__).parent / "views"
 
 st.set_page_config(
-    page_title="Douban sentiment studio", page_icon=":material/movie:", layout="wide"
+    page_title="Douban sentiment studio", page_icon=str(common.FAVICON), layout="wide"
 )
 st.html(common.CSS)
 

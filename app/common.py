@@ -1,14 +1,17 @@
 """What every page shares: which run and model are shown, cached loaders and the sidebar.
 
-The app is a thin layer: numbers come from ``pipeline.analytics`` and scores from
-``pipeline.predict.scorer``. Runs are opened once per process (``st.cache_resource``: a
-``RunData`` is large, read-only and memoises its own parquet reads), derived tables are cached per
-run and arguments (``st.cache_data``), so switching pages reloads neither data nor models.
+The app is a thin layer over the public API (``import pipeline``): numbers come from a
+``pipeline.Run`` and its cached analytics artifacts (``pipeline.film_report``), scores from
+``run.scorer()``. Runs are opened once per process (``st.cache_resource``: a ``Run`` is large,
+read-only and memoises its own parquet reads) and keyed by their artifacts' modification times,
+so a re-run stage invalidates them; derived tables are cached per run and arguments
+(``st.cache_data``), shared by every browser session.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,11 +19,13 @@ from typing import Any
 
 import streamlit as st
 
-from pipeline.config import DEMO_RUN, PROJECT_ROOT, RunPaths, latest_run
+import pipeline
+from pipeline import DoubanError, Run
 
 RUN_ENV = "DOUBAN_RUN"  # set by `douban app --run X`
 RUNS_DIR_ENV = "DOUBAN_RUNS_DIR"  # set by `douban app --runs-dir D` and by the tests
 RUN_PARAM = "run"  # ?run=X in the URL picks the run too, and records the sidebar's choice
+FAVICON = Path(__file__).parent / "static" / "favicon.png"  # local: no icon font from the web
 
 # The theme font (.streamlit/config.toml) already falls back to Noto Sans CJK SC; attention
 # highlights and Vega tooltips are drawn outside it, so they get the same stack here. (Styling
@@ -31,36 +36,59 @@ CSS = f"""
   .attention, #vg-tooltip-element {{ font-family: {CJK_FONT_STACK}; }}
   .attention {{ line-height: 2.0; font-size: 1.05rem; }}
   .attention span {{ border-radius: 3px; padding: 1px 0; }}
+  .brand {{ font-size: 1.25rem; font-weight: 700; margin: 0 0 .5rem; }}
 </style>
 """
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
+# GFM turns bare URLs, www. names and e-mail addresses into links after escapes are resolved; a
+# zero-width space after their trigger keeps them text (and looks the same)
+_AUTOLINK = re.compile(r"(?i)(://|www\.|@)")
+
+
+def plain(text: object) -> str:
+    """``text`` made inert for Streamlit's Markdown (st.info, st.caption, labels...): every ASCII
+    punctuation mark gets a backslash and bare URLs are broken, so user text (reviews, film and
+    run names, file names) shows as typed and never becomes a link, image, colour or icon. Text
+    that may be long or is the point of the message goes to ``st.text`` instead."""
+    defused = _AUTOLINK.sub(lambda m: m.group(1)[0] + "\u200b" + m.group(1)[1:], str(text))
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", defused)
+
+
 def runs_dir() -> Path:
-    """Where runs live: ``$DOUBAN_RUNS_DIR``, else the project's runs/."""
-    return Path(os.environ.get(RUNS_DIR_ENV) or PROJECT_ROOT / "runs")
+    """Where runs live: ``$DOUBAN_RUNS_DIR``, else the project's default."""
+    return Path(os.environ.get(RUNS_DIR_ENV) or pipeline.default_runs_dir())
 
 
-def available_runs(root: Path) -> list[str]:
-    """Runs with prepared data, newest first."""
-    runs = [p for p in root.glob("*") if RunPaths(p).summary.exists()]
-    runs.sort(key=lambda p: RunPaths(p).summary.stat().st_mtime, reverse=True)
-    return [p.name for p in runs]
+def _open(root: Path, name: str) -> Run | None:
+    try:
+        return Run.open(root / name)
+    except DoubanError:  # a folder whose name is not a run name, or vanished meanwhile
+        return None
 
 
-def default_run(root: Path) -> str | None:
-    """The run asked for (URL, then environment), else the latest run, else the demo run."""
-    runs = available_runs(root)
-    for asked in (st.query_params.get(RUN_PARAM), os.environ.get(RUN_ENV)):
-        if asked and asked in runs:
-            return asked
-    latest = latest_run(root)
-    if latest is not None:
-        return latest.name
-    return DEMO_RUN if DEMO_RUN in runs else None
+def available_runs(root: Path, asked: str | None = None) -> list[str]:
+    """Runs with trained models, most recently trained first; ``asked`` (from the URL or
+    ``douban app --run``) is listed too when it exists without models yet."""
+    runs = [r for r in (_open(root, n) for n in pipeline.run_names(root)) if r is not None]
+    trained = [r for r in runs if r.saved_models]
+    trained.sort(key=lambda r: r.paths.models.stat().st_mtime, reverse=True)
+    names = [r.name for r in trained]
+    if asked and asked not in names and any(r.name == asked for r in runs):
+        names.append(asked)
+    return names
 
 
-def _stamp(paths: RunPaths) -> tuple[float, ...]:
-    """Modification times of the artifacts a page reads: a re-run stage invalidates the caches."""
+def asked_run() -> str | None:
+    """The run named in the URL (``?run=``), else by ``douban app --run``."""
+    return st.query_params.get(RUN_PARAM) or os.environ.get(RUN_ENV) or None
+
+
+def _stamp(run: Run) -> tuple[str | float, ...]:
+    """The current model generation and the modification times of the artifacts a page reads:
+    a re-run stage invalidates the caches."""
+    paths = run.paths
     files = (
         paths.summary,
         paths.reviews,
@@ -70,39 +98,33 @@ def _stamp(paths: RunPaths) -> tuple[float, ...]:
         paths.lab,
         paths.models,
     )
-    return tuple(f.stat().st_mtime if f.exists() else 0.0 for f in files)
+    times = tuple(f.stat().st_mtime if f.exists() else 0.0 for f in files)
+    return (str(paths.model_set.root), *times)
 
 
 @st.cache_resource(show_spinner="Opening run…", max_entries=4)
-def _open_run(run_dir: str, stamp: tuple[float, ...]) -> Any:
-    from pipeline.analytics import load_run
-
-    return load_run(Path(run_dir))
+def _open_run(run_dir: str, stamp: tuple[str | float, ...]) -> Run:
+    return Run.open(Path(run_dir))
 
 
 @dataclass(frozen=True)
 class Context:
     """The run (and model) every page shows."""
 
-    run_dir: Path
     key: str  # identifies the run's current artifacts; part of every cache key
-    data: Any  # pipeline.analytics.RunData
-    model: str | None  # model whose predictions the pages show; None before training
-
-    @property
-    def paths(self) -> RunPaths:
-        return RunPaths(self.run_dir)
+    data: Run
+    model: str | None  # model whose outputs the pages show; None before training
 
     @property
     def name(self) -> str:
-        return self.run_dir.name
+        return self.data.name
 
 
 def open_context(run_dir: Path) -> Context:
     """The run's data, from the process-wide cache unless an artifact changed on disk."""
-    stamp = _stamp(RunPaths(run_dir))
+    stamp = _stamp(Run.open(run_dir))
     data = _open_run(str(run_dir), stamp)
-    return Context(run_dir=run_dir, key=f"{run_dir}@{stamp}", data=data, model=None)
+    return Context(key=f"{run_dir}@{stamp}", data=data, model=None)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -113,46 +135,52 @@ def _cached_call(
 
 
 def cached(func: Callable[..., Any], ctx: Context, *args: Any, **kwargs: Any) -> Any:
-    """``func(run_data, *args, **kwargs)`` computed once per run artifacts and arguments."""
+    """``func(run, *args, **kwargs)`` computed once per run artifacts and arguments, for every
+    browser session."""
     # page scripts all run as __main__: the file tells their functions apart
     name = f"{func.__code__.co_filename}:{func.__qualname__}"
     return _cached_call(name, ctx.key, args, kwargs, func, ctx.data)
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=4)
-def load_scorer(run_dir: str, model: str | None, stamp: tuple[float, ...]) -> Any:
-    from pipeline.predict.scorer import Scorer
-
-    return Scorer.load(Path(run_dir), model=model)
+def _scorer(key: str, model: str | None, _run: Run) -> Any:
+    return _run.scorer(model)
 
 
-def scorer_for(ctx: Context, model: str | None) -> Any:
-    return load_scorer(str(ctx.run_dir), model, _stamp(ctx.paths))
+def scorer_for(ctx: Context) -> Any:
+    """The scorer of the sidebar's model (loaded once per run and model, for every session)."""
+    return _scorer(ctx.key, ctx.model, ctx.data)
 
 
-def model_choices(data: Any) -> list[str]:
-    """Models with predictions in the run, best first (exact accuracy on test)."""
-    models, best = list(data.models), data.best_model()
+def model_choices(run: Run) -> list[str]:
+    """Models of the run, the run's default (chosen on validation) first."""
+    models, best = list(run.models), run.default_model
     if best in models:
         models.remove(best)
         models.insert(0, best)
     return models
 
 
+def model_label(model: str | None) -> str:
+    """``Display name (id)`` for captions and pickers."""
+    return f"{pipeline.model_name(model)} ({model})" if model else "-"
+
+
 def sidebar() -> Context | None:
-    """Run picker, model picker and the demo badge; None when there is no run to show."""
+    """Run picker, model picker and the demo badge; None when there is no run to show. The
+    brand line is not a heading, so each page's title is its first <h1>."""
     root = runs_dir()
-    runs = available_runs(root)
-    st.sidebar.title("豆瓣 Douban sentiment")
+    asked = asked_run()
+    runs = available_runs(root, asked)
+    st.sidebar.html('<p class="brand">豆瓣 Douban sentiment studio</p>')
     if not runs:
         return None
-    default = default_run(root)
     run = st.sidebar.selectbox(
         "Run",
         runs,
-        index=runs.index(default) if default in runs else 0,
+        index=runs.index(asked) if asked in runs else 0,
         key="run",
-        help=f"Runs with prepared data in {root}",
+        help=f"Runs with trained models in {root}",
     )
     if st.query_params.get(RUN_PARAM) != run:
         st.query_params[RUN_PARAM] = run
@@ -170,10 +198,13 @@ def sidebar() -> Context | None:
             "Model",
             models,
             key=f"model:{run}",
-            help="Whose predictions the pages show and which model scores reviews; best first.",
+            format_func=model_label,
+            help="Whose predictions every page shows and which model scores reviews. The "
+            "first is the run's default, chosen on validation accuracy.",
         )
     else:
-        st.sidebar.caption(f"No trained model yet: `douban train --run {run}`")
+        st.sidebar.caption("No trained model yet:")
+        st.sidebar.code(f"douban train --run {run}", language=None)
     return replace(ctx, model=model)
 
 
@@ -188,20 +219,30 @@ def current() -> Context:
 
 def no_runs_message() -> None:
     st.info(
-        f"No run with prepared data in `{runs_dir()}`. Make one, e.g.\n\n"
-        "```\ndouban prepare --input data.csv --run myrun\n"
-        "douban features --run myrun\ndouban train --run myrun\n```\n"
-        "then reload this page."
+        plain(f"No run with trained models in {runs_dir()}. Make one, e.g."), icon=":material/info:"
+    )
+    st.code(
+        "douban demo\n# or your own reviews:\ndouban prepare --input data.csv --run myrun\n"
+        "douban features --run myrun\ndouban train --run myrun",
+        language="bash",
     )
 
 
 def needs(what: str, command: str) -> None:
-    """Say what a page section needs and how to make it, instead of failing."""
-    st.info(f"{what} — run `{command}`.", icon=":material/info:")
+    """Say what a page section needs and how to make it, instead of failing. ``what`` is plain
+    text (it may hold a run's name): never Markdown."""
+    st.info(plain(what), icon=":material/info:")
+    st.code(command, language="bash")
+
+
+def table(frame: Any, **kwargs: Any) -> None:
+    """A table with human headers and model names, formatted numbers that still sort, and "-"
+    for missing values."""
+    st.dataframe(pipeline.styled_table(frame), hide_index=True, placeholder="-", **kwargs)
 
 
 def film_label(row: Any) -> str:
-    """``中文名 (English name)`` for a film row of ``RunData.films``."""
+    """``中文名 (English name)`` for a film row of ``Run.films``."""
     cn, en, film = getattr(row, "film_cn", None), getattr(row, "film_en", None), row.film
     if isinstance(cn, str) and isinstance(en, str) and cn and en and cn != en:
         return f"{cn} ({en})"

@@ -1,19 +1,129 @@
-"""Douban sentiment studio: the importable pipeline.
+"""Douban sentiment studio: the importable pipeline and its public API.
 
-``pipeline.score(texts)`` scores reviews with the latest trained run; the stage functions live in
-one module per stage (see docs/architecture.md).
+``Run.open("demo")`` reads one run; ``Scorer.load("demo")("剧情拖沓")`` scores text with its
+default model; ``pipeline.score(texts)`` does the same in one call. Every error a user can fix is a
+:class:`DoubanError`. Names are imported on first use (module ``__getattr__``), so ``import
+pipeline`` stays light: no torch, transformers or streamlit until something needs them.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["score", "__version__"]
+
+# public name -> module that defines it
+_EXPORTS = {
+    "Run": "pipeline.run",
+    "Scorer": "pipeline.predict.scorer",
+    "ScoreRecord": "pipeline.predict.scorer",
+    "Explanation": "pipeline.predict.scorer",
+    "score": "pipeline.predict.scorer",
+    "DoubanError": "pipeline.errors",
+    "InputError": "pipeline.errors",
+    "RunNameError": "pipeline.errors",
+    "RunNotFoundError": "pipeline.errors",
+    "StageMissingError": "pipeline.errors",
+    "StaleArtifactError": "pipeline.errors",
+    "CorruptArtifactError": "pipeline.errors",
+    "ModelNotFoundError": "pipeline.errors",
+    "FilmNotFoundError": "pipeline.errors",
+    "EncoderNotAvailable": "pipeline.errors",
+    # what the app and notebooks read a run's analytics and reports through
+    "Settings": "pipeline.config",
+    "default_runs_dir": "pipeline.config",
+    "run_names": "pipeline.locate",
+    "charts": "pipeline.reports",
+    "FilmReport": "pipeline.reports.pages",
+    "film_report": "pipeline.reports.pages",
+    "corpus_map": "pipeline.reports.pages",
+    "write_reports": "pipeline.reports.pages",
+    "film_file_names": "pipeline.reports.pages",
+    "model_name": "pipeline.reports.names",
+    "glossary": "pipeline.reports.names",
+    "styled_table": "pipeline.reports.names",
+    "highlight_html": "pipeline.analytics.attention",
+    "top_attention_words": "pipeline.analytics.attention",
+    "read_texts": "pipeline.predict.files",
+    "write_records": "pipeline.predict.files",
+    "read_lab": "pipeline.lab.run",
+}
+__all__ = [  # noqa: RUF022 (grouped as in _EXPORTS)
+    "__version__",
+    "Run",
+    "Scorer",
+    "ScoreRecord",
+    "Explanation",
+    "score",
+    "DoubanError",
+    "InputError",
+    "RunNameError",
+    "RunNotFoundError",
+    "StageMissingError",
+    "StaleArtifactError",
+    "CorruptArtifactError",
+    "ModelNotFoundError",
+    "FilmNotFoundError",
+    "EncoderNotAvailable",
+    "Settings",
+    "default_runs_dir",
+    "run_names",
+    "charts",
+    "FilmReport",
+    "film_report",
+    "corpus_map",
+    "write_reports",
+    "film_file_names",
+    "model_name",
+    "glossary",
+    "styled_table",
+    "highlight_html",
+    "top_attention_words",
+    "read_texts",
+    "write_records",
+    "read_lab",
+]
+
+if TYPE_CHECKING:
+    from pipeline.analytics.attention import highlight_html, top_attention_words
+    from pipeline.config import Settings, default_runs_dir
+    from pipeline.errors import (
+        CorruptArtifactError,
+        DoubanError,
+        EncoderNotAvailable,
+        FilmNotFoundError,
+        InputError,
+        ModelNotFoundError,
+        RunNameError,
+        RunNotFoundError,
+        StageMissingError,
+        StaleArtifactError,
+    )
+    from pipeline.lab.run import read_lab
+    from pipeline.locate import run_names
+    from pipeline.predict.files import read_texts, write_records
+    from pipeline.predict.scorer import Explanation, Scorer, ScoreRecord, score
+    from pipeline.reports import charts
+    from pipeline.reports.names import glossary, model_name, styled_table
+    from pipeline.reports.pages import (
+        FilmReport,
+        corpus_map,
+        film_file_names,
+        film_report,
+        write_reports,
+    )
+    from pipeline.run import Run
 
 
-def score(texts: Any, **kwargs: Any) -> list[dict[str, Any]]:
-    """Score review texts with a trained run (see :func:`pipeline.predict.scorer.score`)."""
-    from pipeline.predict.scorer import score as _score
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
 
-    return _score(texts, **kwargs)
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,9 +1,11 @@
-"""Atomic writes, fingerprints and stage manifests.
+"""Atomic writes, fingerprints, stage manifests and generations.
 
 Every stage writes into a temporary sibling and renames it into place, so an interrupted stage
 never leaves a half-written artifact that a later stage could read. Each stage directory carries a
 ``manifest.json`` with the fingerprint of what produced it; a stage whose fingerprint matches is
-skipped, one whose fingerprint differs recomputes.
+skipped, one whose fingerprint differs recomputes (the one caching rule). Artifacts that must change
+together (a run's models, metrics and predictions) are written as a new *generation* directory and
+switched to with one ``os.replace`` of a pointer file, so a kill leaves the old set or the new one.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
+MODEL_WEIGHTS = "model.safetensors"  # a saved model: its weights (never pickle) ...
+MODEL_CONFIG = "config.json"  # ... and its manifest (kind, encoder, settings, fingerprint)
+POINTER = "CURRENT"  # names the current generation of a generations directory
+GENERATION_PREFIX = "gen-"
 
 
 def _umask() -> int:
@@ -136,3 +142,82 @@ def is_current(stage_dir: Path, fp: str) -> bool:
     """True when the stage's artifacts exist and were produced from the same fingerprint."""
     manifest = read_manifest(stage_dir)
     return manifest is not None and manifest.get("fingerprint") == fp
+
+
+def clean_leftovers(directory: Path, only: str | None = None) -> list[Path]:
+    """Remove the temporaries that killed writers left in ``directory`` (``.<name>.*.tmp`` of
+    :func:`atomic_path` / :func:`atomic_dir`, ``.<name>.old-*`` of a replaced directory); with
+    ``only``, just those of the artifact of that name. Returns what was removed. Call it when a
+    stage starts, before it writes there."""
+    if not directory.is_dir():
+        return []
+    removed = []
+    for child in directory.iterdir():
+        name = child.name
+        if only is not None and not name.startswith(f".{only}."):
+            continue
+        if name.startswith(".") and (name.endswith(".tmp") or ".old-" in name):
+            _remove(child)
+            removed.append(child)
+    return removed
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def current_generation(parent: Path) -> Path | None:
+    """The generation the pointer file of ``parent`` names, or None before the first one."""
+    try:
+        name = (parent / POINTER).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    if not name.startswith(GENERATION_PREFIX) or "/" in name or not (parent / name).is_dir():
+        raise OSError(f"{parent / POINTER} names no generation ({name!r})")
+    return parent / name
+
+
+def clean_generations(parent: Path) -> Path | None:
+    """Remove the leftovers of killed writers under ``parent`` and the generations before the
+    previous one; keep the pointer, the generation it names (returned) and the one before it,
+    which a reader that resolved the pointer a moment ago may still be reading."""
+    current = current_generation(parent)
+    keep = {POINTER}
+    if current is not None:
+        number = int(current.name.removeprefix(GENERATION_PREFIX))
+        keep |= {current.name, f"{GENERATION_PREFIX}{number - 1}"}
+    if parent.is_dir():
+        for child in parent.iterdir():
+            if child.name not in keep:
+                _remove(child)
+    return current
+
+
+@contextmanager
+def new_generation(parent: Path, base: Path | None, entries: tuple[str, ...]) -> Iterator[Path]:
+    """Yield a new generation directory under ``parent`` that starts as a copy of ``entries`` of
+    ``base`` (hard links: artifacts are replaced, never edited in place); when the block succeeds
+    the pointer file switches to it in one ``os.replace``, so a reader only ever sees a complete
+    set. Leftovers are removed first (:func:`clean_generations`)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    current = clean_generations(parent)
+    number = 0 if current is None else int(current.name.removeprefix(GENERATION_PREFIX))
+    new = parent / f"{GENERATION_PREFIX}{number + 1}"
+    new.mkdir()
+    try:
+        for entry in entries:
+            source = base / entry if base is not None else None
+            if source is None or not source.exists():
+                continue
+            if source.is_dir():
+                shutil.copytree(source, new / entry, copy_function=os.link)
+            else:
+                os.link(source, new / entry)
+        yield new
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    write_text(parent / POINTER, new.name)

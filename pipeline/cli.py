@@ -1,43 +1,132 @@
 """`douban`: one subcommand per stage. Each command only maps flags onto Settings and calls the
-stage function; all behaviour lives in the stage modules."""
+stage function; all behaviour lives in the stage modules.
+
+Contracts every command keeps: data (scores, tables) goes to stdout, everything else (progress,
+summaries, logs, errors) to stderr; a :class:`~pipeline.errors.DoubanError` is caught once, in
+:class:`_Commands`, and printed as one line with a non-zero exit (the traceback only with
+``-v``); user text (reviews, film and run names) reaches the terminal as plain text, with
+control characters escaped, never as Rich markup.
+"""
 
 from __future__ import annotations
 
 import logging
+import sys
+import traceback
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
 from rich.console import Console
+from rich.text import Text
+from typer.core import TyperGroup
 
 from pipeline.config import Settings, load_settings
+from pipeline.errors import DoubanError
+from pipeline.terminal import json_line, printable
+
+if TYPE_CHECKING:
+    from pipeline.run import Run
+
+stdout = Console(highlight=False)
+stderr = Console(stderr=True, highlight=False)
+
+
+class _Commands(TyperGroup):
+    """Runs a subcommand and turns what it raises into one line on stderr: a DoubanError exits
+    with its ``exit_code``, anything else with 1. Typer's own exits and usage errors pass."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException, BrokenPipeError):
+            raise
+        except DoubanError as error:
+            _fail(ctx, str(error), error.exit_code)
+        except Exception as error:
+            _fail(ctx, f"unexpected {type(error).__name__}: {error}", 1, unexpected=True)
+
+
+def _fail(ctx: Any, message: str, code: int, unexpected: bool = False) -> NoReturn:
+    verbose = bool(ctx.params.get("verbose"))
+    if verbose:
+        traceback.print_exc()
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    if unexpected and not verbose:
+        line += " (run with -v for the traceback)"
+    say(f"error: {line}", style="red")
+    raise typer.Exit(code)
+
+
+def say(message: str, style: str | None = None) -> None:
+    """A message for the user on stderr, on one line, never interpreted as markup."""
+    stderr.print(Text(printable(message), style=style or ""), soft_wrap=True)
+
 
 app = typer.Typer(
+    cls=_Commands,
     help="Douban sentiment studio: prepare reviews, extract encoder features, train heads, "
     "evaluate, score, report, and explore it all in an app.",
     no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,  # plain help: flags without a `<bool>` type column
+    pretty_exceptions_enable=False,  # errors are caught in _Commands
 )
-console = Console()
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML settings file.")]
 RunOpt = Annotated[str | None, typer.Option("--run", help="Run name under runs/ (default: demo).")]
-RunsDirOpt = Annotated[Path | None, typer.Option("--runs-dir", help="Where runs live.")]
+RunsDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--runs-dir", help="Folder the runs live in (default: $DOUBAN_RUNS_DIR or runs/)."
+    ),
+]
+TrainedRunOpt = Annotated[
+    str | None, typer.Option("--run", help="Run name (default: the newest run with models).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="JSON Lines on stdout: one record per line.")]
+EngineOpt = Annotated[
+    Literal["local", "ray"],
+    typer.Option(
+        help="local (this process) or ray (a pool of model actors on a Ray cluster; needs "
+        'pip install -e ".[ray]").'
+    ),
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option(help="Ray cluster: auto, HOST:PORT, or none for a local runtime (--engine ray)."),
+]
+ActorsOpt = Annotated[
+    int | None,
+    typer.Option(help="Ray actors (default: one per GPU, else one per CPU; --engine ray)."),
+]
 
 
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+def _main(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Debug logs, and tracebacks with errors.")
+    ] = False,
+) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
+        stream=sys.stderr,
     )
 
 
 def make_settings(
     config: Path | None, run: str | None, runs_dir: Path | None, **kw: Any
 ) -> Settings:
+    """Settings from the config file and the command's flags (run names validated)."""
     return load_settings(config, run_name=run, runs_dir=runs_dir, **kw)
+
+
+def existing_run(settings: Settings) -> Run:
+    """The settings' run, which must exist (RunNotFoundError lists the runs there are)."""
+    from pipeline.run import Run
+
+    return Run.open(settings.run_name, settings.runs_dir)
 
 
 @app.command()
@@ -57,10 +146,13 @@ def prepare(
     ] = None,
     user_dict: Annotated[Path | None, typer.Option(help="Extra jieba dictionary file.")] = None,
     workers: Annotated[int | None, typer.Option(help="Segmentation processes.")] = None,
+    sample: Annotated[
+        int | None,
+        typer.Option(help="At most N reviews per source (input), stratified by film and star."),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Recompute even if up to date.")] = False,
 ) -> None:
     """Ingest, clean, segment and split reviews into runs/<run>/prepared/."""
-    from pipeline.data.ingest import DatasetError
     from pipeline.data.prepare import prepare_run
 
     settings = make_settings(
@@ -72,13 +164,20 @@ def prepare(
             "prepare.holdout_films": holdout_films or None,
             "prepare.user_dict": user_dict,
             "prepare.workers": workers,
+            "prepare.sample": sample,
         },
     )
+    prepare_run(settings, inputs, force=force)
+
+
+def _layers(text: str | None) -> list[int] | str | None:
+    """``--layers`` parsed (None when not given); a bad value is a usage error."""
+    from pipeline.encoding.encode import parse_layers
+
     try:
-        prepare_run(settings, inputs, force=force)
-    except (DatasetError, FileNotFoundError) as error:
-        console.print(str(error), style="red", markup=False)
-        raise typer.Exit(1) from error
+        return parse_layers(text) if text is not None else None
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--layers") from error
 
 
 @app.command()
@@ -100,15 +199,14 @@ def features(
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     force: Annotated[bool, typer.Option(help="Recompute even if up to date.")] = False,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    actors: ActorsOpt = None,
 ) -> None:
     """Extract frozen encoder features into runs/<run>/features/ (resumable, sharded)."""
-    from pipeline.encoding.encode import parse_layers
     from pipeline.features.extract import extract_features
 
-    try:
-        token_layers = parse_layers(layers) if layers is not None else None
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--layers") from error
+    token_layers = _layers(layers)
     settings = make_settings(
         config,
         run,
@@ -122,7 +220,8 @@ def features(
             "features.device": device,
         },
     )
-    extract_features(settings, force=force)
+    existing_run(settings)
+    extract_features(settings, force=force, engine=engine, address=address, actors=actors)
 
 
 @app.command()
@@ -140,21 +239,20 @@ def train(
     hops: Annotated[int | None, typer.Option(help="Attention hops r.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs per head.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    force: Annotated[bool, typer.Option(help="Retrain even if up to date.")] = False,
 ) -> None:
     """Train baselines and self-attentive heads side by side, then evaluate them."""
-    from pipeline.encoding.encode import parse_layers
-    from pipeline.training.train import train_run
+    from pipeline.workflow import train_run
 
-    head_layers = None
-    if layers is not None:
-        parsed = parse_layers(layers)
-        head_layers = None if parsed == "all" else parsed
+    parsed = _layers(layers)
+    head_layers = None if parsed == "all" else parsed
     settings = make_settings(
         config, run, runs_dir,
         **{"head.layers": head_layers, "head.hops": hops, "head.epochs": epochs,
            "head.device": device},
     )  # fmt: skip
-    train_run(settings, models.split(",") if models else None)
+    existing_run(settings)
+    train_run(settings, models.split(",") if models else None, force=force)
 
 
 @app.command()
@@ -169,73 +267,244 @@ def evaluate(
     models: Annotated[
         str | None, typer.Option(help="Comma-separated models (default: all).")
     ] = None,
+    force: Annotated[bool, typer.Option(help="Re-evaluate even if up to date.")] = False,
+    evaluation: Annotated[
+        str | None,
+        typer.Option(
+            help="random (default: the saved models on the run's own split), film_holdout "
+            "(films never seen) or source_holdout (leave one corpus out): these two refit the "
+            "models per fold and report 95% bootstrap intervals, with and without prior "
+            "adaptation."
+        ),
+    ] = None,
+    folds: Annotated[int, typer.Option(min=2, help="Folds of films for film_holdout.")] = 3,
+    adapt_prior: Annotated[
+        bool,
+        typer.Option(
+            "--adapt-prior",
+            help="With --external: also show the figures with each model's star mix "
+            "re-estimated on that corpus (EM, Saerens et al. 2002).",
+        ),
+    ] = False,
 ) -> None:
     """Evaluate the run's saved models into metrics.json and predictions.parquet."""
-    from pipeline.training.evaluate import evaluate_run
+    from pipeline.training.evaluations import EVALUATIONS, evaluate_named, print_section
+    from pipeline.workflow import evaluate_run
 
+    if evaluation not in (None, *EVALUATIONS):
+        raise typer.BadParameter(f"choose from {', '.join(EVALUATIONS)}", param_hint="--evaluation")
+    if adapt_prior and external is None:
+        raise typer.BadParameter(
+            "needs --external (film_holdout and source_holdout always show both)",
+            param_hint="--adapt-prior",
+        )
     settings = make_settings(config, run, runs_dir)
-    evaluate_run(settings, models.split(",") if models else None, external=external)
+    existing_run(settings)
+    names = models.split(",") if models else None
+    if evaluation in ("film_holdout", "source_holdout"):
+        if external is not None:
+            raise typer.BadParameter("--external is its own evaluation", param_hint="--evaluation")
+        evaluate_named(settings, evaluation, names, folds)
+        return
+    doc = evaluate_run(settings, names, external, force=force)
+    if adapt_prior:
+        print_section(doc["evaluations"]["cross_corpus"], "cross_corpus")
 
 
 @app.command()
 def score(
-    texts: Annotated[list[str] | None, typer.Argument(help="Review text(s) to score.")] = None,
+    texts: Annotated[
+        list[str] | None,
+        typer.Argument(help="Review text(s) to score.", metavar="TEXT", show_default=False),
+    ] = None,
     input_path: Annotated[
         str | None,
-        typer.Option("--input", "-i", help="reviews.csv, reviews.txt (one per line) or - (stdin)."),
+        typer.Option(
+            "--input",
+            "-i",
+            help="reviews.csv (a comment, text, review or content column), reviews.txt (one "
+            "review per line) or - (stdin, one per line).",
+        ),
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write .csv or .jsonl here.")
+        Path | None,
+        typer.Option("--output", "-o", help="Write the records to this .csv or .jsonl file."),
     ] = None,
-    run: Annotated[
-        str | None, typer.Option("--run", help="Run name or directory (default: latest trained).")
+    run: TrainedRunOpt = None,
+    runs_dir: RunsDirOpt = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Model to score with (default: the run's default, chosen on validation; "
+            "see `douban models`)."
+        ),
     ] = None,
-    model: Annotated[str | None, typer.Option(help="Model (default: best on validation).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON records.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="JSON Lines: one record per input, on stdout (or into --output)."
+        ),
+    ] = False,
+    adapt_prior: Annotated[
+        bool,
+        typer.Option(
+            "--adapt-prior",
+            help="Re-weight the probabilities to the star mix of these reviews, estimated from "
+            "them all (EM; for a whole new corpus, not a single review).",
+        ),
+    ] = False,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    actors: ActorsOpt = None,
 ) -> None:
-    """Score reviews with a trained run: star, probabilities, regression value, top words."""
-    import json
+    """Score reviews with a trained run: star, probabilities, regression value, top words.
 
-    from pipeline.predict.files import score_file
-    from pipeline.predict.scorer import NoTrainedRunError, get_scorer
+    Texts print readable summaries; --input prints CSV; --json prints JSON Lines. Every input
+    gives exactly one record, in order (bad text gets an error field, not a crash)."""
+    from pipeline.predict.files import output_format, read_texts, write_texts
+    from pipeline.run import Run
 
+    if texts and input_path is not None:
+        raise typer.BadParameter("give review texts or --input FILE, not both")
     if not texts and input_path is None:
         raise typer.BadParameter("give review text(s) or --input FILE")
-    try:
-        scorer = get_scorer(run, model)
-    except NoTrainedRunError as error:
-        console.print(f"[red]{error}[/red]")
-        raise typer.Exit(1) from error
-    if input_path is not None:
-        fmt = "jsonl" if as_json else None
-        counts = score_file(scorer, input_path, output, fmt)
-        console.print(f"scored {counts['rows']:,} reviews ({counts['errors']:,} with errors)",
-                      style="dim")  # fmt: skip
+    if engine == "ray":
+        from pipeline.predict.ray_scoring import score_file_on_ray
+
+        if input_path is None or output is None or as_json or adapt_prior:
+            raise typer.BadParameter(
+                "--engine ray scores a file: --input reviews.parquet|csv --output scored.parquet"
+            )
+        counts = score_file_on_ray(
+            Run.open(run, runs_dir).paths, Path(input_path), output, model=model,
+            address=address, actors=actors,
+        )  # fmt: skip
+        say(f"scored {counts['rows']:,} reviews ({counts['errors']:,} with errors) into {output}")
         return
-    records = scorer.score_records(texts)
-    if as_json:
-        print(json.dumps(records if len(records) > 1 else records[0], ensure_ascii=False, indent=2))
+    fmt = output_format(output, as_json)
+    items = read_texts(input_path) if input_path is not None else list(texts or [])
+    scorer = Run.open(run, runs_dir).scorer(model)  # after the input is known to be readable
+    if output is not None or as_json or input_path is not None:
+        counts = write_texts(scorer, items, output, fmt, adapt_prior=adapt_prior)
+        where = f" into {output}" if output is not None else ""
+        say(f"scored {counts['rows']:,} reviews ({counts['errors']:,} with errors){where}")
         return
-    for record in records:
-        console.print(score_summary(record))
+    for record in scorer.score_records(items, adapt_prior=adapt_prior):
+        stdout.print(score_summary(record), soft_wrap=True)
 
 
-def score_summary(record: dict[str, Any]) -> str:
-    """A review's score as a few readable lines."""
+def score_summary(record: dict[str, Any]) -> Text:
+    """A review's score as a few readable lines; the review is shown as plain, escaped text."""
+    out = Text()
     if record["error"]:
-        return f"[red]{record['text']!r}: {record['error']}[/red]"
-    lines = [f"[bold]{record['text'][:80]}[/bold]", f"  predicted star: {record['pred_star']}"]
+        out.append(printable(record["text"])[:80] or "(empty)", style="bold")
+        out.append(f"\n  error: {record['error']}", style="red")
+        return out
+    out.append(printable(record["text"])[:80], style="bold")
+    out.append(f"\n  predicted star: {record['pred_star']}")
     if record["probs"]:
         probs = "  ".join(f"{s}★ {p:.0%}" for s, p in enumerate(record["probs"], 1))
-        lines += [f"  probabilities: {probs}", f"  expected star: {record['expected_star']:.2f}"]
+        out.append(f"\n  probabilities: {probs}\n  expected star: {record['expected_star']:.2f}")
     if record["regression"] is not None:
-        lines.append(f"  regression: {record['regression']:.2f}")
+        out.append(f"\n  regression: {record['regression']:.2f}")
     if record["top_words"]:
         words = "  ".join(f"{w['word']} ({w['weight']:.2f})" for w in record["top_words"])
-        lines.append(f"  attended words: {words}")
-    lines += [f"  [yellow]warning: {w}[/yellow]" for w in record["warnings"]]
-    lines.append(f"  [dim]model: {record['model']}[/dim]")
+        out.append(f"\n  attended words: {printable(words)}")
+    for warning in record["warnings"]:
+        out.append(f"\n  warning: {printable(warning)}", style="yellow")
+    out.append(f"\n  model: {record['model']}", style="dim")
+    return out
+
+
+@app.command()
+def models(
+    run: TrainedRunOpt = None,
+    runs_dir: RunsDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The run's models with their validation and test figures; * marks the default model
+    (chosen on validation), which `douban score`, the app and the reports use."""
+    from pipeline.run import Run
+
+    opened = Run.open(run, runs_dir)
+    rows = model_rows(opened)
+    if as_json:
+        for row in rows:
+            sys.stdout.write(json_line(row) + "\n")
+        return
+    stdout.print(Text(models_table(rows)), soft_wrap=True)
+    say(f"run {opened.name}; * = default model (best exact accuracy on validation)")
+
+
+MODEL_FIGURES = ("accuracy", "off_by_one", "mae", "qwk")  # exact, off-by-one, MAE, QWK
+
+
+def model_rows(run: Run) -> list[dict[str, Any]]:
+    """One record per model: name, whether it is the default, and the exact / off-by-one /
+    MAE / QWK figures of each split of the run's random evaluation (None where not evaluated)."""
+    from pipeline.errors import StageMissingError
+
+    names = run.models
+    if not names:
+        raise StageMissingError(
+            f"run {run.name} has no trained models", hint=f"run `douban train --run {run.name}`"
+        )
+    evaluated = run.metrics.get("evaluations", {}).get("random", {}).get("models", {})
+    default = run.default_model
+    rows = []
+    for name in names:
+        figures = evaluated.get(name, {})
+        row: dict[str, Any] = {"model": name, "default": name == default}
+        for split in ("val", "test"):
+            found = figures.get(split, {})
+            row[split] = (
+                {"n": found.get("n"), **{k: found.get(k) for k in MODEL_FIGURES}}
+                if found.get("n")
+                else None
+            )
+        rows.append(row)
+    return rows
+
+
+def models_table(rows: list[dict[str, Any]]) -> str:
+    """``model_rows`` as an aligned plain-text table."""
+    width = max(len(r["model"]) for r in rows) + 2
+    heads = ("exact", "±1", "MAE", "QWK")
+    block = 7 * len(heads)
+    lines = [
+        f"{'':<{width}}{'validation':^{block}}{'test':^{block}}",
+        f"{'model':<{width}}" + "".join(f"{h:>7}" for h in heads) * 2,
+    ]
+    for r in rows:
+        cells = []
+        for split in ("val", "test"):
+            fig = r[split] or {}
+            cells += [
+                f"{fig[k]:7.3f}" if fig.get(k) is not None else f"{'-':>7}" for k in MODEL_FIGURES
+            ]
+        mark = "* " if r["default"] else "  "
+        lines.append(f"{mark}{printable(r['model']):<{width - 2}}" + "".join(cells))
     return "\n".join(lines)
+
+
+@app.command()
+def serve(
+    run: TrainedRunOpt = None,
+    runs_dir: RunsDirOpt = None,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; 0.0.0.0 opens the service to the network.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes, each with the models loaded.")
+    ] = 1,
+) -> None:
+    """Serve the run's models over HTTP: POST /v1/score, GET /v1/models, /healthz, /readyz;
+    OpenAPI docs at /docs (see pipeline/serve)."""
+    from pipeline.serve.runner import serve as run_service
+
+    say(f"scoring service on http://{host}:{port} (docs at /docs; Ctrl+C stops it)")
+    run_service(run, runs_dir, host=host, port=port, workers=workers)
 
 
 @app.command("app")
@@ -245,20 +514,21 @@ def app_command(
     ] = None,
     runs_dir: RunsDirOpt = None,
     port: Annotated[int, typer.Option(help="Local port to serve on.")] = 8501,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; 0.0.0.0 opens the app to the network.")
+    ] = "127.0.0.1",
     headless: Annotated[bool, typer.Option(help="Do not open a browser.")] = False,
 ) -> None:
     """Open the Streamlit app (app/Home.py) on a run."""
     import os
     import subprocess
-    import sys
 
-    from pipeline.config import PROJECT_ROOT, RunPaths
+    from pipeline.config import PROJECT_ROOT
 
-    root = (runs_dir or Settings().runs_dir).resolve()
-    if run and not RunPaths(root / run).summary.exists():
-        found = sorted(p.parent.parent.name for p in root.glob("*/prepared/summary.json"))
-        console.print(f"[red]no prepared run {run!r} in {root}[/red]; runs: {found or 'none'}")
-        raise typer.Exit(1)
+    settings = make_settings(None, run, runs_dir)
+    if run:
+        existing_run(settings)
+    root = settings.runs_dir.resolve()
     env = dict(os.environ, DOUBAN_RUNS_DIR=str(root))
     if run:
         env["DOUBAN_RUN"] = run
@@ -268,12 +538,14 @@ def app_command(
         "streamlit",
         "run",
         str(PROJECT_ROOT / "app" / "Home.py"),
+        "--server.address",
+        host,
         "--server.port",
         str(port),
         "--server.headless",
         str(headless).lower(),
     ]
-    console.print(f"Douban app on http://localhost:{port} (Ctrl+C stops it)")
+    say(f"Douban app on http://{host}:{port} (Ctrl+C stops it)")
     # cwd: streamlit reads .streamlit/config.toml from the working directory
     try:
         code = subprocess.call(command, env=env, cwd=PROJECT_ROOT)
@@ -292,22 +564,19 @@ def report(
     run: RunOpt = None,
     runs_dir: RunsDirOpt = None,
     model: Annotated[
-        str | None, typer.Option(help="Model whose predictions to show (default: best on test).")
+        str | None,
+        typer.Option(help="Model whose predictions to show (default: the run's default)."),
     ] = None,
 ) -> None:
     """Write self-contained HTML reports to reports/<run>/: one page per film plus index.html."""
-    from pipeline.analytics import FilmNotFoundError
     from pipeline.reports.pages import write_reports
 
     if not films and not all_films:
         raise typer.BadParameter("give --film NAME (repeatable) or --all")
     settings = make_settings(config, run, runs_dir)
-    try:
-        paths = write_reports(settings, films, all_films, model)
-    except (FilmNotFoundError, FileNotFoundError, ValueError) as error:
-        console.print(f"[red]{error}[/red]")
-        raise typer.Exit(1) from error
-    console.print(f"wrote {len(paths)} pages; open {paths[-1]}")
+    existing_run(settings)
+    paths = write_reports(settings, films, all_films, model)
+    say(f"wrote {len(paths)} pages; open {paths[-1]}")
 
 
 @app.command()
@@ -346,7 +615,7 @@ def finetune(
     force: Annotated[bool, typer.Option(help="Retrain even if up to date.")] = False,
 ) -> None:
     """Fine-tune the whole encoder with a small head: models/finetune_<cls|reg|ord>/."""
-    from pipeline.training.finetune import finetune_run
+    from pipeline.workflow import finetune_run
 
     settings = make_settings(
         config, run, runs_dir,
@@ -356,8 +625,9 @@ def finetune(
            "finetune.max_length": max_length, "finetune.freeze_embeddings": freeze_embeddings,
            "finetune.device": device},
     )  # fmt: skip
+    existing_run(settings)
     model_dir = finetune_run(settings, force=force, evaluate=evaluate, external=external)
-    console.print(f"fine-tuned model in {model_dir}")
+    say(f"fine-tuned model in {model_dir}")
 
 
 lab_app = typer.Typer(
@@ -392,8 +662,9 @@ def _lab_command(parts: tuple[str, ...], doc: str) -> Any:
         from pipeline.lab.run import run_lab
 
         settings = make_settings(config, run, runs_dir, **{"lab.model": model, "lab.words": words})
+        existing_run(settings)
         summary = run_lab(settings, parts, force=force)
-        console.print(f"lab results in {settings.paths.lab}: {', '.join(summary['parts'])}")
+        say(f"lab results in {settings.paths.lab}: {', '.join(summary['parts'])}")
 
     command.__doc__ = doc
     return command
@@ -422,7 +693,7 @@ def demo(
 
     settings = make_settings(config, run, runs_dir)
     pages = run_demo(settings, n_reviews=reviews, force=force).pages
-    console.print(f"[green]demo run ready:[/green] {settings.paths.root}; reports: {pages[-1]}")
+    say(f"demo run ready: {settings.paths.root}; reports: {pages[-1]}", style="green")
     if open_app:
         app_command(run=settings.run_name, runs_dir=settings.runs_dir, port=port, headless=True)
 
@@ -442,7 +713,7 @@ def run_all(
 
     settings = make_settings(config, run, runs_dir)
     pages = run_pipeline(settings, inputs, force=force).pages
-    console.print(f"[green]run ready:[/green] {settings.paths.root}; reports: {pages[-1]}")
+    say(f"run ready: {settings.paths.root}; reports: {pages[-1]}", style="green")
 
 
 if __name__ == "__main__":

@@ -9,15 +9,29 @@ from __future__ import annotations
 
 import os
 import tomllib
+import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.artifacts import current_generation, new_generation
+from pipeline.errors import InputError, InputNotFoundError, RunNameError
+from pipeline.terminal import printable
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RESOURCES = Path(__file__).resolve().parent / "resources"
 DEMO_RUN = "demo"
+RUNS_DIR_ENV = "DOUBAN_RUNS_DIR"
+
+
+def default_runs_dir() -> Path:
+    """``$DOUBAN_RUNS_DIR`` when set, else the project's runs/: one default for every stage,
+    the scorer and the app (which `douban app` starts with the variable set)."""
+    return Path(os.environ.get(RUNS_DIR_ENV) or PROJECT_ROOT / "runs")
 
 
 class _Section(BaseModel):
@@ -26,39 +40,42 @@ class _Section(BaseModel):
 
 class PrepareSettings(_Section):
     encoding: str | None = None  # None: detect UTF-8 / UTF-8-BOM / GB18030
-    chunk_rows: int = 50_000
-    workers: int = Field(default_factory=lambda: os.cpu_count() or 1)
+    chunk_rows: int = Field(default=50_000, ge=1)
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     user_dict: Path | None = None  # extra jieba dictionary (one word per line)
     extra_stopwords: Path | None = None  # one word per line, added to the shipped list
-    val_frac: float = 0.1
-    test_frac: float = 0.1
+    val_frac: float = Field(default=0.1, ge=0, lt=1)
+    test_frac: float = Field(default=0.1, ge=0, lt=1)
     holdout_films: list[str] = Field(default_factory=list)  # these films form the test split
+    # at most N reviews per source (corpus), stratified by film and star; None: every review
+    sample: int | None = Field(default=None, ge=1)
 
 
 class FeatureSettings(_Section):
     encoder: str = "e5-small"  # embedded default; or any HF name / local directory
     pooling: Literal["mean", "cls"] | None = None  # None: the encoder's default
     prefix: str | None = None  # None: the encoder's default ("query: " for e5)
-    max_length: int = 256  # tokens; Douban short reviews are capped at 350 characters
+    # tokens; Douban short reviews are capped at 350 characters
+    max_length: int = Field(default=256, ge=2)
     token_budget: int | None = None  # padded tokens per batch; None: 16384 GPU, 1024 per CPU thread
     # hidden states (0 = embeddings, -1 = last) whose token states are stored, or "all"
     token_layers: list[int] | Literal["all"] = Field(default_factory=lambda: [-1])
     token_state_limit: int | None = None  # keep token states for the first N reviews only
-    shard_size: int = 4096
+    shard_size: int = Field(default=4096, ge=1)
     device: str = "auto"
 
 
 class HeadSettings(_Section):
-    hops: int = 4  # r in Lin et al.
+    hops: int = Field(default=4, ge=1)  # r in Lin et al.
     attention_dim: int = 128  # d_a
     mlp_dim: int = 256
     dropout: float = 0.2
     penalty: float = 0.1
     lr: float = 2e-3
     weight_decay: float = 1e-2
-    epochs: int = 20
-    patience: int = 3
-    batch_size: int = 64
+    epochs: int = Field(default=20, ge=1)
+    patience: int = Field(default=3, ge=0)
+    batch_size: int = Field(default=64, ge=1)
     class_weights: bool = False
     layer_mix: bool = True  # learned softmax-weighted mix of the stored layers
     layers: list[int] | None = None  # token-state layers the heads read; None: all stored
@@ -77,11 +94,11 @@ class FinetuneSettings(_Section):
     # (20k reviews x 1 epoch, 42 s per 1,000 on 2 quiet cores) trains in about 15 minutes and
     # evaluates in about 10 more; on a GPU use 0 (the whole split) and 2 epochs
     train_limit: int | None = 20_000
-    epochs: int = 1
+    epochs: int = Field(default=1, ge=1)
     lr: float = 8e-5  # one short epoch: a little above the usual 2e-5..5e-5
     warmup_frac: float = 0.1
-    batch_size: int = 32
-    max_length: int = 128
+    batch_size: int = Field(default=32, ge=1)
+    max_length: int = Field(default=128, ge=2)
     grad_clip: float = 1.0
     patience: int = 1
     eval_every: int = 200  # steps between validation checks
@@ -105,35 +122,88 @@ class LabSettings(_Section):
 
 class Settings(_Section):
     run_name: str = DEMO_RUN
-    runs_dir: Path = PROJECT_ROOT / "runs"
+    runs_dir: Path = Field(default_factory=default_runs_dir)
     reports_dir: Path = PROJECT_ROOT / "reports"
     seed: int = 0
+    # the run's default model: the best on the validation split by this (never on test)
+    select_by: Literal["exact", "qwk"] = "exact"
     prepare: PrepareSettings = Field(default_factory=PrepareSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     head: HeadSettings = Field(default_factory=HeadSettings)
     finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
     lab: LabSettings = Field(default_factory=LabSettings)
 
+    @field_validator("run_name")
+    @classmethod
+    def _run_name_is_a_name(cls, value: str) -> str:
+        return check_run_name(value)
+
     @property
     def paths(self) -> RunPaths:
         return RunPaths(self.runs_dir / self.run_name)
 
 
+def check_run_name(name: str) -> str:
+    """``name`` if it is one plain path segment, else :class:`RunNameError`: a run name becomes
+    ``runs_dir / name``, and a separator, ``..`` or an absolute path would put (and later replace)
+    a run's files outside the runs directory."""
+    problem = None
+    if not name or not name.strip():
+        problem = "is empty"
+    elif name != name.strip():
+        problem = "starts or ends with white space"
+    elif name.startswith("."):
+        problem = "starts with '.' (`.`, `..` and hidden folders are not runs)"
+    elif name.startswith(("/", "\\")):
+        problem = "is an absolute path"
+    elif any(sep in name for sep in "/\\:"):
+        problem = "contains a path separator (/, \\ or :)"
+    elif any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in name):
+        problem = "contains control or invisible characters"
+    elif len(name.encode("utf-8")) > 200:
+        problem = "is longer than 200 bytes"
+    if problem:
+        shown = printable(name if len(name) <= 60 else name[:60] + "...")
+        raise RunNameError(f"run name '{shown}' {problem}")
+    return name
+
+
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     """Defaults < TOML file < overrides. Overrides use dotted keys (``features.encoder``);
-    ``None`` values are ignored so CLI options left unset do not clobber the file."""
+    ``None`` values are ignored so CLI options left unset do not clobber the file.
+
+    A missing or invalid file and invalid values are :class:`InputError` (a bad run name:
+    :class:`RunNameError`), not pydantic's report, so the CLI shows them as one line."""
     data: dict[str, Any] = {}
+    source = f"config file {config}" if config is not None else "settings"
     if config is not None:
-        if not config.exists():
-            raise FileNotFoundError(f"config file {config} does not exist")
-        data = tomllib.loads(config.read_text(encoding="utf-8"))
+        try:
+            data = tomllib.loads(config.read_text(encoding="utf-8"))
+        except FileNotFoundError as err:
+            raise InputNotFoundError(f"{source} does not exist", "check the --config path") from err
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+            raise InputError(f"{source} cannot be read: {err}", "fix it or drop --config") from err
     for key, value in overrides.items():
         if value is None:
             continue
         section, _, leaf = key.rpartition(".")
         target = data.setdefault(section, {}) if section else data
         target[leaf] = value
-    return Settings.model_validate(data)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as err:
+        raise _settings_error(err, source) from None
+
+
+def _settings_error(err: ValidationError, source: str) -> InputError:
+    """The first problem of a validation report as one line (its RunNameError if it is one)."""
+    first = err.errors()[0]
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, RunNameError):
+        return cause
+    where = ".".join(str(part) for part in first["loc"])
+    hint = "see pipeline/config.py for the settings"
+    return InputError(f"{source}: {where}: {first['msg']}", hint)
 
 
 @dataclass(frozen=True)
@@ -168,7 +238,57 @@ class RunPaths:
     def features(self) -> Path:
         return self.root / "features"
 
-    # train / evaluate
+    # train / evaluate: models, metrics and predictions change together, as one generation under
+    # trained/ that a retrain switches with one rename; these properties follow that pointer
+    @property
+    def trained(self) -> Path:
+        return self.root / "trained"
+
+    @property
+    def model_set(self) -> ModelSet:
+        """The current generation (a run from before generations keeps its set in its root)."""
+        return ModelSet(current_generation(self.trained) or self.root)
+
+    @contextmanager
+    def new_model_set(self) -> Iterator[ModelSet]:
+        """A new generation started from the current set; it becomes current when the block
+        succeeds, all at once (see :func:`pipeline.artifacts.new_generation`)."""
+        with new_generation(self.trained, self.model_set.root, ModelSet.ENTRIES) as root:
+            yield ModelSet(root)
+
+    @property
+    def models(self) -> Path:
+        return self.model_set.models
+
+    def model(self, name: str) -> Path:
+        return self.models / name
+
+    @property
+    def metrics(self) -> Path:
+        return self.model_set.metrics
+
+    @property
+    def predictions(self) -> Path:
+        return self.model_set.predictions
+
+    # lab
+    @property
+    def lab(self) -> Path:
+        return self.root / "lab"
+
+    @property
+    def settings(self) -> Path:
+        return self.root / "settings.json"
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    """One generation of a run's trained models with the metrics and predictions made from
+    them: written together, read together."""
+
+    root: Path
+    ENTRIES: ClassVar[tuple[str, ...]] = ("models", "metrics.json", "predictions.parquet")
+
     @property
     def models(self) -> Path:
         return self.root / "models"
@@ -183,15 +303,6 @@ class RunPaths:
     @property
     def predictions(self) -> Path:
         return self.root / "predictions.parquet"
-
-    # lab
-    @property
-    def lab(self) -> Path:
-        return self.root / "lab"
-
-    @property
-    def settings(self) -> Path:
-        return self.root / "settings.json"
 
 
 def latest_run(runs_dir: Path) -> Path | None:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 
 class DoubanError(Exception):
-    """A problem the user can fix. ``hint`` is the next step (a command to run, a flag to use)."""
+    """A problem the user can fix. ``hint`` is the next step (a command to run, a flag to use);
+    ``exit_code`` is what the CLI exits with (1; 2 for bad input, like a usage error)."""
 
     hint: str = ""
+    exit_code: int = 1
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
@@ -23,6 +25,12 @@ class DoubanError(Exception):
 
 class InputError(DoubanError, ValueError):
     """An input file, column, option value or text that cannot be used as given."""
+
+    exit_code = 2
+
+
+class InputNotFoundError(InputError, FileNotFoundError):
+    """A file or folder the user named (input, config, dictionary) does not exist."""
 
 
 class RunNameError(InputError):
@@ -39,12 +47,13 @@ class StageMissingError(DoubanError, FileNotFoundError):
     """A stage needs an artifact an earlier stage has not written yet."""
 
 
-class StaleArtifactError(DoubanError):
+class StaleArtifactError(DoubanError, ValueError):
     """An artifact was produced from other settings, encoder or data than the ones asked for."""
 
 
-class CorruptArtifactError(DoubanError):
-    """An artifact exists but cannot be read (truncated, wrong shape, missing keys)."""
+class CorruptArtifactError(DoubanError, ValueError):
+    """An artifact exists but cannot be read (truncated, wrong shape, missing keys). A
+    ValueError too: callers that guard a read with ``except ValueError`` keep working."""
 
 
 class ModelNotFoundError(DoubanError, KeyError):

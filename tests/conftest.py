@@ -33,7 +33,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     from pipeline.data.prepare import prepare_run
     from pipeline.encoding.e5_convert import cache_root
     from pipeline.features.extract import extract_features
-    from pipeline.training.train import train_run
+    from pipeline.workflow import train_run
 
     os.environ.setdefault("DOUBAN_CACHE_DIR", str(cache_root()))
     torch.set_num_threads(1)  # intra-op threads only spin on a shared 2-core machine

@@ -11,14 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.analytics import FilmNotFoundError, load_run
+from pipeline import FilmNotFoundError, Run, RunNotFoundError
 from pipeline.analytics.attention import attention_examples, highlight_html, top_attention_words
 from pipeline.analytics.embedding import stratified_sample, tsne_points
 from pipeline.analytics.league import league_table
 from pipeline.analytics.stars import (
     accuracy_summary,
     confusion,
-    confusions_by_model,
     model_summaries,
     star_distribution,
 )
@@ -78,10 +77,8 @@ def test_confusion_counts_and_rows_normalised(preds: pd.DataFrame) -> None:
     norm = confusion(one, normalise=True)
     present = counts.sum(axis=1) > 0
     np.testing.assert_allclose(norm[present].sum(axis=1), 1.0)
-    by_model = confusions_by_model(preds)
-    assert set(by_model) == {"majority", "tfidf_lr", "head_cls"}
     # majority always predicts 4: every review lands in column 4
-    assert by_model["majority"]["counts"][4].sum() == len(one)
+    assert confusion(preds[preds["model"] == "majority"])[4].sum() == len(one)
 
 
 def test_model_summaries_rank_the_better_model_first(preds: pd.DataFrame) -> None:
@@ -239,14 +236,15 @@ def test_league_table(reviews: pd.DataFrame, preds: pd.DataFrame) -> None:
     assert league["mean_star"].is_monotonic_decreasing
 
 
-def test_load_run_finds_films_and_the_best_model(tmp_path: Path) -> None:
-    run = load_run(make_run(tmp_path / "synthetic"))
+def test_run_finds_films_and_the_default_model(tmp_path: Path) -> None:
+    run = Run.open(make_run(tmp_path / "synthetic"))
     assert run.is_demo
     assert run.resolve_film("iron man") == "钢铁侠1"
     assert run.resolve_film(" 何以笙箫默 ") == "何以笙箫默"
     with pytest.raises(FilmNotFoundError, match="Iron Man"):
         run.resolve_film("Titanic")
-    assert run.best_model() == "head_cls"
+    assert run.default_model == "head_cls"
+    assert run.attention_model("tfidf_lr") == run.attention_model(None) == "head_cls"
     preds, where = run.evaluated("tfidf_lr", "钢铁侠1")
     assert where == "random/test"
     assert (preds["split"] == "test").all() and (preds["film"] == "钢铁侠1").all()
@@ -260,5 +258,5 @@ def test_load_run_finds_films_and_the_best_model(tmp_path: Path) -> None:
     assert all(len(a) == text_length[i] + 2 for i, a in pairs)
     assert run.prediction_lists("majority", [0])["attention"].isna().all()
     assert run.pooled_features is None and run.feature_store is None
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_run(tmp_path / "missing")
+    with pytest.raises(RunNotFoundError, match="does not exist"):
+        Run.open(tmp_path / "missing")

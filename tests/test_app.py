@@ -1,14 +1,17 @@
 """The Streamlit app, page by page, with streamlit's AppTest on real runs: the small trained demo
-run of the session (``demo_run``), a run with prepared data only, and no run at all."""
+run of the session (``demo_run``), a run with prepared data only, and no run at all. User text
+(URL parameters, reviews, file names) must reach the page as plain text, never as Markdown."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from pipeline import Run, model_name
 from pipeline.config import load_settings
 
 HOME = Path(__file__).resolve().parents[1] / "app" / "Home.py"
@@ -34,6 +37,11 @@ def assert_ok(at: AppTest) -> None:
 
 def texts(elements) -> str:
     return "\n".join(str(e.value) for e in elements)
+
+
+def unescaped(markdown: str) -> str:
+    """Markdown source as the reader sees it (the app backslash-escapes user text)."""
+    return re.sub(r"\\(.)", r"\1", markdown)
 
 
 def summary_of(run_dir: Path) -> dict:
@@ -69,24 +77,31 @@ def test_overview_shows_dataset_and_every_model(monkeypatch, trained: Path) -> N
     assert metrics["reviews kept"] == f"{summary['kept']:,}"
     assert metrics["films"] == str(len(summary["films"]))
     assert "generated demo data" in texts(at.sidebar.warning)
-    evaluated = json.loads((trained / "metrics.json").read_text(encoding="utf-8"))
+    evaluated = json.loads(Run.open(trained).paths.metrics.read_text(encoding="utf-8"))
     models = evaluated["evaluations"]["random"]["models"]
-    table = next(f.value for f in at.dataframe if "exact" in f.value.columns)
-    assert set(table["model"]) == {m for m, v in models.items() if v["test"].get("n")}
+    by_name = {model_name(m): m for m in models}
+    table = next(f.value for f in at.dataframe if "Exact" in f.value.columns)
+    assert set(table["Model"]) == {model_name(m) for m, v in models.items() if v["test"].get("n")}
     for row in table.to_dict("records"):  # the numbers are metrics.json's, best first
-        test = models[row["model"]]["test"]
-        assert row["exact"] == pytest.approx(test["accuracy"])
+        test = models[by_name[row["Model"]]]["test"]
+        assert row["Exact"] == pytest.approx(test["accuracy"])
         assert row["MAE"] == pytest.approx(test["mae"])
-    assert table["exact"].is_monotonic_decreasing
+    assert table["Exact"].is_monotonic_decreasing
+    default = Run.open(trained).default_model
+    assert table.loc[table["Model"] == model_name(default)].iloc[0][""] == "default"
+    # the val split re-sorts the table, and the bars follow the table's order
+    at.segmented_control(key="split:random").set_value("val").run()
+    assert_ok(at)
+    val = next(f.value for f in at.dataframe if "Exact" in f.value.columns)
+    assert val["Exact"].is_monotonic_decreasing
+    assert val["Exact"].tolist() != table["Exact"].tolist() or len(val) == 1
     assert at.toggle(key="norm:random").value is True
     at.toggle(key="norm:random").set_value(False).run()
     assert_ok(at)
 
 
 def test_films_every_section_of_every_kind_of_film(monkeypatch, trained: Path) -> None:
-    from pipeline.analytics import load_run
-
-    films = load_run(trained).films["film"].tolist()  # most reviewed first
+    films = Run.open(trained).films["film"].tolist()  # most reviewed first
     at = open_app(monkeypatch, trained, "films")
     assert len(at.selectbox(key=f"film:{trained.name}").options) == len(films)
     # the most and the least reviewed film (the demo corpus has films with a handful of reviews)
@@ -104,9 +119,7 @@ def test_films_every_section_of_every_kind_of_film(monkeypatch, trained: Path) -
 
 
 def test_film_found_by_english_name(monkeypatch, trained: Path) -> None:
-    from pipeline.analytics import load_run
-
-    row = load_run(trained).films.iloc[-1]
+    row = Run.open(trained).films.iloc[-1]
     at = open_app(monkeypatch, trained)
     at.switch_page("views/films.py")
     at.query_params["film"] = str(row.film_en).upper()  # a link such as ?film=IRON MAN
@@ -114,6 +127,44 @@ def test_film_found_by_english_name(monkeypatch, trained: Path) -> None:
     assert_ok(at)
     assert at.selectbox(key=f"film:{trained.name}").value == row.film
     assert {m.label: m.value for m in at.metric}["reviews"] == f"{row.reviews:,}"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "[urgent: log in again](http://evil.example/login)",
+        "![tracker](http://evil.example/pixel.png)",
+        ":red[**account locked**] :material/warning: $x^2$",
+        "<img src=x onerror=alert(1)>",
+    ],
+)
+def test_film_url_parameter_is_shown_as_plain_text(monkeypatch, trained: Path, payload) -> None:
+    """A crafted ?film= link cannot put a link, image, colour or icon on the page: the warning
+    shows the text as typed (every Markdown character escaped)."""
+    at = open_app(monkeypatch, trained)
+    at.switch_page("views/films.py")
+    at.query_params["film"] = payload
+    at.run()
+    assert not at.exception
+    assert "not in this run" in texts(at.warning)
+    assert payload not in texts(at.warning) + texts(at.markdown) + texts(at.caption)
+    assert payload in texts(at.text)  # plain text: shown as typed, never rendered
+
+
+def test_user_text_in_markdown_is_inert() -> None:
+    """What ``common.plain`` hands to Markdown: every punctuation mark escaped, bare URLs and
+    addresses broken, and the reader still sees the same characters."""
+    import sys
+
+    sys.path.insert(0, str(HOME.parent))
+    from common import plain
+
+    for text in ["[a](http://evil.example/x)", "see www.evil.example", "me@evil.example",
+                 ":red[x] :material/home: $x$ **b** <b>", "好看!"]:  # fmt: skip
+        shown = plain(text)
+        assert not re.search(r"(?<!\\)[\[\]()*:$<>!_`]", shown), shown
+        assert "://" not in shown and "www." not in shown.lower() and "@evil" not in shown
+        assert unescaped(shown).replace("\u200b", "") == text
 
 
 def test_score_a_typed_review_shows_a_star(monkeypatch, trained: Path) -> None:
@@ -129,6 +180,24 @@ def test_score_a_typed_review_shows_a_star(monkeypatch, trained: Path) -> None:
     assert "&lt;" in highlighted and "<3" not in highlighted  # user text is escaped
     assert "&amp;" in highlighted
     assert 'class="att"' in highlighted
+    default = Run.open(trained).default_model
+    assert f"({default})" in unescaped(texts(at.caption))  # says which model; the default
+
+
+def test_score_card_follows_the_model(monkeypatch, trained: Path) -> None:
+    """One model's outputs, named; picking another model in the sidebar rescores the review."""
+    at = open_app(monkeypatch, trained, "score")
+    at.text_area(key="score_text").input("剧情拖沓，浪费时间")
+    next(b for b in at.form_submit_button if b.label == "Score").click().run()
+    run = Run.open(trained)
+    other = next(m for m in run.saved_models if m != run.default_model and m != "majority")
+    at.selectbox(key=f"model:{trained.name}").set_value(other).run()
+    assert_ok(at)
+    shown = unescaped(texts(at.caption))
+    assert f"Every number below is from {model_name(other)} ({other})" in shown
+    assert run.scorer(other).explain("剧情拖沓，浪费时间").pred_star == int(
+        {m.label: m.value for m in at.metric}["Predicted star"][0]
+    )
 
 
 def test_score_example_button_fills_the_box(monkeypatch, trained: Path) -> None:
@@ -147,8 +216,19 @@ def test_batch_scoring_of_a_csv(monkeypatch, trained: Path) -> None:
     assert "Scored 3 reviews (1 could not be scored)" in texts(at.success)
     frame = at.dataframe[-1].value
     assert len(frame) == 3 and {"pred_star", "prob_5", "error"} <= set(frame.columns)
+    assert frame["row"].tolist() == [1, 2, 3]  # numbered as a person counts
     assert frame["pred_star"].iloc[:2].between(1, 5).all()
     assert at.get("download_button")
+
+
+def test_batch_scoring_skips_blank_lines(monkeypatch, trained: Path) -> None:
+    at = open_app(monkeypatch, trained, "score")
+    body = "好看\n\n   \n难看死了\n".encode()
+    at.file_uploader(key="batch_upload").set_value(("mine.txt", body, "text/plain"))
+    at.run()
+    assert_ok(at)
+    assert "Scored 2 reviews (0 could not be scored; 2 blank lines skipped)" in texts(at.success)
+    assert len(at.dataframe[-1].value) == 2
 
 
 @pytest.mark.parametrize(
@@ -168,25 +248,25 @@ def test_a_bad_csv_gets_a_readable_error(monkeypatch, trained: Path, body, messa
 
 
 def test_reports_page_writes_a_film_report(monkeypatch, trained: Path, tmp_path: Path) -> None:
-    from pipeline.analytics import load_run
-
     monkeypatch.setenv("DOUBAN_REPORTS_DIR", str(tmp_path))
     at = open_app(monkeypatch, trained, "reports")
-    film = load_run(trained).films["film"].iloc[-1]
+    film = Run.open(trained).films["film"].iloc[-1]
     at.multiselect(key="report_films").set_value([film]).run()
     next(b for b in at.button if b.label == "Generate").click().run()
     assert_ok(at)
     written = sorted(p.name for p in (tmp_path / trained.name).glob("*.html"))
     assert "index.html" in written and len(written) == 2
-    assert "Wrote 2 page(s)" in texts(at.success)
+    assert "Wrote 2 page(s)" in unescaped(texts(at.success))
     assert at.selectbox(key="report_page").options
+    at.toggle(key="report_open").set_value(True).run()  # the report, inside the app
+    assert_ok(at)
 
 
 def test_model_lab_without_results_says_how_to_make_them(monkeypatch, trained: Path) -> None:
     if (trained / "lab").exists():
         pytest.skip("the demo run has lab results")
     at = open_app(monkeypatch, trained, "lab")
-    assert f"douban lab all --run {trained.name}" in texts(at.info)
+    assert f"douban lab all --run {trained.name}" in texts(at.code)
     assert "Probes" in texts(at.markdown)  # what the page will hold
 
 
@@ -220,8 +300,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pipeline.data.prepare import prepare_run
     from pipeline.features.extract import extract_features
     from pipeline.lab.run import run_lab
-    from pipeline.training.finetune import finetune_run
-    from pipeline.training.train import train_run
+    from pipeline.workflow import finetune_run, train_run
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("tiny_run")
@@ -287,8 +366,9 @@ def test_model_lab_shows_every_view(monkeypatch, tiny_run: Path) -> None:
 
 def test_other_encoder_run_scores_and_shows_films(monkeypatch, tiny_run: Path) -> None:
     at = open_app(monkeypatch, tiny_run, "score")
-    model = texts(at.caption).split("model `")[1].rstrip("`")  # the run's default model
-    assert (tiny_run / "models" / model / "config.json").exists()
+    model = Run.open(tiny_run).default_model
+    assert f"({model})" in unescaped(texts(at.caption))
+    assert (Run.open(tiny_run).paths.model(model) / "config.json").exists()
     at.text_area(key="score_text").input("这部电影好看，演员精彩！")
     next(b for b in at.form_submit_button if b.label == "Score").click().run()
     assert_ok(at)
@@ -312,7 +392,7 @@ def test_other_encoder_run_scores_and_shows_films(monkeypatch, tiny_run: Path) -
 def test_every_page_works_on_a_run_without_a_model(monkeypatch, prepared_run: Path, page) -> None:
     at = open_app(monkeypatch, prepared_run, page)
     if page in (None, "score"):
-        assert f"douban train --run {prepared_run.name}" in texts(at.info)
+        assert f"douban train --run {prepared_run.name}" in texts(at.code)
     if page == "films":
         for section in FILM_SECTIONS:
             at.session_state["film_section"] = section
@@ -325,4 +405,16 @@ def test_no_run_at_all(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.delenv("DOUBAN_RUN", raising=False)
     at = AppTest.from_file(str(HOME), default_timeout=TIMEOUT).run()
     assert not at.exception
-    assert "douban prepare" in texts(at.info)
+    assert "douban demo" in texts(at.code)
+
+
+def test_run_picker_lists_only_runs_with_models(monkeypatch, trained, prepared_run, tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "trained").symlink_to(trained, target_is_directory=True)
+    (runs / "untrained").symlink_to(prepared_run, target_is_directory=True)
+    monkeypatch.setenv("DOUBAN_RUNS_DIR", str(runs))
+    monkeypatch.delenv("DOUBAN_RUN", raising=False)
+    at = AppTest.from_file(str(HOME), default_timeout=TIMEOUT).run()
+    assert_ok(at)
+    assert at.selectbox(key="run").options == ["trained"]

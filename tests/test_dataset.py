@@ -1,9 +1,11 @@
-"""Ingest of DMSC-format CSVs (pipeline/dataset.py)."""
+"""Ingest of DMSC-format CSVs (pipeline/data/ingest.py)."""
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -39,12 +41,24 @@ def write_csv(path: Path, rows: list[list[str]], header: list[str] = HEADER, **k
     return path
 
 
+def physical_lines(data: bytes) -> int:
+    """Lines as a text editor counts them (CR, LF or CRLF ends one), counted apart from ingest."""
+    return len(re.findall(rb"\r\n|\r|\n", data)) + (
+        not re.search(rb"[\r\n]\Z", data) and data != b""
+    )
+
+
 def run_ingest(tmp_path: Path, inputs: list[Path], **kw: object) -> tuple[IngestStats, list, list]:
     stats = ingest(inputs, tmp_path / "r.parquet", tmp_path / "x.parquet", progress=False, **kw)
     reviews = pq.read_table(tmp_path / "r.parquet").to_pylist()
     rejects = pq.read_table(tmp_path / "x.parquet").to_pylist()
     assert stats.rows_read == stats.kept + stats.duplicates + sum(stats.rejected.values())
     assert len(reviews) == stats.kept and len(rejects) == sum(stats.rejected.values())
+    for f in stats.files:  # every physical line is the header's, blank, or a row's
+        assert f.lines_read == physical_lines(Path(f.path).read_bytes())
+        assert f.lines["rejected"] == sum(
+            r["lines"] for r in rejects if r["source"] == Path(f.path).name
+        )
     return stats, reviews, rejects
 
 
@@ -133,7 +147,7 @@ def test_embedded_newlines_and_quotes_parse_as_one_row(tmp_path: Path) -> None:
     assert [r["row_number"] for r in reviews] == [1, 2]
 
 
-def test_malformed_row_is_rejected_and_reading_continues(tmp_path: Path) -> None:
+def test_over_long_field_says_so_and_reading_continues(tmp_path: Path) -> None:
     huge = "长" * 140_000  # beyond the csv module's field size limit
     rows = [
         ["A", "甲", "", "5", "好", ""],
@@ -141,8 +155,9 @@ def test_malformed_row_is_rejected_and_reading_continues(tmp_path: Path) -> None
         ["A", "甲", "", "4", "行", ""],
     ]
     stats, reviews, rejects = run_ingest(tmp_path, [write_csv(tmp_path / "a.csv", rows)])
-    assert stats.rejected == {"malformed_row": 1}
+    assert stats.rejected == {"field_too_long": 1}
     assert rejects[0]["row_number"] == 2 and huge in rejects[0]["raw"]
+    assert rejects[0]["detail"] == "a field on line 3 is longer than the 131,072-byte limit"
     assert [r["text"] for r in reviews] == ["好", "行"]
 
 
@@ -183,23 +198,30 @@ def test_invalid_bytes_reject_the_row_not_the_file(tmp_path: Path) -> None:
     assert detect_encoding(path) == "utf-8"
     stats, reviews, rejects = run_ingest(tmp_path, [path])
     assert stats.kept == 201 and stats.rejected == {"invalid_encoding": 1}
-    assert rejects[0]["row_number"] == 201
+    assert (rejects[0]["row_number"], rejects[0]["line"]) == (201, 202)
     assert rejects[0]["raw"] == "A,甲,,1,烂\\xff\\xfe,"
 
 
-def test_full_dmsc_header_and_directory_input(tmp_path: Path) -> None:
+def test_full_dmsc_header_and_directory_input(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
     row = ["1", "Iron Man", "钢铁侠1", "2017-01-22", "1", "user", "2008-05-01", "5", "好看", "3"]
     write_csv(folder / "b.csv", [row], FULL_HEADER)
     write_csv(folder / "a.csv", [["A", "甲", "", "4", "行", ""]])
+    write_csv(folder / "C.CSV", [["C", "丙", "", "3", "中", ""]])
     (folder / "notes.txt").write_text("not a csv")
-    assert [p.name for p in resolve_inputs([folder])] == ["a.csv", "b.csv"]
+    (folder / "old").mkdir()
+    write_csv(folder / "old" / "d.csv", [["D", "丁", "", "2", "差", ""]])
+    with caplog.at_level(logging.WARNING, logger="pipeline.data.ingest"):
+        assert [p.name for p in resolve_inputs([folder])] == ["C.CSV", "a.csv", "b.csv"]
+    assert "skipped 2 entries that are not .csv files: notes.txt, old/" in caplog.text
     stats, reviews, _ = run_ingest(tmp_path, [folder])
     assert [(r["source"], r["film"], r["like"]) for r in reviews] == [
-        ("a.csv", "甲", None), ("b.csv", "钢铁侠1", 3),
+        ("C.CSV", "丙", None), ("a.csv", "甲", None), ("b.csv", "钢铁侠1", 3),
     ]  # fmt: skip
-    assert [f.rows_read for f in stats.files] == [1, 1]
+    assert [f.rows_read for f in stats.files] == [1, 1, 1]
 
 
 def test_missing_columns_are_one_clear_error(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ the embedded e5-small (real tokenizer offsets, agreement with a plain unbatched 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,8 @@ from pipeline.encoding.encode import (
     plan_batches,
 )
 from pipeline.encoding.load import load_encoder
-from pipeline.features.extract import ExtractionInterrupted, extract_features
+from pipeline.features import extract
+from pipeline.features.extract import extract_features
 from pipeline.features.store import FeatureStore, RowConcat, StaleFeaturesError
 
 SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
@@ -229,12 +231,28 @@ def test_store_is_ragged_and_matches_encode_texts(tmp_path: Path, encoder_dir, e
         store.token_states([0], layers=[0])
 
 
-def test_resume_after_interruption_is_identical(tmp_path: Path, encoder_dir) -> None:
+class Killed(Exception):
+    """Stands in for the process being killed while it writes a shard."""
+
+
+def test_resume_after_interruption_is_identical(
+    tmp_path: Path, encoder_dir, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for run in ("killed", "clean"):
         make_run(tmp_path, run, TEXTS)
     killed = settings_for(tmp_path, "killed", encoder_dir)
-    with pytest.raises(ExtractionInterrupted):
-        extract_features(killed, stop_after_shards=1)
+    write_shard, calls = extract.write_shard, []
+
+    def dies_in_the_second_shard(*args: object, **kwargs: object) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise Killed
+        write_shard(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(extract, "write_shard", dies_in_the_second_shard)
+        with pytest.raises(Killed):
+            extract_features(killed)
     features_dir = tmp_path / "killed" / "features"
     with pytest.raises(FileNotFoundError, match="douban features --run killed"):
         FeatureStore.open(features_dir)
@@ -353,3 +371,15 @@ def test_embedded_e5_offsets_and_pooling() -> None:
         with torch.no_grad():
             last = e5.model(input_ids=ids).last_hidden_state[0]
         np.testing.assert_allclose(result.pooled_mean[-1], last.mean(0).numpy(), atol=1e-4)
+
+
+def test_the_ray_engine_without_ray_says_how_to_install_it(
+    tmp_path: Path, encoder_dir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.cluster import RayNotInstalled
+
+    make_run(tmp_path, "r", TEXTS)
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an install without the extra has
+    with pytest.raises(RayNotInstalled, match=r'pip install -e "\.\[ray\]"'):
+        extract_features(settings_for(tmp_path, "r", encoder_dir), engine="ray")
+    assert not (tmp_path / "r" / "features").exists()

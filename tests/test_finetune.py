@@ -15,13 +15,13 @@ from pipeline.modeling.batching import (
     stratified_subset,
     token_ids,
 )
+from pipeline.modeling.heads import task_loss
 from pipeline.modeling.sentence import (
     SentenceModel,
     load_finetuned,
     pool,
     predict,
     save_finetuned,
-    task_loss,
 )
 from pipeline.training.finetune import train
 

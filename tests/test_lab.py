@@ -24,8 +24,7 @@ from pipeline.lab import geometry, probes, projection
 from pipeline.lab import word_in_context as wic
 from pipeline.lab.run import findings, read_lab, run_lab
 from pipeline.modeling.sentence import load_finetuned
-from pipeline.training.finetune import finetune_run
-from pipeline.training.train import train_run
+from pipeline.workflow import finetune_run, train_run
 
 torch.set_num_threads(1)
 
@@ -270,6 +269,9 @@ def _make_run(runs_dir: Path, encoder_dir: Path) -> Path:
     artifacts.write_manifest(prepared, "prepare", artifacts.fingerprint(texts))
     config = runs_dir / "tiny.toml"
     config.write_text(CONFIG.format(encoder=encoder_dir), "utf-8")
+    # the lab's own settings, without [features]: it must take the encoder from the run
+    lab_only = CONFIG[CONFIG.index("[head]") :]
+    (runs_dir / "tiny-lab.toml").write_text(lab_only, "utf-8")
     return config
 
 
@@ -301,10 +303,13 @@ def test_finetune_then_lab_end_to_end_and_cached(tmp_path, encoder_dir):
     assert (model_dir / "model.safetensors").stat().st_mtime_ns == stamp
     assert load_finetuned(model_dir).predict(["好看好看"]).pred_star.shape == (1,)
 
-    result = CliRunner().invoke(app, ["lab", "all", *cli])
+    lab_cli = ["--config", str(runs_dir / "tiny-lab.toml"), *cli[2:]]  # default encoder: e5
+    result = CliRunner().invoke(app, ["lab", "all", *lab_cli])
     assert result.exit_code == 0, result.output
     summary = artifacts.read_json(settings.paths.lab / "summary.json")
     assert summary["model"] == "finetune_cls"
+    # the frozen side is the encoder the run was featurised with, not the command's default
+    assert summary["encoder"]["name"] == str(encoder_dir) and summary["encoder"]["max_length"] == 32
     assert set(summary["parts"]) == {"probes", "geometry", "projection", "words", "heads"}
     lab = read_lab(settings.paths)
     layers = 4  # embeddings + 3 transformer layers

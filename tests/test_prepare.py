@@ -16,6 +16,7 @@ from pipeline.artifacts import read_json, read_manifest
 from pipeline.config import Settings, load_settings
 from pipeline.data.ingest import DatasetError
 from pipeline.data.prepare import REVIEWS_SCHEMA, prepare_run
+from pipeline.errors import InputError
 
 SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
 HEADER = ["Movie_Name_EN", "Movie_Name_CN", "Date", "Star", "Comment", "Like"]
@@ -204,3 +205,45 @@ def test_real_dmsc_sample_end_to_end(tmp_path: Path) -> None:
     assert not texts_by_split["train"] & texts_by_split["val"]
     assert not texts_by_split["val"] & texts_by_split["test"]
     assert abs(summary["splits"]["test"] / summary["kept"] - 0.1) < 0.01
+
+
+def test_replacing_prepared_never_deletes_foreign_files(tmp_path: Path, csv_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    prepare_run(settings, [csv_path], progress=False)
+    manifest = read_manifest(settings.paths.prepared)
+    assert manifest["files"] == [
+        "manifest.json", "rejects.parquet", "reviews.parquet", "summary.json",
+    ]  # fmt: skip
+    mine = settings.paths.prepared / "notes.txt"
+    mine.write_text("the user's own file")
+    with pytest.raises(InputError, match=r"prepare did not write \(notes.txt\)") as err:
+        prepare_run(settings, [csv_path], force=True, progress=False)
+    assert "--run NAME" in str(err.value)
+    assert mine.read_text() == "the user's own file"
+    mine.unlink()
+    prepare_run(settings, [csv_path], force=True, progress=False)  # only its own files: fine
+
+    foreign = settings_for(tmp_path, run_name="elsewhere")
+    foreign.paths.prepared.mkdir(parents=True)
+    (foreign.paths.prepared / "reviews.parquet").write_text("not ours: no manifest says so")
+    with pytest.raises(InputError, match="reviews.parquet"):
+        prepare_run(foreign, [csv_path], progress=False)
+    assert (foreign.paths.prepared / "reviews.parquet").read_text().startswith("not ours")
+
+
+def test_leftovers_of_a_killed_prepare_are_removed_at_the_next_start(
+    tmp_path: Path, csv_path: Path
+) -> None:
+    settings = settings_for(tmp_path)
+    root = settings.paths.root
+    root.mkdir(parents=True)
+    (root / ".prepared.x1y2.tmp").mkdir()
+    (root / ".prepared.x1y2.tmp" / ".ingested.parquet").write_bytes(b"half written")
+    (root / ".prepared.old-123").mkdir()
+    other = root / ".notes.tmp"  # not prepare's: stays
+    other.write_text("keep")
+    summary = prepare_run(settings, [csv_path], progress=False)
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith(".")) == [".notes.tmp"]
+    assert summary["lines_read"] == 304 and summary["lines"] == {
+        "header": 1, "kept": 302, "rejected": 1,
+    }  # fmt: skip

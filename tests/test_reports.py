@@ -1,19 +1,28 @@
-"""HTML reports: every section present, self-contained, review text escaped, and a page that a
-real browser draws (headless Chromium, skipped where it is not installed)."""
+"""HTML reports: every section present, self-contained (inline Vega charts, no URL), review text
+escaped, film names that cannot escape reports/<run>/, cached analytics artifacts, and a page that
+a real browser draws offline (headless Chromium, skipped where it is not installed)."""
 
 from __future__ import annotations
 
-import subprocess
+import json
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.analytics import FilmNotFoundError, load_run
+from pipeline import FilmNotFoundError, ModelNotFoundError, Run
 from pipeline.config import Settings
-from pipeline.reports.pages import SECTIONS, FilmReport, film_file_names, write_reports
+from pipeline.reports.pages import (
+    SECTIONS,
+    FilmReport,
+    analytics_dir,
+    film_file_names,
+    film_report,
+    write_reports,
+)
 from tests.synthetic_run import SCRIPT_REVIEW, make_run
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -28,17 +37,26 @@ class PageParser(HTMLParser):
         self.tags: list[str] = []
         self.urls: list[str] = []
         self.text: list[str] = []
+        self.script_src: list[str] = []
+        self._in_script = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.append(tag)
+        self._in_script = tag == "script"
+        if tag == "script":
+            self.script_src += [v or "" for k, v in attrs if k == "src"]
         for name, value in attrs:
             if name == "id" and value:
                 self.ids.add(value)
             if name in ("src", "href") and value is not None:
                 self.urls.append(value)
 
+    def handle_endtag(self, tag: str) -> None:
+        self._in_script = False
+
     def handle_data(self, data: str) -> None:
-        self.text.append(data)
+        if not self._in_script:
+            self.text.append(data)
 
 
 def parse(path: Path) -> PageParser:
@@ -48,9 +66,10 @@ def parse(path: Path) -> PageParser:
 
 
 def assert_self_contained(page: PageParser) -> None:
+    """No external URL, stylesheet link or script file: scripts are inline (the Vega bundle)."""
     external = [u for u in page.urls if u.startswith(("http:", "https:", "//"))]
     assert not external, external
-    assert "script" not in page.tags and "link" not in page.tags
+    assert "link" not in page.tags and not page.script_src
 
 
 @pytest.fixture(scope="module")
@@ -71,16 +90,31 @@ def test_film_pages_have_every_section_and_no_external_url(synthetic_pages: list
         assert_self_contained(page)
         assert "Demo data" in "".join(page.text)
         assert path.stat().st_mode & 0o444 == 0o444
-    images = [u for u in parse(iron_man).urls if u.startswith("data:image/png;base64,")]
-    assert len(images) >= 6  # distribution, confusion, 2 cloud images, trend, league
+    raw = iron_man.read_text(encoding="utf-8")
+    charts = {key for key in SECTIONS if f'vegaEmbed("#chart-{key}"' in raw}
+    assert charts == {"stars", "confusion", "trend", "league"}  # no features: no map
+    clouds = [u for u in parse(iron_man).urls if u.startswith("data:image/png;base64,")]
+    assert len(clouds) >= 2  # the film's word cloud and the stars'
 
 
 def test_review_text_is_escaped(synthetic_pages: list[Path]) -> None:
     raw = synthetic_pages[0].read_text(encoding="utf-8")
     page = parse(synthetic_pages[0])
-    assert "<script>" not in raw and "<img src=x" not in raw
-    assert "&lt;script&gt;" in raw
+    assert SCRIPT_REVIEW not in raw and "<img src=x" not in raw and "</script><img" not in raw
+    assert "&lt;script&gt;" in raw  # in the tables
     assert SCRIPT_REVIEW in "".join(page.text)  # shown to the reader as the text it is
+
+
+def test_chart_data_cannot_close_its_script_element() -> None:
+    """Review text in a chart's data (the t-SNE tooltips) is JSON with <, > and & escaped, and
+    still reads as the same text."""
+    from pipeline.reports import charts
+
+    points = pd.DataFrame({"x": [0.0], "y": [1.0], "star": [1], "text": [SCRIPT_REVIEW]})
+    spec = charts.spec_json(charts.scatter_map(points))
+    assert not {"<", ">", "&"} & set(spec)
+    values = [v for d in json.loads(spec)["datasets"].values() for v in d]
+    assert values[0]["review"] == SCRIPT_REVIEW
 
 
 def test_a_film_without_dates_or_likes_says_so(synthetic_pages: list[Path]) -> None:
@@ -101,7 +135,7 @@ def test_index_links_the_written_pages(synthetic_pages: list[Path]) -> None:
 
 
 def test_report_data_matches_the_predictions(tmp_path: Path) -> None:
-    run = load_run(make_run(tmp_path / "synthetic"))
+    run = Run.open(make_run(tmp_path / "synthetic"))
     report = FilmReport.build(run, "My Sunshine", model="majority", tsne_cap=50)
     assert report.film == "何以笙箫默" and report.model == "majority"
     test = run.predictions.query("model == 'majority' and split == 'test' and film == '何以笙箫默'")
@@ -112,22 +146,78 @@ def test_report_data_matches_the_predictions(tmp_path: Path) -> None:
     assert report.league["film"].nunique() == 3
     with pytest.raises(FilmNotFoundError, match="钢铁侠1"):
         FilmReport.build(run, "Titanic")
-    with pytest.raises(ValueError, match="no predictions of model"):
+    with pytest.raises(ModelNotFoundError, match="no predictions of model"):
         FilmReport.build(run, "钢铁侠1", model="bert_xl")
     with pytest.raises(ValueError, match="--all"):
         write_reports(tmp_path / "synthetic")
+    assert report.small_sample  # a handful of test reviews: the page says so
+    low, high = report.exact_ci
+    assert low <= report.summary["exact"] <= high
 
 
-def test_film_file_names_are_safe_and_unique() -> None:
-    names = film_file_names(["冰川时代5：星际碰撞", "a/b", "a?b", "../x"])
+def test_film_report_is_a_cached_artifact(tmp_path: Path) -> None:
+    """Built once, then read back from runs/<run>/analytics/ with the same numbers; a changed
+    input (predictions rewritten) rebuilds it."""
+    root = make_run(tmp_path / "synthetic")
+    built = film_report(Run.open(root), "Iron Man", "head_cls", tsne_cap=50)
+    folder = analytics_dir(Run.open(root), "head_cls") / "films" / "钢铁侠1.map-50"
+    assert (folder / "manifest.json").exists() and (folder / "report.json").exists()
+    stamp = (folder / "report.json").stat().st_mtime_ns
+    again = film_report(Run.open(root), "钢铁侠1", "head_cls", tsne_cap=50)
+    assert (folder / "report.json").stat().st_mtime_ns == stamp  # read, not rebuilt
+    assert again.summary == built.summary and again.exact_ci == built.exact_ci
+    pd.testing.assert_frame_equal(again.confusion_counts, built.confusion_counts)
+    pd.testing.assert_frame_equal(again.league, built.league)
+    assert again.clouds == built.clouds and again.attention == built.attention
+    assert (
+        again.likes["top_liked"]["comment"].tolist() == built.likes["top_liked"]["comment"].tolist()
+    )
+    for star in again.star_words:
+        pd.testing.assert_frame_equal(again.star_words[star], built.star_words[star])
+    predictions = root / "predictions.parquet"
+    pd.read_parquet(predictions).to_parquet(predictions)  # same rows, new file
+    film_report(Run.open(root), "钢铁侠1", "head_cls", tsne_cap=50)
+    assert (folder / "report.json").stat().st_mtime_ns != stamp
+
+
+HOSTILE_FILMS = [
+    "冰川时代5：星际碰撞",
+    "a/b",
+    "a?b",
+    "../x",
+    "..",
+    ".",
+    "",
+    "   ",
+    "/etc/passwd",
+    "C:\\Windows\\evil",
+    "..\\..\\evil",
+    "CON",
+    "nul.txt",
+    "Lpt1",
+    "\x00\x1b[31m",
+    "ｆｕｌｌ／ｗｉｄｔｈ",
+    "é" * 300,
+    "x" * 300,
+]
+
+
+def test_film_file_names_never_leave_the_reports_folder(tmp_path: Path) -> None:
+    names = film_file_names(HOSTILE_FILMS)
     assert names["冰川时代5：星际碰撞"] == "冰川时代5_星际碰撞.html"
-    assert len(set(names.values())) == 4
-    assert all("/" not in n and not n.startswith(".") for n in names.values())
+    assert len(set(names.values())) == len(HOSTILE_FILMS)  # unique
+    out_dir = tmp_path / "reports" / "run"
+    for film, name in names.items():
+        assert name.endswith(".html") and not name.startswith((".", "-")), (film, name)
+        assert "/" not in name and "\\" not in name and "\x00" not in name
+        assert name.split(".")[0].casefold() not in {"con", "nul", "lpt1"}
+        assert len(name.encode()) < 255
+        assert (out_dir / name).resolve().parent == out_dir.resolve()
 
 
 @pytest.fixture(scope="module")
 def demo_pages(demo_run: Settings, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    run = load_run(demo_run.paths.root)
+    run = Run.open(demo_run.paths.root)
     film = str(run.films["film"].iloc[0])
     return write_reports(
         demo_run, [film], reports_dir=tmp_path_factory.mktemp("demo_reports"), tsne_cap=300,
@@ -150,22 +240,34 @@ def test_demo_run_report(demo_pages: list[Path]) -> None:
 
 
 @pytest.mark.slow
-def test_demo_report_renders_in_a_browser(demo_pages: list[Path], tmp_path: Path) -> None:
+@pytest.mark.browser
+def test_demo_report_renders_in_a_browser_offline(demo_pages: list[Path], tmp_path: Path) -> None:
+    """Chromium draws every chart of the page (inline Vega), logs no console error and asks for
+    nothing beyond the file itself; the screenshot stays in the test's tmp dir."""
     if not CHROMIUM.exists():
         pytest.skip("headless Chromium is not installed (apt-get install chromium fonts-noto-cjk)")
-    shot = tmp_path / "page.png"
-    subprocess.run(
-        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-         "--window-size=1200,3000", demo_pages[0].as_uri()],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
-    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
-    assert pixels.shape == (3000, 1200)
-    assert pixels.std() > 20  # text, figures and tables, not a blank page
-    top = pixels[:600]
-    assert (top < 100).mean() > 0.005  # the heading and key numbers are drawn in dark ink
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    requests: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 1000})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(demo_pages[0].as_uri())
+        page.wait_for_selector("#chart-stars svg", timeout=60_000)
+        page.wait_for_timeout(1000)
+        drawn = page.locator(".chart svg").count()
+        charts = page.locator(".chart").count()
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        browser.close()
+    assert not errors, errors
+    assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
+    assert charts >= 5 and drawn == charts  # stars, confusion, map, trend, league
+    pixels = np.asarray(Image.open(tmp_path / "report.png").convert("L"), dtype=float)
+    assert pixels.std() > 20  # text, charts and tables, not a blank page
 
 
 def test_cli_report(tmp_path: Path) -> None:
@@ -183,3 +285,25 @@ def test_cli_report(tmp_path: Path) -> None:
     assert (tmp_path / "reports" / "synthetic" / "小电影.html").exists()
     result = CliRunner().invoke(app, [*args, "--film", "Titanic"])
     assert result.exit_code == 1 and "Iron Man" in result.output
+
+
+def test_tables_read_as_people_write_them() -> None:
+    """Human headers and model names, "-" for missing, one percentage format, counts with
+    thousands separators; the app's styled tables keep the numbers (so they sort)."""
+    from pipeline.reports.names import format_value, glossary, human, model_name, styled_table
+
+    frame = pd.DataFrame(
+        {"model": ["pooled_lr_layers", "brand_new"], "n": [12345, 7],
+         "accuracy": [0.4567, None], "mae": [1.2345, np.nan]}
+    )  # fmt: skip
+    shown = human(frame)
+    assert list(shown.columns) == ["Model", "Reviews", "Exact", "MAE"]
+    assert shown["Model"].tolist() == ["Encoder layers + logistic", "brand_new"]
+    assert [format_value(v, "Exact") for v in shown["Exact"]] == ["45.7%", "-"]
+    assert format_value(12345, "Reviews") == "12,345" and format_value(None, "MAE") == "-"
+    html = styled_table(frame).to_html()
+    assert "45.7%" in html and "None" not in html and "nan" not in html
+    assert styled_table(frame).data["Exact"].iloc[0] == 0.4567  # sorted on the number
+    assert model_name(None) == "-"
+    terms = glossary(["head_cls"])
+    assert terms.iloc[0]["Term"] == "Attention head (classes)" and "QWK" in set(terms["Term"])

@@ -10,16 +10,17 @@ import pytest
 from typer.testing import CliRunner
 
 import pipeline
+from pipeline import Run, Scorer, StageMissingError
 from pipeline.cli import app
 from pipeline.predict.files import score_file
-from pipeline.predict.scorer import Scorer, find_trained_run, word_attention
+from pipeline.predict.scorer import word_attention
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def scorer(demo_run):
-    return Scorer.load(demo_run.paths.root)
+    return Scorer.load("demo", runs_dir=demo_run.runs_dir)
 
 
 def test_record_fields(scorer):
@@ -28,28 +29,52 @@ def test_record_fields(scorer):
     assert rec["pred_star"] in range(1, 6)
     assert sum(rec["probs"]) == pytest.approx(1.0, abs=1e-5)
     assert rec["expected_star"] == pytest.approx(np.dot(rec["probs"], range(1, 6)), abs=1e-4)
-    assert 1.0 <= rec["regression"] <= 5.0
+    assert rec["regression"] is None  # one model's outputs: the default gives probabilities
     assert rec["top_words"] and all(w["word"] in rec["text"] for w in rec["top_words"])
     assert rec["model"] == scorer.model_name
+    assert rec["attention_model"] == Run.open("demo", scorer.paths.root.parent).attention_model(
+        scorer.model_name
+    )
+
+
+def test_regression_model_gives_its_continuous_star(demo_run):
+    reg = Scorer.load("demo", model="head_reg", runs_dir=demo_run.runs_dir)
+    good, bad = reg.score_records(["这部电影太好看了，强烈推荐", "剧情拖沓，浪费时间，烂片"])
+    assert good["regression"] > bad["regression"] + 0.5
+    assert good["probs"] is None and good["expected_star"] is None and good["model"] == "head_reg"
+    assert reg("好看", top_k=None) == [{"label": reg.score(["好看"])[0].pred_star, "score": None}]
 
 
 def test_default_model_is_chosen_on_validation(scorer, demo_run):
     from pipeline.artifacts import read_json
 
-    models = read_json(demo_run.paths.metrics)["evaluations"]["random"]["models"]
-    best = max(
-        (m for m, v in models.items() if "ece" in v["val"] and m != "majority"),
-        key=lambda m: models[m]["val"]["accuracy"],
-    )
-    assert scorer.model_name == best
+    doc = read_json(demo_run.paths.metrics)
+    models = doc["evaluations"]["random"]["models"]
+    chosen = doc["default_model"]["name"]
+    assert doc["default_model"]["chosen_on"] == "random/val"
+    assert models[chosen]["val"]["accuracy"] == max(m["val"]["accuracy"] for m in models.values())
+    assert scorer.model_name == chosen == Run.open("demo", demo_run.runs_dir).default_model
 
 
 def test_explain_words_cover_the_text(scorer):
-    out = scorer.explain("剧情很精彩，演员演技在线，就是结尾有点仓促。")
+    out = scorer.explain("剧情很精彩，演员演技在线，就是结尾有点仓促。<b>")
     words = out["words"]
     assert sum(w["weight"] for w in words) == pytest.approx(1.0, abs=1e-4)
     assert all(out["clean_text"][w["start"] : w["end"]] == w["word"] for w in words)
     assert {"精彩", "演技"} <= {w["word"] for w in words}
+    assert [(w, s, e) for w, s, e, _ in out.words] == [
+        (w["word"], w["start"], w["end"]) for w in words
+    ]
+    page = out._repr_html_()
+    assert "精彩</span>" in page and "<b>" not in page  # markup in a review is shown, not run
+
+
+def test_explanation_escapes_the_review():
+    from pipeline.predict.scorer import highlight_html
+
+    text = '<script>alert("x")</script>好看'
+    page = highlight_html(text, [("好看", len(text) - 2, len(text), 1.0)])
+    assert "<script>" not in page and "&lt;script&gt;" in page and "好看</span>" in page
 
 
 @pytest.mark.parametrize(
@@ -57,7 +82,9 @@ def test_explain_words_cover_the_text(scorer):
 )
 def test_explanation_names_the_head_whose_attention_it_shows(demo_run, model, explained_by):
     """A head explains itself; a model without attention borrows head_cls's, and says so."""
-    out = Scorer.load(demo_run.paths.root, model=model).explain("剧情拖沓，浪费时间。")
+    out = Scorer.load("demo", model=model, runs_dir=demo_run.runs_dir).explain(
+        "剧情拖沓，浪费时间。"
+    )
     assert out["model"] == model and out["attention_model"] == explained_by
     assert out["words"]
 
@@ -103,13 +130,14 @@ def test_batch_keeps_every_row_in_order(scorer):
 
 def test_python_api_matches_scorer(scorer, demo_run):
     texts = ["特效很棒", "烂片一部"]
-    api = pipeline.score(texts, run=demo_run.paths.root)
+    api = pipeline.score(texts, run="demo", runs_dir=demo_run.runs_dir)
     direct = scorer.score_records(texts)
     for a, b in zip(api, direct, strict=True):
         assert a["pred_star"] == b["pred_star"]
         assert a["probs"] == pytest.approx(b["probs"], abs=1e-5)
     assert (
-        pipeline.score("特效很棒", run=demo_run.paths.root)[0]["pred_star"] == api[0]["pred_star"]
+        pipeline.score("特效很棒", run=demo_run.paths.root)[0]["pred_star"]  # a run directory
+        == api[0]["pred_star"]
     )
 
 
@@ -150,7 +178,7 @@ def test_txt_to_jsonl(scorer, tmp_path):
 
 def test_cli_score_json(demo_run):
     result = CliRunner().invoke(
-        app, ["score", "--run", str(demo_run.paths.root), "--json", "太好看了"]
+        app, ["score", "--run", "demo", "--runs-dir", str(demo_run.runs_dir), "--json", "太好看了"]
     )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout[result.stdout.index("{") :])
@@ -158,5 +186,5 @@ def test_cli_score_json(demo_run):
 
 
 def test_no_trained_run_says_what_to_run(tmp_path):
-    with pytest.raises(FileNotFoundError, match="douban train"):
-        find_trained_run(tmp_path)
+    with pytest.raises(StageMissingError, match="douban train"):
+        Scorer.load(runs_dir=tmp_path)

@@ -9,6 +9,7 @@ import pytest
 
 from pipeline.data.text import (
     Segmenter,
+    clean_name,
     clean_text,
     film_words,
     load_stopwords,
@@ -23,6 +24,13 @@ SENTIMENT_WORDS = ["好", "不", "没", "没有", "差", "烂", "棒", "推荐",
 def test_nfkc_maps_full_width_ascii_and_punctuation() -> None:
     assert clean_text("ＡＢＣ１２３，好看！") == "ABC123,好看!"
     assert clean_text("好看。《长城》") == "好看。《长城》"  # no compatibility form: unchanged
+
+
+def test_film_names_lose_control_characters_only() -> None:
+    assert clean_name("钢铁\x00侠1") == "钢铁侠1"  # a NUL would make a phantom second film
+    assert clean_name(" 长\u200b城\x07\x1b ") == "长城"
+    assert clean_name("Iron \t Man\r\n") == "Iron Man"
+    assert clean_name("ＡＢＣ [/red] <b>") == "ＡＢＣ [/red] <b>"  # no other change to a name
 
 
 def test_html_tags_removed_and_entities_unescaped() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -12,15 +15,17 @@ from pipeline.artifacts import read_json, write_json
 from pipeline.config import RunPaths
 from pipeline.modeling.baselines import TfidfVectoriser, word_ngrams
 from pipeline.modeling.bundle import EncoderMismatchError, load_model, load_star_model, save_model
-from pipeline.training.evaluate import PREDICTION_SCHEMA, evaluate_run, run_evaluation
-from pipeline.training.train import ALL_MODELS, RunData
+from pipeline.training.data import TrainingData
+from pipeline.training.evaluate import PREDICTION_SCHEMA, choose_default, run_evaluation
+from pipeline.training.train import ALL_MODELS
+from pipeline.workflow import evaluate_run, run_pipeline, train_run
 
 pytestmark = pytest.mark.slow
 
 
 def test_every_model_saved_with_encoder_and_labels(demo_run):
     paths = demo_run.paths
-    store_encoder = RunData.load(paths).encoder_info()
+    store_encoder = TrainingData.load(paths).encoder_info()
     for name in ALL_MODELS:
         tensors, config = load_model(paths.model(name))
         assert (paths.model(name) / "model.safetensors").exists()
@@ -28,7 +33,7 @@ def test_every_model_saved_with_encoder_and_labels(demo_run):
         assert config["labels"] == {"1": 0, "2": 1, "3": 2, "4": 3, "5": 4}
         assert tensors, name
     head = load_model(paths.model("head_cls"))[1]
-    assert head["layers"] == RunData.load(paths).store.token_layers
+    assert head["layers"] == TrainingData.load(paths).store.token_layers
     assert len(head["training"]["layer_weights"]) == 2
 
 
@@ -56,6 +61,50 @@ def test_metrics_layout(demo_run):
     assert "ece" not in models["head_reg"]["test"]
 
 
+def test_the_default_model_is_the_best_on_validation(demo_run):
+    doc = read_json(demo_run.paths.metrics)
+    val = {n: m["val"]["accuracy"] for n, m in doc["evaluations"]["random"]["models"].items()}
+    default = doc["default_model"]
+    assert default["chosen_on"] == "random/val" and default["metric"] == "exact"
+    assert default["value"] == val[default["name"]] == max(val.values())
+
+
+def test_the_default_model_never_looks_at_test():
+    models = {
+        "a": {"val": {"accuracy": 0.6, "qwk": 0.2}, "test": {"accuracy": 0.5, "qwk": 0.9}},
+        "b": {"val": {"accuracy": 0.5, "qwk": 0.7}, "test": {"accuracy": 0.9, "qwk": 0.1}},
+    }
+    doc = {"evaluations": {"random": {"models": models}}}
+    assert choose_default(doc, "random", "exact")["name"] == "a"
+    assert choose_default(doc, "random", "qwk") == {
+        "name": "b", "chosen_on": "random/val", "metric": "qwk", "value": 0.7,
+    }  # fmt: skip
+
+
+def test_unchanged_inputs_train_and_evaluate_nothing(demo_run):
+    paths = demo_run.paths
+    current = paths.model_set.root
+    stamps = {p: p.stat().st_mtime_ns for p in (paths.metrics, paths.predictions)}
+    doc = train_run(demo_run, progress=False)
+    assert paths.model_set.root == current  # no new generation
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert doc == read_json(paths.metrics)
+
+
+def test_a_second_pipeline_run_recomputes_nothing(demo_run, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(demo_run.paths.root, runs / "demo", copy_function=os.link)  # read-only
+    settings = demo_run.model_copy(update={"runs_dir": runs, "reports_dir": tmp_path / "reports"})
+    csv = demo_run.runs_dir.parent / "demo_reviews.csv"
+    first = run_pipeline(settings, [csv])
+    generation = settings.paths.model_set.root
+    stamps = {p: p.stat().st_mtime_ns for p in [*first.pages, settings.paths.metrics]}
+    second = run_pipeline(settings, [csv])
+    assert second.pages == first.pages and second.pages[-1].name == "index.html"
+    assert settings.paths.model_set.root == generation
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
 def test_heads_beat_majority_clearly(demo_run):
     models = read_json(demo_run.paths.metrics)["evaluations"]["random"]["models"]
     majority = models["majority"]["test"]["accuracy"]
@@ -76,7 +125,7 @@ def test_predictions_cover_every_split_in_the_documented_schema(demo_run):
     head = random[random["model"] == "head_cls"]
     assert np.allclose(np.stack(head["probs"]).sum(1), 1, atol=1e-5)
     assert np.allclose(head["expected_star"], np.stack(head["probs"]) @ np.arange(1, 6), atol=1e-4)
-    store = RunData.load(demo_run.paths).store
+    store = TrainingData.load(demo_run.paths).store
     lengths = store.lengths()[head["review_id"].to_numpy()]
     assert [len(a) for a in head["attention"]] == lengths.tolist()
     reg = random[random["model"] == "head_reg"]
@@ -115,7 +164,7 @@ def test_film_holdout_evaluation_name(tmp_path):
 
 
 def test_saved_baselines_round_trip(demo_run, tmp_path):
-    data = RunData.load(demo_run.paths)
+    data = TrainingData.load(demo_run.paths)
     rows = data.rows("test")
     for name in ("majority", "tfidf_lr", "tfidf_ridge", "pooled_lr_layers", "ensemble_head_tfidf"):
         model = load_star_model(demo_run.paths.models, name)

@@ -1,50 +1,22 @@
-"""Films: everything a film's HTML report has (pipeline.reports.FilmReport), interactive: a
+"""Films: everything a film's HTML report has, interactive: key numbers with their uncertainty, a
 t-SNE map to hover, word tables and clouds, attention highlights, the trend over time, likes and
-the film league."""
+the film league. The numbers are the film's cached report (``pipeline.film_report``: computed
+once per run, model and map size, kept in runs/<run>/analytics/), so a visit only reads them."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import charts
 import common
-import pandas as pd
 import streamlit as st
 
-from pipeline.analytics import words
+import pipeline
+from pipeline import DoubanError, charts
 
 FILM_PARAM = "film"
 TSNE_CAPS = [300, 1000, 2000]
+DEFAULT_CAP = 2000  # the reports stage's: its cached maps open instantly
 SECTIONS = ["Stars", "Map", "Words", "Attention", "Time & likes", "League"]
-
-
-# Cached computations: each takes the RunData first (see common.cached).
-
-
-def build_report(run: Any, film: str, model: str | None, tsne_cap: int) -> Any:
-    from pipeline.reports.pages import FilmReport
-
-    return FilmReport.build(run, film, model, tsne_cap=tsne_cap)
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def clouds(report_key: tuple, _report: Any) -> dict[str, Any]:
-    """Word-cloud images (RGB arrays) of a report's words: the film against the corpus, then
-    each star. ``report_key`` identifies the (cached) report."""
-    from pipeline.fonts import cjk_font_path
-
-    tables = {_report.film: _report.top_words}
-    tables |= {f"{s}★": t for s, t in _report.star_words.items()}
-    return {
-        name: words.word_cloud(
-            dict(zip(t["word"], t["score"], strict=True)), cjk_font_path(), width=600, height=300
-        )
-        for name, t in tables.items()
-        if len(t)
-    }
-
-
-# Sections
 
 
 def pick_film(ctx: common.Context) -> str | None:
@@ -62,8 +34,12 @@ def pick_film(ctx: common.Context) -> str | None:
     if asked:
         try:
             default = keys.index(ctx.data.resolve_film(asked))
-        except KeyError as err:
-            st.warning(str(err))
+        except DoubanError as err:  # the link's text is shown as typed, never as Markdown
+            st.warning(
+                "The film named in the link is not in this run; showing the most reviewed film.",
+                icon=":material/warning:",
+            )
+            st.text(str(err))
     film = st.selectbox(
         "Film (type a Chinese or English name to search)",
         keys,
@@ -80,15 +56,31 @@ def headline(report: Any) -> None:
     cols = st.columns(6)
     cols[0].metric("reviews", f"{report.reviews:,}")
     cols[1].metric("mean star", f"{report.mean_star:.2f}")
-    if s["n"]:
-        help_ = f"on the {s['n']:,} reviews of {report.evaluated_on}, never seen in training"
-        cols[2].metric("mean predicted star", f"{s['mean_pred']:.2f}", help=help_)
-        cols[3].metric("exact accuracy", f"{s['exact']:.0%}", help=help_)
-        cols[4].metric("off-by-one accuracy", f"{s['off_by_one']:.0%}", help=help_)
-        cols[5].metric("MAE (stars)", f"{s['mae']:.2f}", help=help_)
-        st.caption(f"Model `{report.model}` on {s['n']:,} reviews of {report.evaluated_on}.")
-    else:
+    if not s["n"]:
         st.caption("No evaluated predictions for this film yet.")
+        return
+    help_ = f"on the {s['n']:,} reviews of {report.evaluated_on}, never seen in training"
+    cols[2].metric("mean predicted star", f"{s['mean_pred']:.2f}", help=help_)
+    low, high = report.exact_ci
+    cols[3].metric(
+        "exact accuracy",
+        f"{s['exact']:.1%}",
+        help=f"{help_}; 95% bootstrap interval {low:.1%} – {high:.1%}",
+    )
+    cols[4].metric("off by ≤1 star", f"{s['off_by_one']:.1%}", help=help_)
+    cols[5].metric("MAE (stars)", f"{s['mae']:.2f}", help=help_)
+    st.caption(
+        common.plain(
+            f"Model {common.model_label(report.model)} on {s['n']:,} reviews of "
+            f"{report.evaluated_on}; exact accuracy 95% interval {low:.1%} – {high:.1%}."
+        )
+    )
+    if report.small_sample:
+        st.warning(
+            f"Only {s['n']} evaluated reviews: the accuracy is a rough indication (see its "
+            "interval), not a measurement.",
+            icon=":material/warning:",
+        )
 
 
 def stars_section(ctx: common.Context, report: Any) -> None:
@@ -98,44 +90,32 @@ def stars_section(ctx: common.Context, report: Any) -> None:
             f"douban train --run {ctx.name}",
         )
         return
-    dist = report.distribution.reset_index()
-    long = pd.concat(
-        [
-            dist.assign(which="true", share=dist["true_share"], reviews=dist["true"]),
-            dist.assign(
-                which="predicted", share=dist["predicted_share"], reviews=dist["predicted"]
-            ),
-        ]
-    )[["star", "which", "share", "reviews"]]
     left, right = st.columns([3, 2])
     left.altair_chart(
-        charts.true_vs_predicted(long, title=f"true vs predicted ({report.evaluated_on})"),
+        charts.true_vs_predicted(
+            charts.distribution_long(report.distribution),
+            title=f"true vs predicted ({report.evaluated_on})",
+        ),
         width="stretch",
     )
     with right:
         normalised = st.toggle("normalise rows", value=True, key="film_cm_norm")
         matrix = report.confusion_normalised if normalised else report.confusion_counts
         st.altair_chart(
-            charts.confusion_heatmap(matrix, normalised, title="confusion matrix"), width="content"
+            charts.confusion_heatmap(
+                matrix, normalised, title="confusion matrix", counts=report.confusion_counts
+            ),
+            width="content",
         )
     if len(report.models):
-        st.markdown("**Every model on this film**")
-        st.dataframe(
-            report.models,
-            hide_index=True,
-            column_config={
-                "exact": st.column_config.NumberColumn(format="percent"),
-                "off_by_one": st.column_config.NumberColumn(format="percent"),
-                "mae": st.column_config.NumberColumn(format="%.2f"),
-                "mean_star": st.column_config.NumberColumn(format="%.2f"),
-                "mean_pred": st.column_config.NumberColumn(format="%.2f"),
-            },
-        )
+        st.markdown("**Every model on this film** (same reviews, best exact accuracy first)")
+        columns = ["model", "n", "exact", "off_by_one", "mae", "mean_pred"]
+        common.table(report.models[columns])
 
 
 def map_section(report: Any) -> None:
     if report.tsne is None:
-        st.info(report.tsne_note)
+        st.info(common.plain(report.tsne_note))
         return
     colour = st.radio(
         "colour by",
@@ -144,95 +124,72 @@ def map_section(report: Any) -> None:
         key="tsne_colour",
         format_func={"star": "true star", "pred_star": "predicted star"}.get,
     )
-    tsne = report.tsne
-    points = tsne.assign(
-        review=tsne["text"].str.slice(0, 140),
-        predicted=tsne["pred_star"].astype("string").fillna("– (a training review)"),
-    )
-    tooltip = [
-        charts.tooltip("review:N", "review"),
-        charts.tooltip("star:O", "true star"),
-        charts.tooltip("predicted:N", "predicted star"),
-    ]
-    st.altair_chart(charts.scatter_map(points, colour, tooltip), width="stretch")
+    st.altair_chart(charts.scatter_map(report.tsne, colour), width="stretch")
     st.caption(
-        f"{report.tsne_note}. Hover a point to read its review; scroll to zoom. "
-        "Reviews the model trained on have no prediction (grey when coloured by prediction)."
+        common.plain(
+            f"{report.tsne_note}. Hover a point to read its review; scroll to zoom. Reviews the "
+            "model trained on have no prediction."
+        )
     )
 
 
-def words_section(ctx: common.Context, cap: int, report: Any) -> None:
+def words_section(report: Any) -> None:
     left, right = st.columns([2, 3])
     with left:
         st.markdown("**Words that set the film apart** (TF-IDF against the other films)")
-        st.dataframe(
-            report.top_words,
-            hide_index=True,
-            height=400,
-            column_config={"score": st.column_config.NumberColumn(format="%.3f")},
-        )
+        common.table(report.top_words, height=400)
     with right:
-        st.markdown("**Top words per star** (word and count)")
-        st.dataframe(words.star_words_table(report.star_words), height=400)
-    st.markdown("**Word clouds** (size = TF-IDF weight)")
-    try:
-        images = clouds((ctx.key, report.film, ctx.model, cap), report)
-    except FileNotFoundError as err:  # no CJK font installed
-        st.warning(str(err))
-        return
-    if not images:
+        st.markdown("**Top words per star** (weighted log-odds against the other stars; count)")
+        st.dataframe(report.star_table, height=400, placeholder="-")
+    st.caption("Words said only once are left out: one review's word is not the film's.")
+    if not report.clouds:
         st.caption("Too few words for a word cloud.")
         return
+    st.markdown(
+        "**Word clouds**: the film against the corpus (size = TF-IDF weight), then each star "
+        "against the others (size = log-odds z-score)"
+    )
+    names = list(report.clouds)
+    if "film" in report.clouds:
+        st.image(report.clouds["film"], caption="the film")
+        names.remove("film")
     cols = st.columns(3)
-    for i, (name, image) in enumerate(images.items()):
-        cols[i % 3].image(image, caption=name)
+    for i, name in enumerate(names):
+        cols[i % 3].image(report.clouds[name], caption=name)
 
 
 def attention_section(report: Any) -> None:
     if not report.attention:
-        st.info(report.attention_note)
+        st.info(common.plain(report.attention_note))
         return
     st.caption(
-        f"Attention of `{report.attention_model}`: per true star, the most confident "
-        "correct prediction and the worst mistake. Darker = more attention; hover a word."
+        common.plain(
+            f"Attention of {common.model_label(report.attention_model)}: per true star, the "
+            "most confident correct prediction and the worst mistake. Darker = more attention; "
+            "hover a word."
+        )
     )
     for ex in report.attention:
         top = ", ".join(f"{w} {a:.2f}" for w, a in ex.top_words)
         with st.container(border=True):
             st.markdown(
                 f"{':material/check_circle:' if ex.kind == 'correct' else ':material/cancel:'} "
-                f"true **{ex.star}★**, predicted "
-                f"**{ex.pred_star}★** · confidence {ex.confidence:.0%}"
+                f"true **{ex.star}★**, predicted **{ex.pred_star}★** · confidence "
+                f"{ex.confidence:.0%}"
             )
             st.html(f'<div class="attention">{ex.html}</div>')  # escaped by analytics.attention
-            st.caption(f"top words: {top}")
+            st.text(f"top words: {top}")
 
 
 def time_section(report: Any) -> None:
     if report.trend is None:
         st.info("These reviews have no dates: no trend over time.")
     else:
-        table = report.trend
-        names = {"mean_star": "all reviews", "mean_pred": f"predicted ({report.model})"}
-        long = table.melt(
-            id_vars=["month"],
-            value_vars=[c for c in names if c in table],
-            var_name="series",
-            value_name="star",
-        ).dropna(subset=["star"])
-        long["series"] = long["series"].map(names)
-        st.altair_chart(
-            charts.line(
-                long,
-                "month:T",
-                "star:Q",
-                title="mean star by month",
-                color="series:N",
-                y_domain=(1, 5),
-            ),
-            width="stretch",
+        st.altair_chart(charts.trend(report.trend, report.model), width="stretch")
+        st.caption(
+            f"A month's mean is drawn only when at least {charts.MIN_MONTH_REVIEWS} reviews are "
+            "behind it; the bars count every month's reviews."
         )
-        st.altair_chart(charts.month_bars(table, title="reviews per month"), width="stretch")
     likes = report.likes
     if likes is None:
         st.info("These reviews have no likes.")
@@ -244,49 +201,37 @@ def time_section(report: Any) -> None:
     cols[2].metric("top-10 liked mean star", f"{likes['top_liked_mean_star']:.2f}")
     cols[3].metric("likes", f"{likes['total_likes']:,}")
     top = likes["top_liked"]
-    st.dataframe(top[[c for c in ("like", "star", "date", "comment") if c in top]], hide_index=True)
+    shown = top[[c for c in ("like", "star", "predicted", "date", "comment") if c in top]]
+    common.table(shown)
 
 
 def league_section(report: Any) -> None:
     table = report.league
     st.markdown(
         "**Film league**: every film's mean true star and the model's mean prediction on "
-        "its evaluated reviews"
+        "its evaluated reviews (how many in brackets); this film solid"
     )
     if table["mean_true"].notna().any():
         st.altair_chart(charts.film_league(table, report.film), width="stretch")
-    st.dataframe(
-        table.style.apply(
-            lambda r: ["background-color: #e8f5e9" if r["film"] == report.film else ""] * len(r),
-            axis=1,
-        ),
-        hide_index=True,
-        column_config={
-            **{
-                c: st.column_config.NumberColumn(format="%.2f")
-                for c in ("mean_star", "mean_true", "mean_pred", "error")
-            },
-            **{c: st.column_config.NumberColumn(format="%d") for c in ("rank_true", "rank_pred")},
-        },
-    )
+    common.table(table)
 
 
 def keep_cap() -> None:
     """Keep the map size in plain session state: a widget's own state is dropped on runs that
     do not draw it (other tabs), which would rebuild the report with the default size."""
-    st.session_state["tsne_cap"] = st.session_state["_tsne_cap"] or TSNE_CAPS[0]
+    st.session_state["tsne_cap"] = st.session_state["_tsne_cap"] or DEFAULT_CAP
 
 
 def show(ctx: common.Context, film: str) -> None:
-    cap = st.session_state.get("tsne_cap", TSNE_CAPS[0])
-    with st.spinner("Computing the film's numbers (the t-SNE map takes a few seconds)…"):
-        report = common.cached(build_report, ctx, film, ctx.model, cap)
+    cap = st.session_state.get("tsne_cap", DEFAULT_CAP)
+    with st.spinner("Computing the film's numbers once (the t-SNE map takes a few seconds)…"):
+        report = common.cached(pipeline.film_report, ctx, film, ctx.model, cap)
     headline(report)
     tabs = st.tabs(SECTIONS, key="film_section", on_change="rerun")
     sections = {
         "Stars": lambda: stars_section(ctx, report),
         "Map": lambda: map_section(report),
-        "Words": lambda: words_section(ctx, cap, report),
+        "Words": lambda: words_section(report),
         "Attention": lambda: attention_section(report),
         "Time & likes": lambda: time_section(report),
         "League": lambda: league_section(report),
@@ -296,7 +241,7 @@ def show(ctx: common.Context, film: str) -> None:
             with tab:
                 if name == "Map":
                     st.segmented_control(
-                        "reviews on the map (at most; sampled by star)",
+                        "reviews on the map (at most)",
                         TSNE_CAPS,
                         default=cap,
                         key="_tsne_cap",

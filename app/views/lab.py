@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import charts
 import common
 import numpy as np
 import pandas as pd
 import streamlit as st
+
+import pipeline
+from pipeline import charts
 
 SECTIONS = ["Findings", "Probes", "Geometry", "Projections", "Word in context", "Attention heads"]
 WHAT = {
@@ -27,9 +29,7 @@ WHAT = {
 
 
 def read(run: Any) -> dict[str, Any]:
-    from pipeline.lab.run import read_lab
-
-    return read_lab(run.paths)
+    return pipeline.read_lab(run.paths)
 
 
 def tag_label(lab: dict[str, Any], tag: str) -> str:
@@ -50,10 +50,10 @@ def per_layer(values: dict[str, list[float]], name: str) -> pd.DataFrame:
 
 
 def empty_page(ctx: common.Context) -> None:
-    st.info(
-        f"No lab results for run `{ctx.name}` yet. Compute them (minutes on a CPU) with:\n\n"
-        f"```\ndouban lab all --run {ctx.name}\n```\n"
-        f"For the before/after comparison fine-tune first: `douban finetune --run {ctx.name}`."
+    common.needs(
+        f"No lab results for run {ctx.name} yet. Compute them (minutes on a CPU; fine-tune "
+        "first for the before/after comparison) with",
+        f"douban finetune --run {ctx.name}  # optional\ndouban lab all --run {ctx.name}",
     )
     st.markdown("**What this page will hold**")
     st.markdown("\n".join(f"- **{name}**: {what}" for name, what in WHAT.items()))
@@ -68,13 +68,13 @@ def findings(lab: dict[str, Any]) -> None:
     )
     if "statement" in found:
         st.success(found["statement"])
-        st.dataframe(pd.DataFrame(found["per_layer"]), hide_index=True)
+        common.table(pd.DataFrame(found["per_layer"]))
     else:
         st.info(found.get("note", "Findings need the probes and geometry parts."))
         frozen = frozen_layers(lab)
         if frozen is not None:
             st.markdown("**The frozen encoder, layer by layer**")
-            st.dataframe(frozen, hide_index=True)
+            common.table(frozen)
     if summary.get("seconds"):
         st.caption(
             "computed in " + ", ".join(f"{k} {v:.0f} s" for k, v in summary["seconds"].items())
@@ -199,9 +199,7 @@ def projections_view(ctx: common.Context, lab: dict[str, Any]) -> None:
         xy = arrays[f"{method}_{tag}"][layer]
         points = base.assign(x=xy[:, 0], y=xy[:, 1])
         col.markdown(f"**{tag_label(lab, tag)}**, layer {layer}")
-        col.altair_chart(
-            charts.scatter_map(points, "star", ["review:N", "star:O"]), width="stretch"
-        )
+        col.altair_chart(charts.scatter_map(points), width="stretch")
 
 
 def words_view(lab: dict[str, Any]) -> None:
@@ -243,7 +241,7 @@ def words_view(lab: dict[str, Any]) -> None:
         xy = arrays[f"w{k}_{tag}_pca"][layer]
         col.markdown(f"**{tag_label(lab, tag)}**, layer {layer}")
         col.altair_chart(
-            charts.scatter_map(occ.assign(x=xy[:, 0], y=xy[:, 1]), "star", ["review:N", "star:O"]),
+            charts.scatter_map(occ.assign(x=xy[:, 0], y=xy[:, 1])),
             width="stretch",
         )
         sim = np.asarray(entry["star_similarity"][tag][layer])
@@ -290,7 +288,9 @@ def heads_view(lab: dict[str, Any]) -> None:
             charts.heatmap(long, "head", "layer", "share", title=tag_label(lab, tag)),
             width="stretch",
         )
-        col.dataframe(pd.DataFrame(doc["top_heads"][tag][pattern]), hide_index=True)
+        col.dataframe(
+            pd.DataFrame(doc["top_heads"][tag][pattern]), hide_index=True, placeholder="-"
+        )
     versus = {tag: v for tag, v in doc.get("vs_attentive_head", {}).items() if v}
     if versus:
         st.markdown("**Encoder attention vs the self-attentive head** (same reviews, text tokens)")
@@ -309,6 +309,7 @@ def heads_view(lab: dict[str, Any]) -> None:
                 ]
             ),
             hide_index=True,
+            placeholder="-",
         )
     head_view(lab, arrays, tags)
 
@@ -355,19 +356,24 @@ def head_view(lab: dict[str, Any], arrays: dict[str, np.ndarray], tags: list[str
 
 
 def missing(command: str) -> None:
-    st.info(f"This part was not computed: `douban lab {command} --run {common.current().name}`.")
+    common.needs(
+        "This part was not computed", f"douban lab {command} --run {common.current().name}"
+    )
 
 
 ctx = common.current()
 st.title("Model lab")
 # reading needs pipeline.lab (torch and transformers): skip the import when there is nothing
-lab = common.cached(read, ctx) if any(ctx.paths.lab.glob("*.json")) else {}
+lab = common.cached(read, ctx) if any(ctx.data.paths.lab.glob("*.json")) else {}
 if not lab:
     empty_page(ctx)
 else:
+    finetuned = lab.get("summary", {}).get("model")
     st.caption(
-        f"Run `{ctx.name}` · fine-tuned model: "
-        f"`{lab.get('summary', {}).get('model') or 'none (frozen encoder only)'}`"
+        common.plain(
+            f"Run {ctx.name} · fine-tuned model: "
+            + (common.model_label(finetuned) if finetuned else "none (frozen encoder only)")
+        )
     )
     tabs = st.tabs(SECTIONS, key="lab_section", on_change="rerun")
     views = {

@@ -4,27 +4,29 @@ from __future__ import annotations
 
 from typing import Any
 
-import charts
 import common
 import pandas as pd
 import streamlit as st
 
-# metrics.json columns, in the order the comparison table shows them
-COLUMNS = {
-    "n": "reviews",
-    "accuracy": "exact",
-    "off_by_one": "off-by-one",
-    "mae": "MAE",
-    "rmse": "RMSE",
-    "qwk": "QWK",
-    "macro_f1": "macro-F1",
-    "expected_star_mae": "E[star] MAE",
-    "median_star_accuracy": "median-star exact",
-    "median_star_mae": "median-star MAE",
-    "ece": "ECE",
-    "log_loss": "log loss",
-}
-PERCENT = {"exact", "off-by-one", "macro-F1", "median-star exact"}
+import pipeline
+from pipeline import charts
+
+# metrics.json keys, in the order the comparison table shows them (headers: pipeline names)
+COLUMNS = [
+    "n",
+    "accuracy",
+    "off_by_one",
+    "mae",
+    "rmse",
+    "qwk",
+    "macro_f1",
+    "expected_star_mae",
+    "median_star_accuracy",
+    "median_star_mae",
+    "ece",
+    "log_loss",
+]
+MAP_CAP = 2000
 EVALUATION_HELP = {
     "random": "the run's own random train/val/test split",
     "film_holdout": "test reviews come from films never seen in training",
@@ -54,51 +56,40 @@ def dataset_section(ctx: common.Context) -> None:
     with right:
         st.markdown("**Rejected rows by reason**")
         if rejected:
-            st.dataframe(
-                pd.DataFrame({"reason": list(rejected), "rows": list(rejected.values())}),
-                hide_index=True,
-            )
+            frame = pd.DataFrame({"reason": list(rejected), "rows": list(rejected.values())})
+            common.table(frame)
         else:
             st.caption("No row was rejected.")
         splits = {k: v for k, v in summary.get("splits", {}).items() if isinstance(v, int)}
         if splits:
             st.markdown("**Splits**")
-            st.dataframe(
-                pd.DataFrame({"split": list(splits), "reviews": list(splits.values())}),
-                hide_index=True,
-            )
+            frame = pd.DataFrame({"split": list(splits), "reviews": list(splits.values())})
+            common.table(frame)
         if summary.get("holdout_films"):
-            st.caption("Held-out films: " + ", ".join(summary["holdout_films"]))
+            st.caption("Held-out films: " + common.plain(", ".join(summary["holdout_films"])))
     with st.expander("Films and input files"):
-        st.dataframe(ctx.data.films, hide_index=True)
+        common.table(ctx.data.films)
         if summary.get("files"):
             files = pd.DataFrame(summary["files"]).drop(columns=["path"], errors="ignore")
             files["rejected"] = files["rejected"].map(
                 lambda r: ", ".join(f"{k}: {v}" for k, v in r.items()) if isinstance(r, dict) else r
             )
-            st.dataframe(files, hide_index=True)
+            common.table(files)
 
 
-def comparison_table(models: dict[str, Any], split: str) -> pd.DataFrame:
-    """One row per model: every scalar metric of ``split`` (best exact accuracy first)."""
+def comparison_table(models: dict[str, Any], split: str, default: str | None) -> pd.DataFrame:
+    """One row per model: every scalar metric of ``split``, best exact accuracy on that split
+    first; the run's default model is marked."""
     rows = []
     for name, result in models.items():
         metrics = result.get(split, {})
         if not metrics.get("n"):
             continue
-        rows.append({"model": name, **{label: metrics.get(key) for key, label in COLUMNS.items()}})
-    table = pd.DataFrame(rows, columns=["model", *COLUMNS.values()])
+        mark = "default" if name == default else ""
+        rows.append({"model": name, "": mark, **{key: metrics.get(key) for key in COLUMNS}})
+    table = pd.DataFrame(rows, columns=["model", "", *COLUMNS])
     table = table.dropna(axis=1, how="all")
-    return table.sort_values("exact", ascending=False, kind="stable").reset_index(drop=True)
-
-
-def show_comparison(table: pd.DataFrame) -> None:
-    config = {
-        label: st.column_config.NumberColumn(format="percent" if label in PERCENT else "%.3f")
-        for label in table.columns
-        if label not in ("model", "reviews")
-    }
-    st.dataframe(table, hide_index=True, column_config=config)
+    return table.sort_values("accuracy", ascending=False, kind="stable").reset_index(drop=True)
 
 
 def confusion_grid(models: dict[str, Any], split: str, names: list[str], normalised: bool) -> None:
@@ -109,9 +100,12 @@ def confusion_grid(models: dict[str, Any], split: str, names: list[str], normali
         if matrix is None:
             continue
         frame = pd.DataFrame(matrix, index=range(1, 6), columns=range(1, 6))
-        cols[i % len(cols)].altair_chart(
-            charts.confusion_heatmap(frame, normalised, title=name), width="content"
+        counts = models[name][split].get("confusion")
+        counts = pd.DataFrame(counts, index=range(1, 6), columns=range(1, 6)) if counts else None
+        chart = charts.confusion_heatmap(
+            frame, normalised, title=pipeline.model_name(name), counts=counts
         )
+        cols[i % len(cols)].altair_chart(chart, width="content")
 
 
 def distributions(models: dict[str, Any], split: str, name: str) -> pd.DataFrame:
@@ -152,31 +146,49 @@ def evaluation_section(ctx: common.Context, evaluation: str, section: dict[str, 
         )
         or splits[0]
     )
-    table = comparison_table(models, split)
+    table = comparison_table(models, split, ctx.data.default_model)
     if table.empty:
         st.info(f"No model has {split} predictions in this evaluation.")
         return
-    show_comparison(table)
+    common.table(table)
+    st.caption(
+        f"Sorted by exact accuracy on {split}. The default model was chosen on validation, so "
+        "its test figures are an honest estimate."
+    )
+    with st.expander("What the models and numbers mean"):
+        st.dataframe(pipeline.glossary(table["model"].tolist()), hide_index=True, placeholder="-")
     names = table["model"].tolist()
 
-    st.markdown("**Exact and off-by-one accuracy**")
-    st.altair_chart(charts.grouped_metric_bars(table, ["exact", "off-by-one"]), width="stretch")
+    st.markdown(f"**Exact and off-by-one accuracy** ({split}, same order as the table)")
+    bars = table.rename(columns={"accuracy": "exact", "off_by_one": "off by ≤1"})
+    st.altair_chart(charts.grouped_metric_bars(bars, ["exact", "off by ≤1"]), width="stretch")
 
     st.markdown("**Confusion matrices** (rows: true star, columns: predicted star)")
     normalised = st.toggle("normalise rows", value=True, key=f"norm:{evaluation}")
-    shown = st.multiselect("models", names, default=names[:3], key=f"cm:{evaluation}")
+    shown = st.multiselect(
+        "models",
+        names,
+        default=names[:3],
+        key=f"cm:{evaluation}",
+        format_func=pipeline.model_name,
+    )
     confusion_grid(models, split, shown, normalised)
 
     st.markdown("**True vs predicted star distribution**")
     pick = ctx.model if ctx.model in names else names[0]
-    which = st.selectbox("model", names, index=names.index(pick), key=f"dist:{evaluation}")
+    which = st.selectbox(
+        "model",
+        names,
+        index=names.index(pick),
+        key=f"dist:{evaluation}",
+        format_func=common.model_label,
+    )
     st.altair_chart(charts.true_vs_predicted(distributions(models, split, which)), width="stretch")
     per_class = models[which][split].get("per_class")
     if per_class:
-        with st.expander(f"Precision, recall and F1 per star: {which}"):
-            st.dataframe(
-                pd.DataFrame(per_class).T.rename_axis("star").reset_index(), hide_index=True
-            )
+        with st.expander(f"Precision, recall and F1 per star: {pipeline.model_name(which)}"):
+            frame = pd.DataFrame(per_class).T.rename_axis("star").reset_index()
+            common.table(frame)
 
     st.markdown("**Calibration** (top-star confidence vs accuracy; probabilistic models)")
     calib = calibration_frame(models, split)
@@ -184,8 +196,28 @@ def evaluation_section(ctx: common.Context, evaluation: str, section: dict[str, 
         st.caption("No probabilistic model in this evaluation.")
         return
     st.altair_chart(charts.reliability(calib), width="stretch")
+    st.caption(
+        f"Bins with fewer than {charts.MIN_BIN_REVIEWS} reviews are faint points, not part of "
+        "the line: their accuracy is too noisy to read."
+    )
     with st.expander("Reliability table"):
-        st.dataframe(calib, hide_index=True)
+        common.table(calib)
+
+
+def map_section(ctx: common.Context) -> None:
+    st.subheader("Map of the corpus")
+    with st.spinner("Placing the corpus on a t-SNE map (once per run and model)…"):
+        points, note = common.cached(pipeline.corpus_map, ctx, ctx.model, MAP_CAP)
+    if points is None:
+        st.info(common.plain(note))
+        return
+    st.altair_chart(charts.scatter_map(points, by_film=True), width="stretch")
+    st.caption(
+        common.plain(
+            f"{note}. Each dot is a review placed by its encoder features: nearby dots read "
+            "alike to the encoder; colour is the true star. Hover a dot for its review and film."
+        )
+    )
 
 
 def models_section(ctx: common.Context) -> None:
@@ -197,11 +229,14 @@ def models_section(ctx: common.Context) -> None:
             f"douban train --run {ctx.name}",
         )
         return
-    encoder = ctx.data.metrics.get("encoder", {})
+    has_features = ctx.data.manifest("features") is not None  # without opening the store
+    encoder = ctx.data.encoder_spec if has_features else ctx.data.metrics.get("encoder", {})
     if encoder.get("name"):
         st.caption(
-            f"Encoder `{encoder['name']}` (fingerprint {str(encoder.get('fingerprint'))[:12]}). "
-            "Baselines and heads side by side; best exact accuracy first."
+            common.plain(
+                f"Encoder {encoder['name']}. Baselines and heads side by side; default model: "
+                f"{common.model_label(ctx.data.default_model)}."
+            )
         )
     names = [e for e in ("random", "film_holdout", "cross_corpus") if e in evaluations]
     names += [e for e in evaluations if e not in names]
@@ -212,6 +247,8 @@ def models_section(ctx: common.Context) -> None:
 
 ctx = common.current()
 st.title("Overview")
-st.caption(f"Run `{ctx.name}`")
+st.caption(f"Run {common.plain(ctx.name)}")
 dataset_section(ctx)
 models_section(ctx)
+if ctx.data.manifest("features") is not None:
+    map_section(ctx)

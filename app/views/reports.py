@@ -1,5 +1,7 @@
 """Reports: write a film's self-contained HTML report (or every film's, with the index) into
-reports/<run>/ with pipeline.reports, and download them."""
+reports/<run>/ with ``pipeline.write_reports``, open one right here, or download them. A film's
+numbers come from its cached analytics, so a report the Films page has shown is written in
+about a second."""
 
 from __future__ import annotations
 
@@ -10,26 +12,27 @@ from pathlib import Path
 
 import common
 import streamlit as st
+import streamlit.components.v1 as components
 
-from pipeline.config import Settings
+import pipeline
+from pipeline import DoubanError
 
 REPORTS_DIR_ENV = "DOUBAN_REPORTS_DIR"  # the tests write reports into a temporary folder
+VIEW_HEIGHT = 900
 
 
 def reports_dir() -> Path:
-    return Path(os.environ.get(REPORTS_DIR_ENV) or Settings().reports_dir)
+    return Path(os.environ.get(REPORTS_DIR_ENV) or pipeline.Settings().reports_dir)
 
 
 def generate(ctx: common.Context, films: list[str]) -> list[Path]:
     """One film at a time, so the progress bar moves; each call refreshes index.html."""
-    from pipeline.reports.pages import write_reports
-
     bar = st.progress(0.0, text="writing reports")
     written: list[Path] = []
     for i, film in enumerate(films):
-        bar.progress(i / len(films), text=f"{film} ({i + 1} of {len(films)})")
-        pages = write_reports(
-            ctx.run_dir, films=[film], model=ctx.model, reports_dir=reports_dir(), progress=False
+        bar.progress(i / len(films), text=f"{film} ({i + 1} of {len(films)}): computing…")
+        pages = pipeline.write_reports(
+            ctx.data, films=[film], model=ctx.model, reports_dir=reports_dir(), progress=False
         )
         written += [p for p in pages if p.name != "index.html"]
     bar.progress(1.0, text=f"wrote {len(written)} report(s)")
@@ -49,9 +52,9 @@ def existing(ctx: common.Context) -> None:
     pages = sorted(folder.glob("*.html"), key=lambda p: (p.name != "index.html", p.name))
     st.subheader("Reports on disk")
     if not pages:
-        st.caption(f"None yet in `{folder}`.")
+        st.caption(common.plain(f"None yet in {folder}."))
         return
-    st.caption(f"`{folder}` · self-contained HTML: open offline, share as a file.")
+    st.caption(common.plain(f"{folder} · self-contained HTML: open offline, share as a file."))
     cols = st.columns([3, 1, 1], vertical_alignment="bottom")
     page = cols[0].selectbox("Page", pages, format_func=lambda p: p.name, key="report_page")
     cols[1].download_button(
@@ -70,6 +73,8 @@ def existing(ctx: common.Context) -> None:
         on_click="ignore",
         key="download_zip",
     )
+    if st.toggle("Open it here", key="report_open"):
+        components.html(page.read_text(encoding="utf-8"), height=VIEW_HEIGHT, scrolling=True)
 
 
 ctx = common.current()
@@ -77,8 +82,9 @@ st.title("Reports")
 st.markdown(
     "A report is one self-contained HTML page per film (key numbers, star distribution, confusion "
     "matrix, t-SNE map, words, word clouds, attention examples, trend, likes, league) plus an "
-    f"index. The same from the command line: `douban report --run {ctx.name} --all`."
+    "index, with the same charts as this app. The same from the command line:"
 )
+st.code(f"douban report --run {ctx.name} --all", language="bash")
 films = ctx.data.films
 labels = {
     row.film: f"{common.film_label(row)} · {row.reviews:,} reviews" for row in films.itertuples()
@@ -95,12 +101,21 @@ chosen = (
         placeholder="type a Chinese or English name",
     )
 )
-st.caption(f"Model: `{ctx.model or 'none (no model trained: reports show the data only)'}`")
+st.caption(
+    common.plain(
+        "Model: "
+        + (
+            common.model_label(ctx.model)
+            if ctx.model
+            else "none (no model trained: reports show the data only)"
+        )
+    )
+)
 if st.button("Generate", type="primary", disabled=not chosen, key="report_generate"):
     try:
         written = generate(ctx, chosen)
-    except (FileNotFoundError, ValueError) as err:
-        st.error(f"Could not write the reports: {err}")
+    except (DoubanError, ValueError) as err:
+        st.error(common.plain(f"Could not write the reports: {err}"))
     else:
-        st.success(f"Wrote {len(written)} page(s) to `{written[-1].parent}`.")
+        st.success(common.plain(f"Wrote {len(written)} page(s) to {written[-1].parent}."))
 existing(ctx)

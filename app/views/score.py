@@ -1,25 +1,27 @@
-"""Score a review: type one (or pick an example) and see the stars, the probabilities and the
-words the attention head looked at; or upload a CSV and download every review's score."""
+"""Score a review: type one (or pick an example) and see one model's stars, probabilities and the
+words its attention head looked at; or upload a CSV and download every review's score. The model
+is the sidebar's (the run's default first); changing it rescores what is shown."""
 
 from __future__ import annotations
 
-import csv
 import io
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import charts
 import common
 import pandas as pd
 import streamlit as st
+
+import pipeline
+from pipeline import DoubanError, charts
 
 MAX_UPLOAD_MB = 5
 MAX_BATCH_ROWS = 2000  # CPU scoring runs at tens of reviews a second; more belongs in the CLI
 MAX_CHARS = 2000
 TEXT_KEY = "score_text"
-RESULT_KEY = "score_result"
+RESULT_KEY = "score_result"  # (model, text, explanation as a dict)
 
 
 def stars_label(star: int) -> str:
@@ -27,22 +29,16 @@ def stars_label(star: int) -> str:
 
 
 def load_scorer(ctx: common.Context) -> Any | None:
-    """The run's scorer for the sidebar's model (when it is a saved model), or None with a
-    message saying what is missing."""
-    from pipeline.modeling.bundle import EncoderMismatchError, list_models
-
-    saved = list_models(ctx.paths.models)
-    if not saved:
+    """The scorer of the sidebar's model, or None with a message saying what is missing."""
+    if not ctx.data.saved_models:
         common.needs(
-            f"Run `{ctx.name}` has no trained model to score with",
-            f"douban train --run {ctx.name}",
+            f"Run {ctx.name} has no trained model to score with", f"douban train --run {ctx.name}"
         )
         return None
-    model = ctx.model if ctx.model in saved else None
     try:
-        return common.scorer_for(ctx, model)
-    except (OSError, EncoderMismatchError, ValueError) as err:  # missing files, other encoder
-        st.error(f"Cannot load a model of run `{ctx.name}`: {err}")
+        return common.scorer_for(ctx)
+    except DoubanError as err:  # missing or damaged files, another encoder
+        st.error(common.plain(f"Cannot load model {ctx.model} of run {ctx.name}: {err}"))
         return None
 
 
@@ -64,14 +60,14 @@ def set_text(text: str) -> None:
 
 
 def show_result(result: dict[str, Any]) -> None:
-    from pipeline.analytics.attention import highlight_html, top_attention_words
-
+    """One model's outputs: its star, probabilities, continuous star and attention words."""
     if result.get("error"):
-        st.error(f"This review cannot be scored: {result['error']}.")
+        st.error(common.plain(f"This review cannot be scored: {result['error']}."))
         return
     for warning in result.get("warnings", []):
-        st.warning(warning)
+        st.warning(common.plain(warning))
     star = int(result["pred_star"])
+    st.caption(common.plain(f"Every number below is from {common.model_label(result['model'])}."))
     cols = st.columns(3)
     cols[0].metric("Predicted star", f"{star} {stars_label(star)}")
     if result.get("expected_star") is not None:
@@ -80,32 +76,38 @@ def show_result(result: dict[str, Any]) -> None:
         )
     if result.get("regression") is not None:
         cols[2].metric(
-            "Regression head",
+            "Continuous star",
             f"{result['regression']:.2f}",
-            help="The regression head's continuous star",
+            help="This model's star before rounding (it regresses)",
         )
-    st.caption(f"model: {result.get('model')}")
     if result.get("probs"):
         st.altair_chart(charts.probability_bars(result["probs"], star), width="stretch")
     words = [(w["word"], w["start"], w["end"], w["weight"]) for w in result.get("words", [])]
-    if words and result.get("clean_text"):
-        st.markdown(
-            f"**Where the attention head looked** (`{result.get('attention_model')}`; darker = "
-            "more attention; hover a word)"
-        )
-        st.html(f'<div class="attention">{highlight_html(result["clean_text"], words)}</div>')
-        top = pd.DataFrame(top_attention_words(words, k=8), columns=["word", "attention"])
-        st.dataframe(
-            top,
-            hide_index=True,
-            column_config={
-                "attention": st.column_config.ProgressColumn(
-                    "attention", min_value=0.0, max_value=1.0, format="%.3f"
-                )
-            },
-        )
-    else:
+    if not (words and result.get("clean_text")):
         st.caption("No attention head in this run: no word highlights.")
+        return
+    explainer = result.get("attention_model")
+    same = explainer == result["model"]
+    st.markdown(
+        "**Where the attention head looked** (darker = more attention; hover a word)  \n"
+        + common.plain(
+            f"The model's own attention ({common.model_label(explainer)})"
+            if same
+            else f"From {common.model_label(explainer)}, the head that explains this model "
+            "(it has no attention of its own)"
+        )
+    )
+    st.html(f'<div class="attention">{pipeline.highlight_html(result["clean_text"], words)}</div>')
+    top = pd.DataFrame(pipeline.top_attention_words(words, k=8), columns=["word", "attention"])
+    st.dataframe(
+        top,
+        hide_index=True,
+        column_config={
+            "attention": st.column_config.ProgressColumn(
+                "attention", min_value=0.0, max_value=1.0, format="%.3f"
+            )
+        },
+    )
 
 
 def single_review(ctx: common.Context, scorer: Any) -> None:
@@ -119,7 +121,7 @@ def single_review(ctx: common.Context, scorer: Any) -> None:
                 key=f"example:{star}",
                 on_click=set_text,
                 args=(text,),
-                help=text,
+                help=common.plain(text),
                 width="stretch",
             )
     with st.form("score_form"):
@@ -131,22 +133,27 @@ def single_review(ctx: common.Context, scorer: Any) -> None:
             placeholder="比如：剧情紧凑，演员演技在线，值得一看！",
         )
         submitted = st.form_submit_button("Score", type="primary")
+    shown = st.session_state.get(RESULT_KEY)
+    if shown is not None and shown[0] != scorer.model_name:
+        text, submitted = shown[1], True  # the model changed: rescore what is shown
     if submitted:
-        with st.spinner("Scoring…"):
-            st.session_state[RESULT_KEY] = scorer.explain(text)
+        with st.spinner(f"Scoring with {common.model_label(scorer.model_name)}…"):
+            result = scorer.explain(text).to_dict()
+        st.session_state[RESULT_KEY] = (scorer.model_name, text, result)
     if RESULT_KEY in st.session_state:
-        show_result(st.session_state[RESULT_KEY])
+        show_result(st.session_state[RESULT_KEY][2])
 
 
-def read_upload(upload: Any) -> list[Any]:
-    """The review texts of an uploaded CSV or TXT file (pipeline.predict.files.read_texts)."""
-    from pipeline.predict.files import read_texts
-
+def read_upload(upload: Any) -> tuple[list[Any], int]:
+    """The review texts of an uploaded CSV or TXT file and how many blank lines were skipped
+    (a blank line is not a review; an empty review cell in a CSV row is, and is reported)."""
     suffix = Path(upload.name).suffix.lower() or ".csv"
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"upload{suffix}"
         path.write_bytes(upload.getvalue())
-        return list(read_texts(path))
+        texts = pipeline.read_texts(path)
+    kept = [t for t in texts if t is not None and (suffix == ".csv" or str(t).strip())]
+    return kept, len(texts) - len(kept)
 
 
 def with_progress(texts: list[Any], bar: Any) -> Iterator[Any]:
@@ -156,60 +163,67 @@ def with_progress(texts: list[Any], bar: Any) -> Iterator[Any]:
         yield text
 
 
-def score_batch(scorer: Any, texts: Iterable[Any], total: int) -> tuple[str, dict[str, int]]:
-    from pipeline.predict.files import write_records
-
+def score_batch(scorer: Any, texts: list[Any]) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Every text's record as a table, rows numbered from 1."""
     bar = st.progress(0.0, text="scoring")
     out = io.StringIO()
-    counts = write_records(
-        scorer, with_progress(list(texts), bar), out, "csv", chunk_size=32, total=total
+    counts = pipeline.write_records(
+        scorer, with_progress(texts, bar), out, "csv", chunk_size=32, total=len(texts)
     )
     bar.progress(1.0, text=f"scored {counts['rows']:,} reviews")
-    return out.getvalue(), counts
+    scored = pd.read_csv(io.StringIO(out.getvalue()), keep_default_na=False, na_values=[""])
+    scored["row"] += 1
+    return scored, counts
 
 
 def batch(ctx: common.Context, scorer: Any) -> None:
     st.markdown(
-        f"A CSV with a `comment`, `text`, `review` or `content` column (or a single column), or a "
+        "A CSV with a `comment`, `text`, `review` or `content` column (or a single column), or a "
         f"TXT file with one review per line. Up to {MAX_UPLOAD_MB} MB and {MAX_BATCH_ROWS:,} "
-        f"reviews; larger files: `douban score --input FILE --run {ctx.name}`."
+        "reviews; larger files:"
     )
+    st.code(f"douban score --input FILE --run {ctx.name}", language="bash")
     upload = st.file_uploader(
         "Reviews file", type=["csv", "txt"], max_upload_size=MAX_UPLOAD_MB, key="batch_upload"
     )
     if upload is None:
         return
+    name = common.plain(upload.name)
     if upload.size > MAX_UPLOAD_MB * 1024 * 1024:
-        st.error(f"{upload.name} is {upload.size / 1e6:.1f} MB; the limit is {MAX_UPLOAD_MB} MB.")
+        st.error(f"{name} is {upload.size / 1e6:.1f} MB; the limit is {MAX_UPLOAD_MB} MB.")
         return
     try:
-        texts = read_upload(upload)
-    except (ValueError, csv.Error) as err:
-        st.error(f"Cannot read {upload.name}: {err}")
+        texts, blank = read_upload(upload)
+    except DoubanError as err:
+        st.error(common.plain(f"Cannot read {upload.name}: {err}"))
         return
     if not texts:
-        st.error(f"{upload.name} has no reviews (only a header, or empty).")
+        st.error(f"{name} has no reviews (only a header, or empty).")
         return
     if len(texts) > MAX_BATCH_ROWS:
         st.error(
-            f"{upload.name} has {len(texts):,} reviews; the app scores up to "
-            f"{MAX_BATCH_ROWS:,}. Use `douban score --input {upload.name} --run {ctx.name}`."
+            f"{name} has {len(texts):,} reviews; the app scores up to {MAX_BATCH_ROWS:,}. Use "
+            "`douban score --input FILE` for more."
         )
         return
     key = ("batch", upload.file_id, scorer.model_name)
     if st.session_state.get("batch_key") != key:
-        st.session_state["batch_csv"], st.session_state["batch_counts"] = score_batch(
-            scorer, texts, len(texts)
+        st.session_state["batch_scored"], st.session_state["batch_counts"] = score_batch(
+            scorer, texts
         )
         st.session_state["batch_key"] = key
-    output, counts = st.session_state["batch_csv"], st.session_state["batch_counts"]
-    st.success(f"Scored {counts['rows']:,} reviews ({counts['errors']:,} could not be scored).")
-    scored = pd.read_csv(io.StringIO(output), keep_default_na=False, na_values=[""])
+    scored, counts = st.session_state["batch_scored"], st.session_state["batch_counts"]
+    skipped = f"; {blank:,} blank lines skipped" if blank else ""
+    st.success(
+        f"Scored {counts['rows']:,} reviews ({counts['errors']:,} could not be scored{skipped}) "
+        f"with {common.plain(common.model_label(scorer.model_name))}."
+    )
     first = ["row", "pred_star", "expected_star", "regression", "error", "warnings", "text"]
-    st.dataframe(scored[first + [c for c in scored.columns if c not in first]], hide_index=True)
+    table = scored[first + [c for c in scored.columns if c not in first]]
+    st.dataframe(table.style.format(precision=3), hide_index=True, placeholder="-")
     st.download_button(
         "Download scores (CSV)",
-        output.encode("utf-8-sig"),
+        table.to_csv(index=False).encode("utf-8-sig"),
         file_name=f"{Path(upload.name).stem}_scored.csv",
         mime="text/csv",
     )
@@ -219,7 +233,10 @@ ctx = common.current()
 st.title("Score a review")
 scorer = load_scorer(ctx)
 if scorer is not None:
-    st.caption(f"Run `{ctx.name}` · model `{scorer.model_name}`")
+    st.caption(
+        common.plain(f"Run {ctx.name} · model {common.model_label(scorer.model_name)}")
+        + " (pick another in the sidebar)"
+    )
     one, many = st.tabs(["One review", "A file of reviews"])
     with one:
         single_review(ctx, scorer)

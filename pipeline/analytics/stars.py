@@ -80,11 +80,3 @@ def confusion(preds: pd.DataFrame, normalise: bool = False) -> pd.DataFrame:
         return counts
     totals = counts.sum(axis=1).replace(0, 1)
     return counts.div(totals, axis=0)
-
-
-def confusions_by_model(preds: pd.DataFrame) -> dict[str, dict[str, pd.DataFrame]]:
-    """For each model: ``{"counts": ..., "normalised": ...}``."""
-    return {
-        str(m): {"counts": confusion(g), "normalised": confusion(g, normalise=True)}
-        for m, g in preds.groupby("model", sort=True)
-    }

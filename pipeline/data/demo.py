@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pipeline.artifacts import atomic_path
 from pipeline.config import PROJECT_ROOT
+from pipeline.errors import InputError
 
 DEMO_CSV_NAME = "demo_reviews.csv"
 HEADER = (
@@ -224,7 +225,7 @@ def generate_demo_corpus(path: Path, n_reviews: int = 6000, seed: int = 0) -> Pa
 
     The same seed gives a byte-identical file."""
     if n_reviews < MIN_REVIEWS:
-        raise ValueError(
+        raise InputError(
             f"n_reviews={n_reviews} is too small: use at least {MIN_REVIEWS} so every film has "
             "reviews"
         )

@@ -4,15 +4,24 @@ The Kaggle DMSC.csv has 2.1M rows (390 MB), so nothing here holds the file as Py
 records stream through the ``csv`` module (which parses quoted comments with embedded newlines
 and quotes correctly) and leave chunk by chunk into a parquet file. Every data record ends up in
 exactly one place: kept, dropped as a duplicate (same film, cleaned text and star; counted), or
-rejected into ``rejects.parquet`` with its source, row number, reason and raw text, so
-``rows_read == kept + duplicates + sum(rejected)`` always holds.
+rejected into ``rejects.parquet`` with its source, row and line numbers, reason, detail and raw
+text, so ``rows_read == kept + duplicates + sum(rejected)`` always holds, and every physical line
+of a file is counted once: as header, blank, or part of a kept, duplicate or rejected row.
+
+Encodings. UTF-16/32 files are recognised by their BOM or, without one, by where their NUL bytes
+fall. Every other file is read as bytes: in UTF-8 and GB18030 the bytes that structure a CSV
+(``,`` ``"`` CR LF) never occur inside a multibyte character, so records are split on bytes and
+each row is decoded on its own. A file that mixes UTF-8 and GB18030 rows keeps both, and a few KB
+of garbage or scattered bad bytes reject the rows they touch (``invalid_encoding``), never the
+whole file and never silently replaced.
 
 Rows are numbered 1.. over the data records of each file (the header is not a row; a quoted
-comment spanning several lines is one row). A row is checked in this order and rejected for the
-first failure: ``malformed_row`` (the CSV parser gave up), ``invalid_encoding`` (bytes that are
-not valid in the file's encoding; never silently replaced), ``wrong_column_count``,
-``missing_film``, ``missing_star``, ``star_out_of_range`` (not an integer 1..5; ``4.0`` is fine),
-``empty_comment`` (nothing left after cleaning). Blank lines are not rows; they are counted.
+comment spanning several lines is one row). A row is rejected for the first failure of:
+``field_too_long`` (a field beyond the csv module's limit), ``malformed_row`` (the CSV parser
+gave up), ``invalid_encoding``, ``merged_rows`` (a quoted field swallowed line breaks followed by
+lines that look like rows of their own: a stray quote), ``wrong_column_count``, ``missing_film``,
+``missing_star``, ``star_out_of_range`` (not an integer 1..5; ``4.0`` is fine), ``empty_comment``
+(nothing left after cleaning). Blank lines are not rows; they are counted.
 """
 
 from __future__ import annotations
@@ -20,26 +29,36 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
+import io
+import logging
 import math
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from charset_normalizer import from_bytes
 from tqdm import tqdm
 
-from pipeline.data.text import clean_text
+from pipeline.data.text import clean_name, clean_text
 from pipeline.errors import InputError
 
-ENCODINGS = ("utf-8", "utf-8-sig", "gb18030")
-SNIFF_BYTES = 4 << 20
-DEMO_PREFIX = "demo_reviews"  # pipeline/demo.py writes data/generated/demo_reviews.csv
+log = logging.getLogger(__name__)
 
-# canonical column -> key used below; matching is case-insensitive and ignores spaces
+BYTE_ENCODINGS = ("utf-8", "gb18030")  # decided per row
+TEXT_ENCODINGS = ("utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be")
+ENCODINGS = ("utf-8", "utf-8-sig", "gb18030", *TEXT_ENCODINGS)
+SNIFF_BYTES = 64 << 10
+DEMO_PREFIX = "demo_reviews"  # pipeline/demo.py writes data/generated/demo_reviews.csv
+DELIMITERS = (",", ";", "\t", "|")  # tried in this order on the header
+ESCAPE = "douban-escape"  # decode error handler: bad byte b -> U+DC00 + b, any byte
+
+# canonical column -> key used below; matching ignores case, spaces and underscores
 COLUMNS = {
     "Movie_Name_EN": "film_en",
     "Movie_Name_CN": "film_cn",
@@ -47,10 +66,13 @@ COLUMNS = {
     "Star": "star",
     "Comment": "comment",
     "Like": "like",
+    "Source": "source",  # optional: the corpus a row comes from (default: its file name)
 }
 REJECT_REASONS = (
+    "field_too_long",
     "malformed_row",
     "invalid_encoding",
+    "merged_rows",
     "wrong_column_count",
     "missing_film",
     "missing_star",
@@ -77,13 +99,29 @@ REJECT_SCHEMA = pa.schema(
     [
         ("source", pa.string()),
         ("row_number", pa.int64()),
+        ("line", pa.int64()),  # first physical line of the row (the header is line 1 or later)
+        ("lines", pa.int64()),  # physical lines the row spans
         ("reason", pa.string()),
+        ("detail", pa.string()),
         ("raw", pa.string()),
     ]
 )
 
-_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # undecodable bytes under surrogateescape
+_ESCAPED_BYTE = re.compile("[\udc00-\udcff]")  # undecodable bytes under ESCAPE
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _DATE = re.compile(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})")
+# decoded as UTF-8, GB18030 bytes mostly become two-byte characters (Latin Extended, Greek,
+# Cyrillic, Hebrew, Arabic ...) or C1 controls; real Chinese reviews rarely contain them
+_GB_AS_UTF8 = re.compile("[\x80-\x9f\u0100-\u07ff]")
+_CJK = re.compile("[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef]")
+
+
+def _escape_errors(err: UnicodeDecodeError) -> tuple[str, int]:
+    bad = err.object[err.start : err.end]
+    return "".join(chr(0xDC00 + b) for b in bad), err.end
+
+
+codecs.register_error(ESCAPE, _escape_errors)
 
 
 class DatasetError(InputError):
@@ -94,16 +132,33 @@ class DatasetError(InputError):
 class FileStats:
     path: str
     encoding: str
+    delimiter: str = ","
     rows_read: int = 0
     kept: int = 0
     duplicates: int = 0
     blank_lines: int = 0
+    header_lines: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+    lines: Counter[str] = field(default_factory=Counter)  # header/blank/kept/duplicate/rejected
+    row_encodings: Counter[str] = field(default_factory=Counter)  # rows decoded per encoding
+
+    @property
+    def lines_read(self) -> int:
+        return sum(self.lines.values())
+
+    @property
+    def encoding_used(self) -> str:
+        """The encoding(s) rows were decoded with, most rows first (``utf-8+gb18030``)."""
+        used = [enc for enc, _ in self.row_encodings.most_common()]
+        if not used or used == [self.encoding.removesuffix("-sig")]:
+            return self.encoding
+        return "+".join(used)
 
 
 @dataclass
 class IngestStats:
-    """What ingest saw; the numbers add up: rows_read == kept + duplicates + sum(rejected)."""
+    """What ingest saw; the numbers add up: rows_read == kept + duplicates + sum(rejected), and
+    lines_read == the lines of the header, blank lines and rows."""
 
     files: list[FileStats] = field(default_factory=list)
     films: dict[str, dict[str, Any]] = field(default_factory=dict)  # film -> en, cn, reviews
@@ -126,6 +181,17 @@ class IngestStats:
         return sum(f.blank_lines for f in self.files)
 
     @property
+    def lines_read(self) -> int:
+        return sum(f.lines_read for f in self.files)
+
+    @property
+    def lines(self) -> dict[str, int]:
+        total: Counter[str] = Counter()
+        for f in self.files:
+            total.update(f.lines)
+        return dict(total)
+
+    @property
     def rejected(self) -> dict[str, int]:
         total: Counter[str] = Counter()
         for f in self.files:
@@ -134,11 +200,23 @@ class IngestStats:
 
 
 def resolve_inputs(inputs: list[Path]) -> list[Path]:
-    """CSV files from files and directories (every ``*.csv`` inside, sorted)."""
+    """CSV files from files and directories (every ``*.csv``, any case, inside; sorted). What a
+    directory holds besides is logged as skipped, so nothing is left out without a word."""
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(item.glob("*.csv"))
+            found, skipped = [], []
+            for child in sorted(item.iterdir()):
+                is_csv = child.is_file() and child.suffix.lower() == ".csv"
+                (found if is_csv else skipped).append(child)
+            if skipped:
+                log.warning(
+                    "%s: skipped %d entries that are not .csv files: %s",
+                    item,
+                    len(skipped),
+                    ", ".join(_show(p.name + ("/" if p.is_dir() else "")) for p in skipped[:10])
+                    + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""),
+                )
             if not found:
                 raise DatasetError(f"directory {item} contains no .csv files")
             files.extend(found)
@@ -156,17 +234,67 @@ def is_demo_input(path: Path) -> bool:
     return Path(path).name.startswith(DEMO_PREFIX)
 
 
+def _show(text: str, limit: int = 60) -> str:
+    """``text`` safe to print: control and undecodable characters escaped, long text trimmed."""
+    shown = "".join(
+        f"\\x{ord(c) - 0xDC00:02x}"
+        if 0xDC00 <= ord(c) <= 0xDCFF
+        else (c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii"))
+        for c in text[: limit + 1]
+    )
+    return shown[:limit] + "…" if len(shown) > limit else shown
+
+
+def _bom_encoding(head: bytes) -> tuple[str, int] | None:
+    """(encoding, BOM length) when ``head`` starts with a byte order mark."""
+    for bom, encoding in (
+        (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16: it starts with the UTF-16 LE BOM
+        (codecs.BOM_UTF32_BE, "utf-32"),
+        (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
+        if head.startswith(bom):
+            return encoding, len(bom)
+    return None
+
+
+def _nul_pattern(head: bytes) -> str | None:
+    """UTF-16/32 without a BOM: ASCII characters (the header, commas, digits, line ends) put
+    their NUL bytes at fixed positions; stray NULs in a byte file fall anywhere."""
+    head = head[: 4096 - 4096 % 4]
+    if len(head) < 8 or head.count(0) < len(head) // 10:
+        return None
+    share = [head[i::4].count(0) / len(head[i::4]) for i in range(4)]
+    if min(share[2:]) > 0.9 and share[0] < 0.1:  # the top two bytes of a BMP character are 0
+        return "utf-32-le"
+    if min(share[:2]) > 0.9 and share[3] < 0.1:
+        return "utf-32-be"
+    even, odd = (share[0] + share[2]) / 2, (share[1] + share[3]) / 2
+    if odd > 0.1 and even < odd / 20:
+        return "utf-16-le"
+    if even > 0.1 and odd < even / 20:
+        return "utf-16-be"
+    return None
+
+
 def detect_encoding(path: Path, sniff_bytes: int = SNIFF_BYTES) -> str:
-    """``utf-8-sig`` with a BOM; ``utf-8`` when the first MBs are (almost all) valid UTF-8, so a
-    few corrupt bytes become ``invalid_encoding`` rejects; otherwise ``gb18030``."""
+    """The file's encoding: by BOM, by NUL pattern (UTF-16/32 without BOM), else the
+    charset-normalizer guess between UTF-8 and GB18030 (UTF-8 when it has no clear answer:
+    ingest decides each row on its own anyway)."""
     with open(path, "rb") as f:
         head = f.read(sniff_bytes)
-    if head.startswith(codecs.BOM_UTF8):
-        return "utf-8-sig"
-    decoded = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape").decode(head)
-    bad = len(_ESCAPED_BYTE.findall(decoded))
-    non_ascii = sum(1 for c in decoded if ord(c) > 127)
-    return "utf-8" if bad <= max(3, non_ascii // 1000) else "gb18030"
+    bom = _bom_encoding(head)
+    if bom is not None:
+        return bom[0]
+    nul = _nul_pattern(head)
+    if nul is not None:
+        return nul
+    if head.isascii():
+        return "utf-8"
+    best = from_bytes(head[: head.rfind(b"\n") + 1] or head).best()
+    name = codecs.lookup(best.encoding).name if best is not None else "utf-8"
+    return "gb18030" if name in ("gb18030", "gbk", "gb2312", "hz") else "utf-8"
 
 
 def _normalise_encoding(encoding: str) -> str:
@@ -180,14 +308,31 @@ def _normalise_encoding(encoding: str) -> str:
 
 
 def _normalise_header(name: str) -> str:
-    return name.strip().lstrip("\ufeff").replace(" ", "").lower()
+    return clean_name(name).replace(" ", "").replace("_", "").lower()
 
 
 def column_positions(header: list[str], source: str) -> dict[str, int]:
-    """Position of each known column; a clear error when a required one is missing."""
-    found = {_normalise_header(h): i for i, h in enumerate(header)}
+    """Position of each known column; a clear error when a required one is missing or a known
+    one appears twice (the last would silently win: every label could change)."""
+    found: dict[str, list[int]] = {}
+    for i, h in enumerate(header):
+        found.setdefault(_normalise_header(h), []).append(i)
+    shown = ", ".join(_show(h, 40) for h in header[:12]) or "(none)"
+    if len(header) > 12:
+        shown += f" and {len(header) - 12} more"
+    twice = [
+        f"{col} (columns {', '.join(str(i + 1) for i in found[_normalise_header(col)])}: "
+        f"{', '.join(repr(_show(header[i], 40)) for i in found[_normalise_header(col)])})"
+        for col in COLUMNS
+        if len(found.get(_normalise_header(col), [])) > 1
+    ]
+    if twice:
+        raise DatasetError(
+            f"{source}: duplicate or ambiguous header column(s) {'; '.join(twice)}; "
+            "keep one column of each name"
+        )
     positions = {
-        key: found[_normalise_header(col)]
+        key: found[_normalise_header(col)][0]
         for col, key in COLUMNS.items()
         if _normalise_header(col) in found
     }
@@ -195,16 +340,88 @@ def column_positions(header: list[str], source: str) -> dict[str, int]:
     if "film_en" not in positions and "film_cn" not in positions:
         missing.insert(0, "Movie_Name_EN or Movie_Name_CN")
     if missing:
+        binary = sum(not (c.isprintable() or c.isspace()) for c in "".join(header))
+        looks = " The first line holds binary data: this is not a CSV text file." if binary else ""
         raise DatasetError(
             f"{source}: missing required column(s) {', '.join(missing)}; found columns "
-            f"{', '.join(header) or '(none)'}. Expected a DMSC-format CSV "
-            f"(header like {','.join(COLUMNS)})."
+            f"{shown}.{looks} Expected a DMSC-format CSV (header like {','.join(COLUMNS)})."
         )
     return positions
 
 
-def _records(f: Any) -> Iterator[tuple[list[str] | None, str]]:
-    """(fields, raw text) per CSV record; fields is None when the parser gave up on it."""
+def _choose_encoding(data: bytes) -> tuple[str, str] | None:
+    """(encoding, text) of one non-ASCII row: UTF-8 when it is valid UTF-8 (unless it reads far
+    better as GB18030), GB18030 when it is valid and plausible there and is not a UTF-8 row with
+    a few bad bytes; None when it is neither."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and not _GB_AS_UTF8.search(text):
+        return "utf-8", text
+    try:
+        gb = data.decode("gb18030")
+    except UnicodeDecodeError:
+        return ("utf-8", text) if text is not None else None
+    if text is not None:
+        better = _cjk_share(gb) > 0.9 and _cjk_share(text) < 0.5
+        return ("gb18030", gb) if better else ("utf-8", text)
+    escaped = data.decode("utf-8", ESCAPE)
+    bad = len(_ESCAPED_BYTE.findall(escaped))
+    wide = sum(1 for c in escaped if c >= "\u0800" and not "\udc00" <= c <= "\udcff")
+    if 3 * wide >= bad:  # mostly valid UTF-8: a UTF-8 row with a few corrupt bytes
+        return None
+    plausible = not any(unicodedata.category(c) in ("Co", "Cn") for c in gb if ord(c) > 127)
+    return ("gb18030", gb) if plausible else None
+
+
+def _cjk_share(text: str) -> float:
+    wide = [c for c in text if ord(c) > 127]
+    return sum(1 for c in wide if _CJK.match(c)) / len(wide) if wide else 1.0
+
+
+class _Reject(NamedTuple):
+    reason: str
+    detail: str
+
+
+@dataclass
+class _Record:
+    fields: list[str] | None  # None when the row cannot be used (see reason)
+    raw: str  # decoded text of the row; undecodable bytes as U+DC00 + byte
+    line: int  # first physical line
+    lines: int  # physical lines spanned
+    reason: str | None = None  # field_too_long, malformed_row or invalid_encoding
+    encoding: str | None = None  # what the row was decoded with (None: ASCII only)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How to read one file: the text codec, and for byte files the forced row encoding."""
+
+    encoding: str  # reported
+    skip: int  # BOM bytes
+    codec: str  # the TextIOWrapper codec: latin-1 for byte files (decoded per row)
+    forced: str | None  # byte files: decode every row with this one
+
+    @property
+    def per_row(self) -> bool:
+        return self.codec == "latin-1"
+
+
+def _plan(path: Path, forced: str | None) -> _Plan:
+    with open(path, "rb") as f:
+        head = f.read(len(codecs.BOM_UTF8))
+    encoding = forced or detect_encoding(path)
+    if encoding in TEXT_ENCODINGS:
+        return _Plan(encoding, 0, encoding, None)
+    skip = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
+    row_encoding = "gb18030" if encoding == "gb18030" else "utf-8"
+    return _Plan(encoding, skip, "latin-1", row_encoding if forced else None)
+
+
+def _records(f: Any, plan: _Plan, delimiter: str) -> Iterator[_Record]:
+    """One :class:`_Record` per CSV record, decoded, with the physical lines it spans."""
     consumed: list[str] = []
 
     def lines() -> Iterator[str]:
@@ -212,17 +429,43 @@ def _records(f: Any) -> Iterator[tuple[list[str] | None, str]]:
             consumed.append(line)
             yield line
 
-    reader = csv.reader(lines())
+    reader = csv.reader(lines(), delimiter=delimiter)
+    line_number = 1
     while True:
+        reason = None
         try:
-            fields = next(reader)
+            fields: list[str] | None = next(reader)
         except StopIteration:
             return
-        except csv.Error:
+        except csv.Error as err:
             fields = None
-        raw = "".join(consumed)
+            reason = "field_too_long" if "field larger" in str(err) else "malformed_row"
+        record = _decode(fields, "".join(consumed), plan, line_number, len(consumed))
+        record.reason = reason or record.reason
         consumed.clear()
-        yield fields, raw
+        line_number += record.lines
+        yield record
+
+
+def _decode(fields: list[str] | None, raw: str, plan: _Plan, line: int, lines: int) -> _Record:
+    if not plan.per_row:
+        bad = _ESCAPED_BYTE.search(raw) is not None
+        reason = "invalid_encoding" if bad else None
+        return _Record(None if bad else fields, raw, line, lines, reason, plan.encoding)
+    if raw.isascii():
+        return _Record(fields, raw, line, lines)
+    data = raw.encode("latin-1")
+    try:
+        if plan.forced is not None:
+            encoding, text = plan.forced, data.decode(plan.forced)
+        elif (chosen := _choose_encoding(data)) is not None:
+            encoding, text = chosen
+        else:
+            raise UnicodeError
+        decoded = [f.encode("latin-1").decode(encoding) for f in fields] if fields else fields
+    except UnicodeError:
+        return _Record(None, data.decode("utf-8", ESCAPE), line, lines, "invalid_encoding")
+    return _Record(decoded, text, line, lines, None, encoding)
 
 
 def _parse_star(value: str) -> int | str:
@@ -290,17 +533,32 @@ class _ChunkWriter:
         self.writer.close()
 
 
-def _open_csv(path: Path, encoding: str) -> Any:
-    # surrogateescape: undecodable bytes survive as markers, so the row can be rejected
-    return open(path, encoding=encoding, errors="surrogateescape", newline="")
+def _open(path: Path, plan: _Plan) -> io.TextIOWrapper:
+    binary = open(path, "rb")  # noqa: SIM115 - the wrapper owns and closes it
+    binary.seek(plan.skip)
+    return io.TextIOWrapper(binary, encoding=plan.codec, errors=ESCAPE, newline="")
 
 
-def read_header(path: Path, encoding: str) -> list[str]:
-    with _open_csv(path, encoding) as f:
-        for fields, _raw in _records(f):
-            if fields:
-                return fields
-    raise DatasetError(f"{path} is empty; expected a CSV with a DMSC-format header")
+def _is_blank(record: _Record) -> bool:
+    return record.fields is not None and not "".join(record.fields).strip()
+
+
+def read_header(path: Path, plan: _Plan) -> tuple[str, list[str], dict[str, int]]:
+    """(delimiter, header, column positions): the first non-blank record, split on the first of
+    :data:`DELIMITERS` that yields the required columns (a ``;`` or tab file reads as well)."""
+    with _open(path, plan) as f:
+        header = next((r for r in _records(f, plan, ",") if not _is_blank(r)), None)
+    if header is None:
+        raise DatasetError(f"{path} is empty; expected a CSV with a DMSC-format header")
+    fields = header.fields or [_printable_raw(header.raw)]
+    for delimiter in DELIMITERS[1:]:
+        if len(fields) == 1 and delimiter in fields[0]:
+            split = next(csv.reader([header.raw.rstrip("\r\n")], delimiter=delimiter))
+            try:
+                return delimiter, split, column_positions(split, str(path))
+            except DatasetError:
+                continue
+    return ",", fields, column_positions(fields, str(path))
 
 
 def ingest(
@@ -315,10 +573,11 @@ def ingest(
     ``rejects_path``; memory stays bounded by one chunk plus an 8-byte hash per kept review."""
     forced = _normalise_encoding(encoding) if encoding else None
     files = resolve_inputs(inputs)
-    plan = []
+    plans = []
     for path in files:  # check every header before writing anything
-        enc = forced or detect_encoding(path)
-        plan.append((path, enc, column_positions(read_header(path, enc), str(path))))
+        plan = _plan(path, forced)
+        delimiter, _header, positions = read_header(path, plan)
+        plans.append((path, plan, delimiter, positions))
 
     total_bytes = sum(p.stat().st_size for p in files)
     bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="reading", disable=not progress)
@@ -328,8 +587,8 @@ def ingest(
         bar,
     )
     try:
-        for path, enc, positions in plan:
-            ingester.read_file(path, enc, positions)
+        for path, plan, delimiter, positions in plans:
+            ingester.read_file(path, plan, delimiter, positions)
     finally:
         bar.close()
         ingester.reviews.close()
@@ -347,33 +606,37 @@ class _Ingester:
         self.stats = IngestStats()
         self.seen: set[bytes] = set()  # 8-byte digests of (film, text, star)
 
-    def read_file(self, path: Path, encoding: str, positions: dict[str, int]) -> None:
-        file_stats = FileStats(path=str(path), encoding=encoding)
+    def read_file(self, path: Path, plan: _Plan, delimiter: str, positions: dict[str, int]) -> None:
+        file_stats = FileStats(path=str(path), encoding=plan.encoding, delimiter=delimiter)
         self.stats.files.append(file_stats)
         bar_start = self.bar.n
-        with _open_csv(path, encoding) as f:
-            records = _records(f)
-            header: list[str] | None = None
-            for header, _raw in records:  # skip blank lines before the header
-                if header:
-                    break
+        with _open(path, plan) as f:
+            records = _records(f, plan, delimiter)
+            n_columns = 0
+            for record in records:  # blank lines before the header, then the header
+                if _is_blank(record):
+                    file_stats.blank_lines += record.lines
+                    file_stats.lines["blank"] += record.lines
+                    continue
+                n_columns = len(record.fields or ())
+                file_stats.header_lines = record.lines
+                file_stats.lines["header"] += record.lines
+                break
             row_number = 0
-            for fields, raw in records:
-                if fields == []:
-                    file_stats.blank_lines += 1
+            for record in records:
+                if _is_blank(record):
+                    file_stats.blank_lines += record.lines
+                    file_stats.lines["blank"] += record.lines
                     continue
                 row_number += 1
-                self._add(
-                    fields, raw, len(header or []), positions, path.name, row_number, file_stats
-                )
+                self._add(record, n_columns, positions, path.name, row_number, file_stats)
                 if row_number % 10_000 == 0:
                     self.bar.update(bar_start + f.buffer.tell() - self.bar.n)
         self.bar.update(bar_start + path.stat().st_size - self.bar.n)
 
     def _add(
         self,
-        fields: list[str] | None,
-        raw: str,
+        record: _Record,
         n_columns: int,
         positions: dict[str, int],
         source: str,
@@ -381,21 +644,36 @@ class _Ingester:
         file_stats: FileStats,
     ) -> None:
         file_stats.rows_read += 1
-        review = _parse_row(fields, raw, n_columns, positions)
-        if isinstance(review, str):
-            file_stats.rejected[review] += 1
-            self.rejects.add(source, row_number, review, _printable_raw(raw))
+        if record.encoding is not None:
+            file_stats.row_encodings[record.encoding] += 1
+        review = _parse_row(record, n_columns, positions, file_stats.delimiter)
+        if isinstance(review, _Reject):
+            reason, detail = review
+            file_stats.rejected[reason] += 1
+            file_stats.lines["rejected"] += record.lines
+            self.rejects.add(
+                source,
+                row_number,
+                record.line,
+                record.lines,
+                reason,
+                detail,
+                _printable_raw(record.raw),
+            )
             return
         film, film_en, film_cn, star, text = review
         digest = hashlib.blake2b(f"{film}\x1f{text}\x1f{star}".encode(), digest_size=8).digest()
         if digest in self.seen:
             file_stats.duplicates += 1
+            file_stats.lines["duplicate"] += record.lines
             return
         self.seen.add(digest)
         file_stats.kept += 1
+        file_stats.lines["kept"] += record.lines
         self.stats.stars[star] += 1
         film_entry = self.stats.films.setdefault(film, {"en": film_en, "cn": film_cn, "reviews": 0})
         film_entry["reviews"] += 1
+        fields = record.fields
         assert fields is not None
         date_pos, like_pos = positions.get("date"), positions.get("like")
         self.reviews.add(
@@ -407,32 +685,68 @@ class _Ingester:
             _parse_like(fields[like_pos]) if like_pos is not None else None,
             fields[positions["comment"]],
             text,
-            source,
+            (fields[positions["source"]].strip() or source) if "source" in positions else source,
             row_number,
             _text_key(text),
         )
 
 
+def _lines_text(first: int, count: int) -> str:
+    return f"line {first}" if count == 1 else f"lines {first}-{first + count - 1}"
+
+
+def _swallowed_rows(record: _Record, positions: dict[str, int], delimiter: str) -> list[int]:
+    """Line numbers inside a multi-line record that look like rows of their own (a film and a
+    star 1..5 where the header puts them): what a stray opening quote swallows."""
+    found = []
+    star_pos = positions["star"]
+    film_pos = [p for p in (positions.get("film_cn"), positions.get("film_en")) if p is not None]
+    physical = _LINE_BREAK.split(record.raw)
+    for offset, line in enumerate(physical[1:], start=1):
+        fields = next(csv.reader([line], delimiter=delimiter), [])
+        if len(fields) <= max(star_pos, *film_pos):
+            continue
+        film = any(clean_name(fields[p]) and len(fields[p]) <= 200 for p in film_pos)
+        if film and isinstance(_parse_star(fields[star_pos]), int):
+            found.append(record.line + offset)
+    return found
+
+
 def _parse_row(
-    fields: list[str] | None, raw: str, n_columns: int, positions: dict[str, int]
-) -> str | tuple[str, str | None, str | None, int, str]:
-    """(film, film_en, film_cn, star, cleaned text) or the reject reason."""
-    if fields is None:
-        return "malformed_row"
-    if _ESCAPED_BYTE.search(raw):
-        return "invalid_encoding"
+    record: _Record, n_columns: int, positions: dict[str, int], delimiter: str
+) -> _Reject | tuple[str, str | None, str | None, int, str]:
+    """(film, film_en, film_cn, star, cleaned text), or why the row is rejected."""
+    where = _lines_text(record.line, record.lines)
+    if record.reason == "field_too_long":
+        limit = csv.field_size_limit()
+        return _Reject(record.reason, f"a field on {where} is longer than the {limit:,}-byte limit")
+    if record.reason == "malformed_row":
+        return _Reject(record.reason, f"the CSV parser could not read {where}")
+    if record.reason == "invalid_encoding":
+        return _Reject(record.reason, f"{where}: bytes that are neither valid UTF-8 nor GB18030")
+    fields = record.fields
+    assert fields is not None
+    if record.lines > 1:
+        swallowed = _swallowed_rows(record, positions, delimiter)
+        if swallowed:
+            return _Reject(
+                "merged_rows",
+                f"a quoted field runs over {where}, and line(s) "
+                f"{', '.join(map(str, swallowed[:10]))}{' ...' if len(swallowed) > 10 else ''} "
+                "look like rows of their own (a stray quote?)",
+            )
     if len(fields) != n_columns:
-        return "wrong_column_count"
+        return _Reject("wrong_column_count", f"{len(fields)} fields, the header has {n_columns}")
     en_pos, cn_pos = positions.get("film_en"), positions.get("film_cn")
-    film_en = (fields[en_pos].strip() or None) if en_pos is not None else None
-    film_cn = (fields[cn_pos].strip() or None) if cn_pos is not None else None
+    film_en = (clean_name(fields[en_pos]) or None) if en_pos is not None else None
+    film_cn = (clean_name(fields[cn_pos]) or None) if cn_pos is not None else None
     film = film_cn or film_en
     if film is None:
-        return "missing_film"
+        return _Reject("missing_film", "no film name (Movie_Name_CN / Movie_Name_EN are empty)")
     star = _parse_star(fields[positions["star"]])
     if isinstance(star, str):
-        return star
+        return _Reject(star, f"Star is {_show(fields[positions['star']], 20)!r}, expected 1..5")
     text = clean_text(fields[positions["comment"]])
     if not text:
-        return "empty_comment"
+        return _Reject("empty_comment", "nothing left of the comment after cleaning")
     return film, film_en, film_cn, star, text

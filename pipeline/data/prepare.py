@@ -8,7 +8,9 @@ jieba's dictionary before the first review is cut.
 
 Everything is written into a temporary directory that replaces ``prepared/`` only on success;
 its manifest fingerprints the inputs (size + mtime), the settings that change the output and
-:data:`CODE_VERSION`, so an identical re-run is a no-op.
+:data:`CODE_VERSION`, so an identical re-run is a no-op. The manifest also lists the files prepare
+wrote: a ``prepared/`` holding anything else is never replaced (a stage never deletes what it did
+not create), and the temporaries of a killed prepare are removed when the next one starts.
 """
 
 from __future__ import annotations
@@ -25,25 +27,32 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from tqdm import tqdm
 
 from pipeline.artifacts import (
+    MANIFEST,
     atomic_dir,
+    clean_leftovers,
     file_fingerprint,
     fingerprint,
     is_current,
     read_json,
+    read_manifest,
     write_json,
     write_manifest,
 )
 from pipeline.config import Settings
 from pipeline.data.ingest import DatasetError, IngestStats, ingest, is_demo_input, resolve_inputs
+from pipeline.data.sources import sample_ingested, source_summary
 from pipeline.data.splits import SPLITS, assign_splits, resolve_holdout, split_counts
 from pipeline.data.text import film_words, require_user_dict, segment_chunks
+from pipeline.errors import InputError
+from pipeline.terminal import printable
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "prepare-2"  # bump when a change alters prepared output for the same input
+CODE_VERSION = "prepare-3"  # bump when a change alters prepared output for the same input
 _INGESTED = ".ingested.parquet"
 POOL_MIN_REVIEWS = 20_000  # below this a process pool's start-up costs more than it saves
 
@@ -78,6 +87,8 @@ def prepare_fingerprint(settings: Settings, files: list[Path]) -> str:
             "val_frac": p.val_frac,
             "test_frac": p.test_frac,
             "holdout_films": sorted(p.holdout_films),
+            # only when set, so runs prepared before sampling existed stay current
+            **({"sample": p.sample} if p.sample else {}),
             "user_dict": file_fingerprint(p.user_dict) if p.user_dict else None,
         },
         settings.seed,
@@ -89,7 +100,7 @@ def prepare_run(
 ) -> dict[str, Any]:
     """Prepare ``inputs`` into ``settings.paths.prepared``; returns the summary."""
     paths = settings.paths
-    console = Console(quiet=not progress)
+    console = Console(stderr=True, quiet=not progress)  # a summary, not data: stderr
     files = resolve_inputs(inputs)
     require_user_dict(settings.prepare.user_dict)
     fp = prepare_fingerprint(settings, files)
@@ -99,6 +110,10 @@ def prepare_run(
         write_json(paths.settings, settings)
         return read_json(paths.summary)
 
+    for leftover in clean_leftovers(paths.root, only=paths.prepared.name):
+        log.info("removed %s, left by an interrupted prepare", leftover)
+    names = [p.name for p in outputs]
+    _check_replaceable(paths.prepared, names)
     start = time.perf_counter()
     with atomic_dir(paths.prepared) as tmp:
         ingested = tmp / _INGESTED
@@ -111,10 +126,15 @@ def prepare_run(
             progress=progress,
         )
         if stats.kept == 0:
+            read = f"{stats.rows_read} rows read" if stats.rows_read else "no rows after the header"
             raise DatasetError(
-                f"no usable reviews in {', '.join(map(str, files))}: {stats.rows_read} rows read, "
-                f"rejected {stats.rejected or 'none'}; check the file is a DMSC-format CSV"
+                f"no usable reviews in {', '.join(map(str, files))}: {read}, "
+                f"rejected {stats.rejected or 'none'}; check the file is a DMSC-format CSV "
+                f"(the reasons per row are in the rejects)"
             )
+        sample = None
+        if settings.prepare.sample:
+            sample = sample_ingested(ingested, stats, settings.prepare.sample, settings.seed)
         try:
             holdout = resolve_holdout(
                 settings.prepare.holdout_films,
@@ -129,6 +149,8 @@ def prepare_run(
         _write_reviews(ingested, tmp / paths.reviews.name, codes, words, settings, progress)
         ingested.unlink()
         summary = _summary(stats, files, split_summary, holdout, words)
+        summary["sample"] = sample
+        summary["sources"] = source_summary(tmp / paths.reviews.name)
         summary["seconds"] = round(time.perf_counter() - start, 1)
         write_json(tmp / paths.summary.name, summary)
         write_manifest(
@@ -139,11 +161,32 @@ def prepare_run(
             inputs=[file_fingerprint(f) for f in files],
             settings=settings.prepare,
             seed=settings.seed,
+            files=sorted([*names, MANIFEST]),
         )
+        _check_replaceable(paths.prepared, names)  # again: files may have appeared while this ran
     write_json(paths.settings, settings)
     console.print(summary_table(summary))
-    console.print(f"prepared {summary['kept']:,} reviews into {paths.prepared}")
+    console.print(Text(printable(f"prepared {summary['kept']:,} reviews into {paths.prepared}")))
     return summary
+
+
+def _check_replaceable(prepared: Path, names: list[str]) -> None:
+    """Refuse to replace a ``prepared/`` that holds files prepare did not write (its manifest
+    lists them; ``names`` for manifests from before the list): replacing would delete them."""
+    if not prepared.exists():
+        return
+    manifest = read_manifest(prepared) or {}
+    ours = set(manifest.get("files", names)) | {MANIFEST}
+    if manifest.get("stage") != "prepare":
+        ours = set()
+    foreign = sorted(p.name for p in prepared.iterdir() if p.name not in ours)
+    if foreign:
+        more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        raise InputError(
+            f"{prepared} holds files prepare did not write ({', '.join(foreign[:5])}{more}); "
+            "replacing the folder would delete them",
+            hint="move them elsewhere, or prepare into another run with --run NAME",
+        )
 
 
 def _splits(
@@ -215,6 +258,8 @@ def _summary(
         "duplicates": stats.duplicates,
         "rejected": stats.rejected,
         "blank_lines": stats.blank_lines,
+        "lines_read": stats.lines_read,
+        "lines": stats.lines,
         "films": dict(sorted(stats.films.items())),
         "stars": {str(s): stats.stars[s] for s in range(1, 6)},
         "splits": splits,
@@ -223,25 +268,31 @@ def _summary(
             {
                 "name": Path(f.path).name,
                 "path": f.path,
-                "encoding": f.encoding,
+                "encoding": f.encoding_used,
+                "row_encodings": dict(f.row_encodings),
+                "delimiter": f.delimiter,
                 "rows_read": f.rows_read,
                 "kept": f.kept,
                 "duplicates": f.duplicates,
                 "rejected": dict(f.rejected),
+                "lines_read": f.lines_read,
+                "lines": dict(f.lines),
             }
             for f in stats.files
         ],
-        "encodings": {Path(f.path).name: f.encoding for f in stats.files},
+        "encodings": {Path(f.path).name: f.encoding_used for f in stats.files},
         "is_demo": any(is_demo_input(f) for f in files),
         "jieba_words": list(words),
     }
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
-    """The summary as a rich table (counts, rejects by reason, splits, stars)."""
+    """The summary as a rich table (counts, rejects by reason, splits, stars); names from the
+    data are plain text, never markup."""
     table = Table(title="prepared reviews" + (" (demo corpus)" if summary["is_demo"] else ""))
     table.add_column("what")
     table.add_column("count", justify="right")
+    table.add_row("lines read", f"{summary['lines_read']:,}")
     table.add_row("rows read", f"{summary['rows_read']:,}")
     table.add_row("kept", f"{summary['kept']:,}")
     table.add_row("duplicates dropped", f"{summary['duplicates']:,}")
@@ -253,9 +304,9 @@ def summary_table(summary: dict[str, Any]) -> Table:
     for name in SPLITS:
         table.add_row(f"split: {name}", f"{summary['splits'][name]:,}")
     if summary["holdout_films"]:
-        table.add_row("held-out films", ", ".join(summary["holdout_films"]))
+        table.add_row("held-out films", Text(printable(", ".join(summary["holdout_films"]))))
     for star, n in summary["stars"].items():
         table.add_row(f"star {star}", f"{n:,}")
     for name, enc in summary["encodings"].items():
-        table.add_row(f"encoding of {name}", enc)
+        table.add_row(Text(printable(f"encoding of {name}")), enc)
     return table

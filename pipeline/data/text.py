@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import html
+import io
 import logging
 import multiprocessing
 import re
@@ -39,6 +40,7 @@ from pathlib import Path
 import jieba
 
 from pipeline.config import RESOURCES
+from pipeline.errors import InputError, InputNotFoundError
 
 STOPWORDS_FILE = RESOURCES / "stopwords_zh.txt"
 FILM_WORD_FREQ = 100_000  # high enough that a title beats any split of it in jieba's DAG
@@ -83,6 +85,12 @@ def clean_text(text: str) -> str:
     return " ".join(text.split())
 
 
+def clean_name(name: str) -> str:
+    """A film name or header cell without control and invisible characters (a NUL inside a name
+    would make a phantom second film), whitespace runs collapsed; nothing else changes."""
+    return " ".join(_invisible_re().sub("", name).split())
+
+
 def is_word(token: str) -> bool:
     """A token worth keeping: it has a letter, digit or symbol such as an emoji, i.e. it is not
     only punctuation or whitespace."""
@@ -108,7 +116,7 @@ def load_stopwords(extra: Path | None = None) -> frozenset[str]:
     if extra is None:
         return words
     if not Path(extra).exists():
-        raise FileNotFoundError(f"stopword file {extra} does not exist")
+        raise InputNotFoundError(f"stopword file {extra} does not exist", "fix the path")
     return words | frozenset(_read_word_list(Path(extra)))
 
 
@@ -124,7 +132,9 @@ def film_words(names: Iterable[str]) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=4)
-def _build_tokenizer(words: tuple[str, ...], user_dict: str | None, _mtime: int) -> jieba.Tokenizer:
+def _build_tokenizer(
+    words: tuple[str, ...], user_dict: str | None, _mtime: int, user_lines: tuple[str, ...] = ()
+) -> jieba.Tokenizer:
     logging.getLogger("jieba").setLevel(logging.WARNING)
     jieba.setLogLevel(logging.WARNING)
     tokenizer = jieba.Tokenizer()
@@ -133,6 +143,8 @@ def _build_tokenizer(words: tuple[str, ...], user_dict: str | None, _mtime: int)
         tokenizer.add_word(word, freq=FILM_WORD_FREQ)
     if user_dict is not None:
         tokenizer.load_userdict(user_dict)
+    if user_lines:  # a user dictionary carried inside a run or model bundle
+        tokenizer.load_userdict(io.StringIO("\n".join(user_lines)))
     return tokenizer
 
 
@@ -143,26 +155,32 @@ def require_user_dict(path: Path | None) -> Path | None:
         return None
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"jieba user dictionary {path} does not exist; fix the path in "
             "settings.prepare.user_dict / --user-dict"
         )
     try:
         path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise ValueError(f"jieba user dictionary {path} is not UTF-8; save it as UTF-8") from err
+        raise InputError(f"jieba user dictionary {path} is not UTF-8; save it as UTF-8") from err
     return path
 
 
 class Segmenter:
     """jieba segmentation that keeps film titles and user-dictionary words whole."""
 
-    def __init__(self, films: Iterable[str] = (), user_dict: Path | None = None) -> None:
+    def __init__(
+        self,
+        films: Iterable[str] = (),
+        user_dict: Path | None = None,
+        user_lines: Iterable[str] = (),
+    ) -> None:
         self.words = film_words(films)
         self.user_dict = require_user_dict(user_dict)
+        self.user_lines = tuple(line for line in user_lines if line.strip())
         mtime = self.user_dict.stat().st_mtime_ns if self.user_dict else 0
         path = str(self.user_dict) if self.user_dict else None
-        self._jieba = _build_tokenizer(self.words, path, mtime)
+        self._jieba = _build_tokenizer(self.words, path, mtime, self.user_lines)
 
     def spans(self, text: str) -> list[tuple[str, int, int]]:
         """Words of ``text`` with character offsets (``text[start:end] == word``)."""

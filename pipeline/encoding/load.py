@@ -31,7 +31,7 @@ from transformers import (
 
 from pipeline.artifacts import sha256_file
 from pipeline.encoding.e5_convert import MODEL_FILE, embedded_e5_dir, read_conversion
-from pipeline.errors import EncoderNotAvailable
+from pipeline.errors import EncoderNotAvailable, InputError
 
 EMBEDDED_ENCODER = "e5-small"
 E5_PREFIX = "query: "
@@ -89,7 +89,7 @@ def pick_device(prefer: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(prefer)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {prefer!r} requested but CUDA is not available; use cpu")
+        raise InputError(f"device {prefer!r} requested but CUDA is not available; use cpu")
     return device
 
 

@@ -1,4 +1,17 @@
-"""The sharded, memory-mapped feature store: reading (see ``extract`` for how it is written)."""
+"""The sharded, memory-mapped feature store: its layout and the reader (``extract`` writes it).
+
+Layout of ``runs/<run>/features/``::
+
+    manifest.json               fingerprint, encoder spec, layers, shard list, engine
+    shard-00000/meta.json       shard fingerprint, rows [start, stop), rows with token states
+    shard-00000/review_ids.npy  (n,) int64
+    shard-00000/token_index.npy (n+1,) int64: row i's tokens are [index[i], index[i+1])
+    shard-00000/input_ids.npy   (tokens, ) int32
+    shard-00000/offsets.npy     (tokens, 2) int32 character offsets into `text`; -1: not text
+    shard-00000/token_states.npy (tokens of the first n_states rows, layers, d) float16
+    shard-00000/pooled_mean.npy (n, L+1, d) float16, hidden state 0 = embeddings
+    shard-00000/pooled_cls.npy  (n, L+1, d) float16
+"""
 
 from __future__ import annotations
 
@@ -8,16 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
 
 from pipeline import __version__, artifacts
 from pipeline.encoding.encode import normalize_layers
-from pipeline.errors import StaleArtifactError
+from pipeline.errors import StageMissingError, StaleArtifactError
 
 CODE_VERSION = f"features-1/{__version__}"  # bump the prefix when stored content changes
 STAGE = "features"
 POOLED_KINDS = ("mean", "cls")
-_SHARD_FILES = (
+SHARD_FILES = (
     "meta.json",
     "review_ids.npy",
     "token_index.npy",
@@ -27,8 +39,6 @@ _SHARD_FILES = (
     "pooled_mean.npy",
     "pooled_cls.npy",
 )
-
-console = Console(stderr=True)
 
 
 class StaleFeaturesError(StaleArtifactError):
@@ -105,8 +115,8 @@ class FeatureStore:
         run = features_dir.parent.name
         manifest = artifacts.read_manifest(features_dir)
         if manifest is None or manifest.get("stage") != STAGE:
-            raise FileNotFoundError(
-                f"no complete feature store in {features_dir}: run `douban features --run {run}`"
+            raise StageMissingError(
+                f"no complete feature store in {features_dir}", f"run `douban features --run {run}`"
             )
         if expect_fingerprint is not None and manifest["fingerprint"] != expect_fingerprint:
             raise StaleFeaturesError(
@@ -117,15 +127,15 @@ class FeatureStore:
         shards = []
         for info in manifest["shards"]:
             shard_dir = features_dir / info["name"]
-            missing = [f for f in _SHARD_FILES if not (shard_dir / f).exists()]
+            missing = [f for f in SHARD_FILES if not (shard_dir / f).exists()]
             if missing:
-                raise FileNotFoundError(
-                    f"feature shard {shard_dir} is incomplete (missing {', '.join(missing)}): "
-                    f"run `douban features --run {run} --force`"
+                raise StageMissingError(
+                    f"feature shard {shard_dir} is incomplete (missing {', '.join(missing)})",
+                    f"run `douban features --run {run} --force`",
                 )
             arrays = {
                 f.removesuffix(".npy"): np.load(shard_dir / f, mmap_mode="r")
-                for f in _SHARD_FILES
+                for f in SHARD_FILES
                 if f.endswith(".npy")
             }
             shards.append(_Shard(info["start"], info["stop"], info["n_states"], arrays))
@@ -183,7 +193,7 @@ class FeatureStore:
             wanted = normalize_layers(layers, self.num_layers)
             missing = [layer for layer in wanted if layer not in self.token_layers]
             if missing:
-                raise ValueError(
+                raise StaleArtifactError(
                     f"token states of layer(s) {missing} are not stored (stored: "
                     f"{self.token_layers}); rerun `douban features --layers ...`"
                 )
@@ -212,7 +222,3 @@ class FeatureStore:
         shard, local = self._locate(row)
         index = shard.arrays["token_index"]
         return shard.arrays["offsets"][index[local] : index[local + 1]]
-
-
-# ---------------------------------------------------------------------------------------------
-# the store: writing

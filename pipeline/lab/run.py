@@ -5,7 +5,10 @@ reviews: ``lab.eval_reviews`` held-out test reviews (stratified by star) for eve
 ``lab.probe_train_reviews`` train reviews the probes learn from. Without a fine-tuned model the
 frozen side is still computed. Each artifact carries the fingerprint of what produced it
 (lab settings, prepared data, encoder, fine-tuned weights), so a second run only recomputes what
-changed and the app reads finished numbers. Layout of ``runs/<run>/lab/``::
+changed and the app reads finished numbers. The frozen encoder, its ``max_length`` and the
+segmenter are the run's (its features manifest and prepare stage, read through
+:class:`pipeline.Run`), not the current command's defaults, so a run featurised with another
+encoder is compared against that encoder. Layout of ``runs/<run>/lab/``::
 
     pooled-<model>.npz   pooled sentence vectors per layer, eval and probe-train reviews
     probes.json          probe accuracy per layer, frozen and fine-tuned
@@ -34,11 +37,13 @@ from rich.console import Console
 from pipeline import __version__
 from pipeline.artifacts import atomic_path, fingerprint, read_json, read_manifest, write_json
 from pipeline.config import RunPaths, Settings
-from pipeline.encoding.load import Encoder, load_encoder, pick_device, resolve_encoder
+from pipeline.encoding.load import Encoder, EncoderSpec, load_encoder, pick_device, resolve_encoder
+from pipeline.errors import InputError, ModelNotFoundError, StageMissingError
 from pipeline.lab import attention_heads, geometry, probes, projection, word_in_context
 from pipeline.modeling.batching import stratified_subset
 from pipeline.modeling.metrics import STARS
 from pipeline.modeling.sentence import Finetuned, load_finetuned
+from pipeline.run import Run
 
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -97,6 +102,9 @@ class Lab:
     """One run's lab: settings, the sampled reviews, and the two encoders (loaded on demand)."""
 
     settings: Settings
+    run: Run
+    spec: EncoderSpec  # the frozen encoder: the one the run's features were extracted with
+    max_length: int  # the run's features.max_length
     reviews: pd.DataFrame
     eval_rows: np.ndarray
     train_rows: np.ndarray
@@ -124,9 +132,7 @@ class Lab:
 
     @functools.cached_property
     def frozen(self) -> Encoder:
-        f = self.settings.features
-        spec = resolve_encoder(f.encoder, pooling=f.pooling, prefix=f.prefix)
-        return load_encoder(spec, device=self.device)
+        return load_encoder(self.spec, device=self.device)
 
     @functools.cached_property
     def finetuned(self) -> Finetuned:
@@ -148,29 +154,46 @@ class Lab:
         return self.paths.lab / name
 
 
-def pick_finetuned(paths: RunPaths, requested: str | None) -> str | None:
+def pick_finetuned(run: Run, requested: str | None) -> str | None:
     """The requested fine-tuned model, else the first of finetune_cls / _ord / _reg saved."""
     if requested is not None:
-        if not (paths.model(requested) / "config.json").exists():
-            raise FileNotFoundError(
-                f"run {paths.name} has no model {requested!r}: run `douban finetune --run "
-                f"{paths.name}` first"
+        if requested not in run.saved_models:
+            raise ModelNotFoundError(
+                f"run {run.name} has no model {requested!r}",
+                hint=f"run `douban finetune --run {run.name}` first",
             )
         return requested
     for name in ("finetune_cls", "finetune_ord", "finetune_reg"):
-        if (paths.model(name) / "config.json").exists():
+        if name in run.saved_models:
             return name
     return None
+
+
+def frozen_encoder(run: Run, settings: Settings) -> tuple[EncoderSpec, int]:
+    """The run's encoder and ``max_length`` (its features manifest); the settings' only for a
+    run without features, which records no encoder."""
+    if run.manifest("features") is None:
+        f = settings.features
+        return resolve_encoder(f.encoder, pooling=f.pooling, prefix=f.prefix), f.max_length
+    recorded = run.encoder_spec
+    spec = resolve_encoder(recorded["name"], pooling=recorded["pooling"], prefix=recorded["prefix"])
+    if spec.fingerprint != recorded["fingerprint"]:
+        log.warning(
+            "encoder %s here (fingerprint %s) differs from the one run %s was featurised with (%s)",
+            recorded["name"], spec.fingerprint, run.name, recorded["fingerprint"],
+        )  # fmt: skip
+    return spec, int(recorded["max_length"])
 
 
 def open_lab(settings: Settings, progress: bool = True) -> Lab:
     """Sample the lab's reviews and pin down what its artifacts depend on."""
     paths = settings.paths
+    run = Run.open(paths.root)
     prepared = read_manifest(paths.prepared)
     if prepared is None or not paths.reviews.exists():
-        raise FileNotFoundError(
-            f"no prepared data in {paths.prepared}: run `douban prepare --run {paths.name} "
-            "--input <csv>` first"
+        raise StageMissingError(
+            f"no prepared data in {paths.prepared}",
+            hint=f"run `douban prepare --run {paths.name} --input <csv>` first",
         )
     reviews = pd.read_parquet(paths.reviews, columns=["review_id", "film", "star", "text", "split"])
     lab = settings.lab
@@ -180,23 +203,23 @@ def open_lab(settings: Settings, progress: bool = True) -> Lab:
     for name, limit in (("test", lab.eval_reviews), ("train", lab.probe_train_reviews)):
         candidates = np.flatnonzero(split == name)
         if len(candidates) < 10:
-            raise ValueError(
-                f"run {paths.name} has {len(candidates)} {name} reviews; the lab needs at least 10"
+            raise InputError(
+                f"run {paths.name} has {len(candidates)} {name} reviews; the lab needs at least 10",
+                hint="prepare more reviews",
             )
         rows[name] = candidates[stratified_subset(stars[candidates], limit, settings.seed)]
-    model_name = pick_finetuned(paths, lab.model)
-    f = settings.features
-    spec = resolve_encoder(f.encoder, pooling=f.pooling, prefix=f.prefix)
+    model_name = pick_finetuned(run, lab.model)
+    spec, max_length = frozen_encoder(run, settings)
     tuned_fp = None
     if model_name is not None:
-        tuned_fp = read_json(paths.model(model_name) / "config.json").get("fingerprint")
+        tuned_fp = run.model_config(model_name).get("fingerprint")
     sample_fp = fingerprint(
         LAB_VERSION,
         prepared["fingerprint"],
         spec.fingerprint,
         spec.pooling,
         spec.prefix,
-        f.max_length,
+        max_length,
         lab.eval_reviews,
         lab.probe_train_reviews,
         settings.seed,
@@ -204,6 +227,9 @@ def open_lab(settings: Settings, progress: bool = True) -> Lab:
     fp = fingerprint(sample_fp, lab.model_dump(mode="json", exclude={"device"}), tuned_fp)
     return Lab(
         settings,
+        run,
+        spec,
+        max_length,
         reviews,
         rows["test"],
         rows["train"],
@@ -226,7 +252,7 @@ def _encode_pooled(lab: Lab, which: str, rows: np.ndarray) -> np.ndarray:
         encoder,
         lab.texts(rows),
         token_layers=[-1],
-        max_length=lab.settings.features.max_length,
+        max_length=lab.max_length,
         token_budget=lab.settings.features.token_budget,
         progress=lab.progress,
     )
@@ -236,18 +262,14 @@ def _encode_pooled(lab: Lab, which: str, rows: np.ndarray) -> np.ndarray:
 
 def _store_pooled(lab: Lab, rows: np.ndarray) -> np.ndarray | None:
     """Frozen vectors straight from the run's feature store, when it holds this encoder's."""
-    from pipeline.features.store import FeatureStore
-
-    try:
-        store = FeatureStore.open(lab.paths.features)
-    except FileNotFoundError:
+    store = lab.run.feature_store
+    if store is None:
         return None
-    f = lab.settings.features
-    spec = resolve_encoder(f.encoder, pooling=f.pooling, prefix=f.prefix)
+    spec = lab.spec
     same = (
         store.encoder.get("fingerprint") == spec.fingerprint
         and store.encoder.get("prefix") == spec.prefix
-        and store.max_length == f.max_length
+        and store.max_length == lab.max_length
         and np.array_equal(store.review_ids, lab.reviews["review_id"].to_numpy())
     )
     if not same:
@@ -345,13 +367,6 @@ def run_projection(lab: Lab) -> dict[str, np.ndarray]:
     return out
 
 
-def _segmenter(lab: Lab) -> Any:
-    from pipeline.data.text import Segmenter
-
-    summary = read_json(lab.paths.summary) if lab.paths.summary.exists() else {}
-    return Segmenter(summary.get("films", []), lab.settings.prepare.user_dict)
-
-
 def _balanced(occurrences: list, stars: np.ndarray, limit: int, seed: int) -> list:
     """Up to ``limit`` occurrences, as even over the stars as the data allows."""
     rng = np.random.default_rng(seed)
@@ -373,7 +388,7 @@ def _visible(lab: Lab, texts: list[str], occurrences: list) -> list:
     if not occurrences:
         return []
     rows = sorted({o.row for o in occurrences})
-    tokenized = tokenize(lab.frozen, [texts[r] for r in rows], lab.settings.features.max_length)
+    tokenized = tokenize(lab.frozen, [texts[r] for r in rows], lab.max_length)
     offsets = dict(zip(rows, tokenized.offsets, strict=True))
     return [
         o
@@ -391,7 +406,7 @@ def _word_layers(lab: Lab, which: str, texts: list[str], occ: list) -> np.ndarra
         encoder,
         texts,
         token_layers=list(range(encoder.num_layers + 1)),
-        max_length=lab.settings.features.max_length,
+        max_length=lab.max_length,
         token_budget=lab.settings.features.token_budget,
     )
     return np.stack(
@@ -406,7 +421,7 @@ def run_words(lab: Lab) -> dict[str, Any]:
     json_path, npz_path, fp = lab.path("words.json"), lab.path("words.npz"), lab.fp("words")
     if (doc := cached_json(json_path, fp)) is not None and cached_npz(npz_path, fp) is not None:
         return doc
-    spans = _segmenter(lab).spans
+    spans = lab.run.segmenter.spans
     test_rows = np.flatnonzero(lab.reviews["split"].to_numpy() == "test")
     texts = lab.texts(test_rows)
     stars_all = lab.reviews["star"].to_numpy(np.int64)[test_rows]
@@ -462,10 +477,9 @@ def _head_attention(lab: Lab, rows: np.ndarray) -> dict[str, np.ndarray] | None:
     table = pq.read_table(
         lab.paths.predictions, columns=["model", "review_id", "attention", "evaluation"]
     ).to_pandas()
-    heads = sorted(m for m in table["model"].unique() if m.startswith("head_"))
-    if not heads:
+    model = lab.run.attention_model(lab.run.default_model)
+    if model is None or model not in set(table["model"]):
         return None
-    model = "head_cls" if "head_cls" in heads else heads[0]
     evaluation = table.loc[table["model"] == model, "evaluation"].iloc[0]
     sub = table[(table["model"] == model) & (table["evaluation"] == evaluation)]
     by_id = dict(zip(sub["review_id"], sub["attention"], strict=True))
@@ -507,7 +521,7 @@ def run_heads(lab: Lab) -> dict[str, Any]:
     n = min(lab.settings.lab.head_reviews, len(lab.eval_rows))
     rows = np.sort(rng.choice(lab.eval_rows, size=n, replace=False))
     texts = lab.texts(rows)
-    spans = _segmenter(lab).spans
+    spans = lab.run.segmenter.spans
     doc: dict[str, Any] = {"fingerprint": fp, "model": lab.model_name, "reviews": len(rows)}
     arrays: dict[str, np.ndarray] = {"patterns": np.array(attention_heads.PATTERNS)}
     # head-view examples: reviews of median length (short enough to read, long enough to show)
@@ -518,7 +532,7 @@ def run_heads(lab: Lab) -> dict[str, Any]:
         atts = attention_heads.encoder_attention(
             lab.encoder(which),
             texts,
-            max_length=lab.settings.features.max_length,
+            max_length=lab.max_length,
             progress=lab.progress,
         )
         shares = attention_heads.head_pattern_shares(atts)
@@ -627,7 +641,7 @@ def run_lab(
     """Compute (or reuse) the requested lab parts and refresh ``lab/summary.json``."""
     unknown = [p for p in parts if p not in RUNNERS]
     if unknown:
-        raise ValueError(f"unknown lab part(s) {unknown}; choose from {list(RUNNERS)}")
+        raise InputError(f"unknown lab part(s) {unknown}; choose from {list(RUNNERS)}")
     lab = open_lab(settings, progress=progress)
     if lab.model_name is None:
         console.print(
@@ -657,8 +671,9 @@ def run_lab(
         console.print(f"[bold]lab[/]: {summary['findings'].get('statement', '')}")
     summary["eval_reviews"] = len(lab.eval_rows)
     summary["probe_train_reviews"] = len(lab.train_rows)
+    summary["settings"] = settings.lab.model_dump(mode="json")  # what this lab ran with
+    summary["encoder"] = {**dataclasses.asdict(lab.spec), "max_length": lab.max_length}
     save_json(summary_path, summary)
-    write_json(settings.paths.settings, settings)
     return summary
 
 

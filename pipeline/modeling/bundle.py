@@ -2,6 +2,8 @@
 
 The config names the model kind, the encoder and its fingerprint, the label mapping, the settings
 and the feature layers used, so a model can be rebuilt and checked against the encoder it meets.
+Its ``scoring`` section (:mod:`pipeline.modeling.spec`) makes the directory a self-contained
+bundle: scoring new text needs neither the feature store nor the prepared data.
 """
 
 from __future__ import annotations
@@ -12,12 +14,25 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from pipeline.artifacts import atomic_dir, read_json, write_json
-from pipeline.errors import StaleArtifactError
+from pipeline.artifacts import MODEL_CONFIG as CONFIG
+from pipeline.artifacts import MODEL_WEIGHTS as WEIGHTS
+from pipeline.artifacts import atomic_dir, write_json
+from pipeline.errors import (
+    CorruptArtifactError,
+    DoubanError,
+    StaleArtifactError,
+)
+from pipeline.modeling.baselines import EnsembleModel, LinearStarModel, MajorityModel
+from pipeline.modeling.heads import HeadModel
+from pipeline.modeling.metrics import LABELS
+from pipeline.modeling.sentence import load_finetuned
+from pipeline.modeling.spec import SCORING, list_models, read_config, retrain_hint, scoring_spec
 
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
-LABELS = {str(star): star - 1 for star in range(1, 6)}  # star -> class index
+__all__ = [  # list_models .. scoring_spec: re-exported, they read no weights (see spec.py)
+    "CONFIG", "SCORING", "WEIGHTS", "EncoderMismatchError", "FinetunedTextModel", "check_encoder",
+    "list_models", "load_model", "load_star_model", "needs_tokens", "read_config", "retrain_hint",
+    "save_model", "scoring_spec",
+]  # fmt: skip
 
 
 class EncoderMismatchError(StaleArtifactError):
@@ -33,10 +48,16 @@ def save_model(model_dir: Path, tensors: dict[str, np.ndarray], config: dict[str
 
 
 def load_model(model_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    if not (model_dir / CONFIG).exists():
-        run = model_dir.parent.parent.name
-        raise FileNotFoundError(f"no trained model at {model_dir}; run `douban train --run {run}`")
-    return load_file(str(model_dir / WEIGHTS)), read_json(model_dir / CONFIG)
+    """Weights and config of a saved model; a missing, truncated or garbled file is an error
+    that names it and says how to recover (never a safetensors or JSON traceback)."""
+    config = read_config(model_dir.parent, model_dir.name)
+    try:
+        return load_file(str(model_dir / WEIGHTS)), config
+    except Exception as err:  # SafetensorError (truncated, not safetensors), OSError (missing)
+        raise CorruptArtifactError(
+            f"model weights {model_dir / WEIGHTS} cannot be read ({err})",
+            hint=retrain_hint(model_dir),
+        ) from err
 
 
 def check_encoder(config: dict[str, Any], fingerprint: str | None, model_name: str = "") -> None:
@@ -51,37 +72,37 @@ def check_encoder(config: dict[str, Any], fingerprint: str | None, model_name: s
     )
 
 
-def list_models(models_dir: Path) -> list[str]:
-    """Names of the saved models, in a stable order."""
-    if not models_dir.exists():
-        return []
-    return sorted(p.name for p in models_dir.iterdir() if (p / CONFIG).exists())
-
-
 def load_star_model(models_dir: Path, name: str, fingerprint: str | None = None) -> Any:
     """Rebuild a saved model (baseline, head or ensemble) by the kind in its config, refusing
     one trained on another encoder than ``fingerprint``."""
-    from pipeline.modeling.baselines import EnsembleModel, LinearStarModel, MajorityModel
-    from pipeline.modeling.heads import HeadModel
-
-    if (models_dir / name / CONFIG).exists() and read_json(models_dir / name / CONFIG).get(
+    if (models_dir / name / CONFIG).exists() and read_config(models_dir, name).get(
         "kind"
     ) == "finetune":  # carries its own encoder weights: reads text, not stored features
         return FinetunedTextModel(models_dir / name)
     tensors, config = load_model(models_dir / name)
     check_encoder(config, fingerprint, name)
     kind = config.get("kind")
-    if kind == "ensemble":
-        members = {m: load_star_model(models_dir, m, fingerprint) for m in config["members"]}
-        model = EnsembleModel(members, tensors["member_weights"])
-    elif kind == "head":
-        model = HeadModel.from_saved(tensors, config)
-    elif kind == "majority":
-        model = MajorityModel.from_saved(tensors, config)
-    elif kind in ("tfidf_lr", "tfidf_ridge", "pooled_lr"):
-        model = LinearStarModel.from_saved(tensors, config)
-    else:
-        raise ValueError(f"model {name} has unknown kind {kind!r}; retrain it with `douban train`")
+    try:
+        if kind == "ensemble":
+            members = {m: load_star_model(models_dir, m, fingerprint) for m in config["members"]}
+            model = EnsembleModel(members, tensors["member_weights"])
+        elif kind == "head":
+            model = HeadModel.from_saved(tensors, config)
+        elif kind == "majority":
+            model = MajorityModel.from_saved(tensors, config)
+        elif kind in ("tfidf_lr", "tfidf_ridge", "pooled_lr"):
+            model = LinearStarModel.from_saved(tensors, config)
+        else:
+            raise CorruptArtifactError(
+                f"model {name} has unknown kind {kind!r}", hint=retrain_hint(models_dir / name)
+            )
+    except DoubanError:  # a member's own error, already naming its file
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:  # missing or misshapen tensors
+        raise CorruptArtifactError(
+            f"model {models_dir / name} does not match its config.json ({err})",
+            hint=retrain_hint(models_dir / name),
+        ) from err
     model.config = config
     return model
 
@@ -101,8 +122,6 @@ class FinetunedTextModel:
     reads_text = True  # evaluation predicts only its val/test reviews (an encoder pass each)
 
     def __init__(self, model_dir: Path) -> None:
-        from pipeline.modeling.sentence import load_finetuned
-
         self.finetuned = load_finetuned(model_dir)
         self.config = self.finetuned.config
 

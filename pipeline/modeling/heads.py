@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from coral_pytorch.losses import corn_loss
 from torch import nn
 
+from pipeline.modeling.batching import pad
 from pipeline.modeling.inputs import FeatureSource, Predictions
 from pipeline.modeling.metrics import NUM_CLASSES, STARS
 
@@ -115,11 +116,23 @@ class SelfAttentiveHead(nn.Module):
         self, out: HeadOutput, labels: torch.Tensor, class_weights: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Task loss for labels 0..4 (star - 1); the caller adds ``penalty * out.penalty``."""
-        if self.output == "classification":
-            return F.cross_entropy(out.raw, labels, weight=class_weights)
-        if self.output == "regression":
-            return F.mse_loss(out.raw.squeeze(1), labels.float() + 1.0)
-        return corn_loss(out.raw, labels, num_classes=NUM_CLASSES)
+        return task_loss(self.output, out.raw, labels, class_weights)
+
+
+def task_loss(
+    output: OutputKind,
+    raw: torch.Tensor,
+    labels: torch.Tensor,
+    class_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The loss of every model kind for labels 0..4 (star - 1): cross-entropy, MSE on the star,
+    CORN; computed in fp32 whatever precision the forward pass ran in."""
+    raw = raw.float()
+    if output == "classification":
+        return F.cross_entropy(raw, labels, weight=class_weights)
+    if output == "regression":
+        return F.mse_loss(raw.squeeze(1), labels.float() + 1.0)
+    return corn_loss(raw, labels, num_classes=NUM_CLASSES)
 
 
 @dataclass
@@ -162,15 +175,9 @@ def pad_batch(
     token_states: list[np.ndarray], device: torch.device | str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad a list of ``(n_i, L, d)`` arrays to ``(B, T, L, d)`` float32 plus a ``(B, T)`` mask."""
-    lengths = [len(s) for s in token_states]
-    if min(lengths, default=0) == 0:
+    if min((len(s) for s in token_states), default=0) == 0:
         raise ValueError("every review needs at least one token state")
-    t = max(lengths)
-    _, layers, d = token_states[0].shape
-    states = np.zeros((len(token_states), t, layers, d), dtype=np.float16)
-    for i, s in enumerate(token_states):
-        states[i, : len(s)] = s
-    mask = np.arange(t)[None, :] < np.asarray(lengths)[:, None]
+    states, mask = pad(token_states, 0.0, np.float16)
     return torch.from_numpy(states).to(device).float(), torch.from_numpy(mask).to(device)
 
 

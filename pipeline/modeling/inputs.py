@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from pipeline.errors import StaleArtifactError
+
 
 @dataclass
 class Predictions:
@@ -63,7 +65,7 @@ class StoreSource:
 
     def __init__(self, store: Any, reviews: Any) -> None:
         if len(reviews) != len(store.review_ids):
-            raise ValueError(
+            raise StaleArtifactError(
                 f"feature store has {len(store.review_ids)} reviews but the prepared table has "
                 f"{len(reviews)}; re-run `douban features`"
             )

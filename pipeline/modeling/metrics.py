@@ -1,4 +1,4 @@
-"""Pure metric functions over star ratings 1..5.
+"""Pure metric functions over star ratings 1..5, on scikit-learn's where it has them.
 
 Everything takes plain arrays (true stars, predicted stars, optional class probabilities) and
 returns JSON-ready dicts, so evaluation, reports and the app all read the same numbers.
@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import sklearn.metrics as sk
 
 STARS = (1, 2, 3, 4, 5)
 NUM_CLASSES = len(STARS)
+LABELS = {str(star): star - 1 for star in STARS}  # star -> class index, as models store it
 
 
 def _as_stars(values: Any) -> np.ndarray:
@@ -24,9 +26,7 @@ def _as_stars(values: Any) -> np.ndarray:
 def confusion_matrix(y_true: Any, y_pred: Any) -> np.ndarray:
     """Counts, rows = true star, columns = predicted star."""
     t, p = _as_stars(y_true), _as_stars(y_pred)
-    cm = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
-    np.add.at(cm, (t - 1, p - 1), 1)
-    return cm
+    return sk.confusion_matrix(t, p, labels=list(STARS)).astype(np.int64)
 
 
 def normalise_rows(cm: np.ndarray) -> np.ndarray:
@@ -37,43 +37,33 @@ def normalise_rows(cm: np.ndarray) -> np.ndarray:
 
 def quadratic_weighted_kappa(y_true: Any, y_pred: Any) -> float:
     """Cohen's kappa with quadratic weights over the five stars (1 = perfect, 0 = chance)."""
-    cm = confusion_matrix(y_true, y_pred).astype(np.float64)
-    n = cm.sum()
-    if n == 0:
+    t, p = _as_stars(y_true), _as_stars(y_pred)
+    if len(t) == 0:
         return float("nan")
-    idx = np.arange(NUM_CLASSES)
-    weights = (idx[:, None] - idx[None, :]) ** 2 / (NUM_CLASSES - 1) ** 2
-    expected = np.outer(cm.sum(axis=1), cm.sum(axis=0)) / n
-    denom = (weights * expected).sum()
-    if denom == 0:  # one class only on both sides: agreement is trivially perfect or undefined
-        return 1.0 if (weights * cm).sum() == 0 else 0.0
-    return float(1.0 - (weights * cm).sum() / denom)
+    if np.unique(np.concatenate([t, p])).size == 1:
+        return 1.0  # one star on both sides: kappa is undefined, the agreement is perfect
+    return float(sk.cohen_kappa_score(t, p, labels=list(STARS), weights="quadratic"))
 
 
-def per_class(cm: np.ndarray) -> dict[str, dict[str, float]]:
-    """Precision, recall, F1 and support per star; 0 where undefined (sklearn's zero_division=0)."""
-    out: dict[str, dict[str, float]] = {}
-    for k, star in enumerate(STARS):
-        tp = float(cm[k, k])
-        predicted = float(cm[:, k].sum())
-        support = float(cm[k, :].sum())
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        out[str(star)] = {
-            "precision": precision,
-            "recall": recall,
-            "f1": f1,
+def per_class(y_true: Any, y_pred: Any) -> dict[str, dict[str, float]]:
+    """Precision, recall, F1 and support per star; 0 where undefined."""
+    t, p = _as_stars(y_true), _as_stars(y_pred)
+    scores = sk.precision_recall_fscore_support(t, p, labels=list(STARS), zero_division=0)
+    return {
+        str(star): {
+            "precision": float(precision),
+            "recall": float(recall),
+            "f1": float(f1),
             "support": int(support),
         }
-    return out
+        for star, precision, recall, f1, support in zip(STARS, *scores, strict=True)
+    }
 
 
-def macro_f1(cm: np.ndarray) -> float:
+def macro_f1(y_true: Any, y_pred: Any) -> float:
     """Mean F1 over the stars that occur in the true labels or the predictions."""
-    present = (cm.sum(axis=0) + cm.sum(axis=1)) > 0
-    f1 = np.array([v["f1"] for v in per_class(cm).values()])
-    return float(f1[present].mean()) if present.any() else float("nan")
+    t, p = _as_stars(y_true), _as_stars(y_pred)
+    return float(sk.f1_score(t, p, average="macro", zero_division=0)) if len(t) else float("nan")
 
 
 def expected_star(probs: np.ndarray) -> np.ndarray:
@@ -143,9 +133,9 @@ def star_metrics(
         "off_by_one": float((err <= 1).mean()),
         "mae": float(err.mean()),
         "rmse": float(np.sqrt((err.astype(np.float64) ** 2).mean())),
-        "macro_f1": macro_f1(cm),
+        "macro_f1": macro_f1(t, p),
         "qwk": quadratic_weighted_kappa(t, p),
-        "per_class": per_class(cm),
+        "per_class": per_class(t, p),
         "confusion": cm.tolist(),
         "confusion_normalised": normalise_rows(cm).tolist(),
         "distribution": {
@@ -165,7 +155,8 @@ def star_metrics(
         out["median_star_off_by_one"] = float((np.abs(med - t) <= 1).mean())
         out["ece"] = ece
         out["reliability"] = table
-        out["log_loss"] = float(-np.log(np.clip(probs[np.arange(n), t - 1], 1e-12, 1.0)).mean())
+        rows = probs / probs.sum(axis=1, keepdims=True)  # float32 sums are 1 only to ~1e-7
+        out["log_loss"] = float(sk.log_loss(t, rows, labels=list(STARS)))
     return out
 
 

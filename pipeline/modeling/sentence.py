@@ -12,8 +12,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from coral_pytorch.losses import corn_loss
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
@@ -25,14 +23,14 @@ from transformers import (
 )
 
 from pipeline import __version__
-from pipeline.artifacts import atomic_dir, read_json, write_json
+from pipeline.artifacts import MODEL_CONFIG, MODEL_WEIGHTS, atomic_dir, read_json, write_json
 from pipeline.encoding.encode import plan_batches
 from pipeline.encoding.load import Encoder, EncoderSpec, pick_device
-from pipeline.modeling.batching import collate, token_ids
-from pipeline.modeling.bundle import CONFIG, LABELS, WEIGHTS
+from pipeline.errors import InputError, StageMissingError
+from pipeline.modeling.batching import autocast, collate, module_device, token_ids
 from pipeline.modeling.heads import OUTPUT_KINDS, OutputKind, decode
 from pipeline.modeling.inputs import Predictions
-from pipeline.modeling.metrics import NUM_CLASSES
+from pipeline.modeling.metrics import LABELS, NUM_CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -86,26 +84,6 @@ class SentenceModel(nn.Module):
         return self.head(self.dropout(pool(hidden, attention_mask, self.pooling)))
 
 
-def task_loss(output: OutputKind, raw: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The heads' losses for labels 0..4 (star - 1): cross-entropy, MSE on the star, CORN."""
-    raw = raw.float()
-    if output == "classification":
-        return F.cross_entropy(raw, labels)
-    if output == "regression":
-        return F.mse_loss(raw.squeeze(1), labels.float() + 1.0)
-    return corn_loss(raw, labels, num_classes=NUM_CLASSES)
-
-
-def autocast(device: torch.device) -> Any:
-    """bf16 autocast on a GPU that supports it; a no-op elsewhere (fp32 on the CPU)."""
-    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 @torch.no_grad()
 def predict(
     model: SentenceModel,
@@ -117,7 +95,7 @@ def predict(
     progress: bool = False,
 ) -> Predictions:
     """Stars, scores and probabilities for cleaned texts, in input order."""
-    device = _device(model)
+    device = module_device(model)
     model.eval()
     ids = token_ids(encoder, texts, max_length)
     raw = torch.zeros((len(ids), OUT_DIM[model.output]), dtype=torch.float32)
@@ -169,9 +147,9 @@ def save_finetuned(
         **config,
     }
     with atomic_dir(model_dir) as tmp:
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        save_file(state, str(tmp / MODEL_WEIGHTS), metadata={"format": "pt"})
         encoder.tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
-        write_json(tmp / CONFIG, full_config)
+        write_json(tmp / MODEL_CONFIG, full_config)
 
 
 def load_finetuned(
@@ -179,19 +157,16 @@ def load_finetuned(
 ) -> Finetuned:
     """Rebuild a saved fine-tuned model; ``attn_implementation="eager"`` to read attentions."""
     model_dir = Path(model_dir)
-    if not (model_dir / CONFIG).exists():
-        raise FileNotFoundError(
-            f"no fine-tuned model at {model_dir}; run `douban finetune --run "
-            f"{model_dir.parent.parent.name}`"
-        )
-    config = read_json(model_dir / CONFIG)
+    if not (model_dir / MODEL_CONFIG).exists():
+        raise StageMissingError(f"no fine-tuned model at {model_dir}", "run `douban finetune`")
+    config = read_json(model_dir / MODEL_CONFIG)
     if config.get("kind") != KIND:
-        raise ValueError(f"{model_dir} holds a {config.get('kind')!r} model, not a fine-tuned one")
+        raise InputError(f"{model_dir} holds a {config.get('kind')!r} model, not a fine-tuned one")
     encoder_config = dict(config["encoder_config"])
     encoder_config = AutoConfig.for_model(encoder_config.pop("model_type"), **encoder_config)
     if attn_implementation:
         encoder_config._attn_implementation = attn_implementation
-    state = load_file(str(model_dir / WEIGHTS))
+    state = load_file(str(model_dir / MODEL_WEIGHTS))
     encoder = AutoModel.from_config(encoder_config)
     if getattr(encoder, "pooler", None) is not None and not any(
         k.startswith("encoder.pooler.") for k in state

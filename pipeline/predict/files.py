@@ -1,10 +1,14 @@
-"""Batch scoring from and to files: CSV, TXT or stdin in; CSV or JSON Lines out."""
+"""Batch scoring from and to files: CSV, TXT or stdin in; CSV or JSON Lines out.
+
+Inputs are read and checked completely before a model is loaded (a missing file or a CSV without
+a review column is a one-line :class:`~pipeline.errors.InputError`, not a minute of loading and
+then a traceback). Output has exactly one record per input row, in order.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import sys
 from collections.abc import Iterable, Iterator
@@ -14,55 +18,96 @@ from typing import Any, TextIO
 from tqdm.auto import tqdm
 
 from pipeline.artifacts import atomic_path
+from pipeline.errors import InputError, InputNotFoundError
 from pipeline.predict.scorer import TEXT_COLUMNS, Scorer
+from pipeline.terminal import json_line, printable
 
 log = logging.getLogger(__name__)
 
-# --------------------------------------------------------------------------------- batch I/O
+FORMATS = ("csv", "jsonl")
+MAX_FIELD_CHARS = 10_000_000  # a huge review is scored (truncated, with a warning), not refused
+# UTF-32 before UTF-16: FF FE 00 00 also starts with FF FE
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32-le"), (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"), (b"\xef\xbb\xbf", "utf-8"),
+)  # fmt: skip
 
 
 def _decode(data: bytes, encoding: str) -> str:
     """Decode with bad bytes kept as lone surrogates, so a broken row is reported as such
-    (``error: invalid UTF-8``) instead of failing the whole file."""
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
+    (``error: invalid UTF-8``) instead of failing the whole file. A byte-order mark wins over
+    the detected encoding (UTF-16/32 cannot keep bad bytes: they become U+FFFD)."""
+    for bom, codec in _BOMS:
+        if data.startswith(bom):
+            errors = "surrogateescape" if codec == "utf-8" else "replace"
+            return data[len(bom) :].decode(codec, errors=errors)
     codec = "gb18030" if encoding == "gb18030" else "utf-8"
     return data.decode(codec, errors="surrogateescape")
 
 
-def read_texts(path: str | Path) -> Iterator[Any]:
-    """Texts from a ``.csv`` (column Comment / comment / text / review / content, or the only
-    column), a ``.txt`` (one review per line) or ``-`` (stdin, one per line)."""
+def _read_bytes(path: str | Path) -> tuple[bytes, str, str, str]:
+    """``(data, suffix, encoding, label)`` of a file or ``-`` (stdin, one review per line)."""
     from pipeline.data.ingest import detect_encoding
 
     if str(path) == "-":
-        data, suffix, encoding = sys.stdin.buffer.read(), ".txt", "utf-8"
-    else:
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"input {path} does not exist")
-        data, suffix, encoding = path.read_bytes(), path.suffix.lower(), detect_encoding(path)
+        return sys.stdin.buffer.read(), ".txt", "utf-8", "stdin"
+    path = Path(path)
+    if not path.exists():
+        raise InputNotFoundError(
+            f"input file {path} does not exist", "check the path; -i - reads stdin"
+        )
+    if path.is_dir():
+        raise InputError(f"input {path} is a directory", "pass one .csv or .txt file")
+    try:
+        return path.read_bytes(), path.suffix.lower(), detect_encoding(path), str(path)
+    except OSError as err:
+        raise InputError(f"cannot read input file {path}: {err.strerror or err}") from err
+
+
+def read_texts(path: str | Path) -> list[Any]:
+    """Texts from a ``.csv`` (column comment / text / review / content, any case, or the only
+    column), a ``.txt`` (one review per line) or ``-`` (stdin, one per line). A CSV row without
+    the column gives None (scored as an error record, so rows stay aligned)."""
+    data, suffix, encoding, label = _read_bytes(path)
     text = _decode(data, encoding)
     if suffix != ".csv":
-        yield from text.splitlines()
-        return
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if header is None:
-        return
+        return text.splitlines()
+    limit = csv.field_size_limit()
+    csv.field_size_limit(MAX_FIELD_CHARS)
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as err:
+        raise InputError(f"{label} is not a readable CSV file: {err}", "save it as CSV") from err
+    finally:
+        csv.field_size_limit(limit)
+    if not rows:
+        return []
+    header, body = rows[0], rows[1:]
     names = [h.strip().lower() for h in header]
     col = next((names.index(c) for c in TEXT_COLUMNS if c in names), None)
     if col is None:
         if len(header) != 1:
-            raise ValueError(
-                f"{path}: no review column; name one of {TEXT_COLUMNS} (found {header})"
+            shown = printable(", ".join(header))[:200]
+            raise InputError(
+                f"{label} has no review column (its header: {shown})",
+                f"name the review column one of {', '.join(TEXT_COLUMNS)}, or pass a .txt file "
+                "with one review per line",
             )
         col = 0
-    for row in reader:
-        yield row[col] if col < len(row) else None
+    return [row[col] if col < len(row) else None for row in body]
 
 
-def _csv_row(record: dict[str, Any]) -> dict[str, Any]:
+def output_format(output: Path | None, as_json: bool) -> str:
+    """``jsonl`` or ``csv`` for ``--output`` / ``--json`` (stdout without --json: csv)."""
+    suffix = output.suffix.lower().lstrip(".") if output is not None else None
+    if output is not None and suffix not in FORMATS:
+        raise InputError(f"output {output} must end in .csv or .jsonl", "rename the output file")
+    if as_json and suffix == "csv":
+        raise InputError("--json writes JSON Lines", f"name the output {output.stem}.jsonl")
+    return "jsonl" if as_json else suffix or "csv"
+
+
+def _csv_row(record: dict[str, Any], safe: bool) -> dict[str, Any]:
     probs = record["probs"] or [None] * 5
     row = {k: record[k] for k in ("row", "text", "pred_star", "expected_star", "regression")}
     row |= {f"prob_{s}": p for s, p in zip(range(1, 6), probs, strict=True)}
@@ -70,6 +115,8 @@ def _csv_row(record: dict[str, Any]) -> dict[str, Any]:
     row["top_words"] = " ".join(f"{w['word']}:{w['weight']:.3f}" for w in record["top_words"])
     row["warnings"] = "; ".join(record["warnings"])
     row["error"] = record["error"] or ""
+    if safe:  # a terminal: its escape sequences are not the reviewer's to use
+        row["text"], row["top_words"] = printable(row["text"]), printable(row["top_words"])
     return row
 
 
@@ -97,24 +144,32 @@ def write_records(
     fmt: str,
     chunk_size: int = 256,
     total: int | None = None,
+    adapt_prior: bool = False,
 ) -> dict[str, int]:
-    """Stream ``texts`` through the scorer into ``out`` as CSV or JSONL; returns row counts."""
-    if fmt not in ("csv", "jsonl"):
-        raise ValueError(f"output format must be csv or jsonl, got {fmt!r}")
+    """Stream ``texts`` through the scorer into ``out`` as CSV or JSONL (one record per text);
+    returns row counts. Progress goes to stderr, and only when it is a terminal. ``adapt_prior``
+    scores the texts as one chunk: the star mix is estimated over all of them."""
+    if adapt_prior:
+        texts = list(texts)
+        chunk_size = max(1, len(texts))
+    if fmt not in FORMATS:
+        raise InputError(f"output format must be csv or jsonl, got {fmt!r}")
+    safe = out.isatty()
     writer = csv.DictWriter(out, fieldnames=CSV_FIELDS) if fmt == "csv" else None
     if writer is not None:
         writer.writeheader()
     counts = {"rows": 0, "errors": 0}
-    with tqdm(total=total, unit="review", desc="scoring") as bar:
+    with tqdm(total=total, unit="review", desc="scoring", disable=None, leave=False) as bar:
         for chunk in _chunks(texts, chunk_size):
-            for record in scorer.score_records(chunk):
+            for record in scorer.score_records(chunk, adapt_prior=adapt_prior):
                 record["row"] = counts["rows"]
                 counts["rows"] += 1
                 counts["errors"] += record["error"] is not None
                 if writer is not None:
-                    writer.writerow(_csv_row(record))
+                    writer.writerow(_csv_row(record, safe))
                 else:
-                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    out.write(json_line(record) + "\n")
+            out.flush()
             bar.update(len(chunk))
     return counts
 
@@ -123,9 +178,19 @@ def score_file(
     scorer: Scorer, input_path: str | Path, output: Path | None, fmt: str | None = None
 ) -> dict[str, int]:
     """Score a file (or ``-``) into ``output`` (atomically) or stdout."""
-    fmt = fmt or ("jsonl" if output is not None and output.suffix.lower() == ".jsonl" else "csv")
-    texts = list(read_texts(input_path))
+    fmt = fmt or output_format(output, as_json=False)
+    texts = read_texts(input_path)
+    return write_texts(scorer, texts, output, fmt)
+
+
+def write_texts(
+    scorer: Scorer, texts: list[Any], output: Path | None, fmt: str, adapt_prior: bool = False
+) -> dict[str, int]:
+    """Score ``texts`` into ``output`` (atomically: a half-written file never appears) or
+    stdout."""
     if output is None:
-        return write_records(scorer, texts, sys.stdout, fmt, total=len(texts))
+        return write_records(
+            scorer, texts, sys.stdout, fmt, total=len(texts), adapt_prior=adapt_prior
+        )
     with atomic_path(output) as tmp, tmp.open("w", encoding="utf-8", newline="") as f:
-        return write_records(scorer, texts, f, fmt, total=len(texts))
+        return write_records(scorer, texts, f, fmt, total=len(texts), adapt_prior=adapt_prior)

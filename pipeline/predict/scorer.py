@@ -1,9 +1,20 @@
-"""Scoring new reviews with a trained run: `douban score`, ``pipeline.score(...)`` and the app.
+"""Scoring new reviews with a trained model: `douban score`, ``pipeline.score(...)``, the app.
 
-A :class:`Scorer` keeps the run's encoder and models loaded. Per review it reports the predicted
-star and the probability of each star (the chosen model), the expected star, the regression head's
-value, and the words the attention head looked at most: token attention summed over hops, spread
-evenly over each token's characters, then summed over each jieba word's characters.
+A :class:`Scorer` holds one model of a run, loaded from its self-contained bundle (the model's
+directory: weights plus a config that names the encoder, ``max_length`` and the segmenter prepare
+ran), so it needs neither the feature store nor the prepared reviews. Like a transformers
+pipeline it runs ``preprocess`` (clean, flag) -> ``_forward`` (encode, predict) -> ``postprocess``
+(typed :class:`ScoreRecord`), and it is callable the same way::
+
+    clf = Scorer.load("demo")
+    clf("剧情拖沓，浪费时间")           # [{"label": 1, "score": 0.83}]
+    clf(texts, top_k=None)             # every star's probability, per text
+    clf.explain("剧情拖沓").words       # attention per jieba word; shows as HTML in notebooks
+
+Only what the model reads is loaded: a TF-IDF model needs no encoder; the head whose attention
+explains a score (:func:`pipeline.modeling.spec.explaining_head`) is loaded on the first
+explanation. Per explained review, token attention is summed over hops, spread evenly over each
+token's characters, then summed over each jieba word's characters.
 
 Bad input never raises: empty, whitespace-only or cleaned-away text gets ``error``; text without
 Chinese characters (English, emoji-only) is scored with a warning; text longer than the encoder's
@@ -13,21 +24,34 @@ Chinese characters (English, emoji-only) is scored with a warning; text longer t
 
 from __future__ import annotations
 
+import html
+import itertools
 import logging
-import os
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline.artifacts import read_json
-from pipeline.config import RunPaths, Settings, latest_run
-from pipeline.errors import StageMissingError
-from pipeline.modeling.bundle import list_models, load_star_model, needs_tokens
+from pipeline.config import RunPaths
+from pipeline.data.text import clean_text
+from pipeline.errors import ModelNotFoundError, StageMissingError
+from pipeline.locate import locate_run, newest_trained_run
+from pipeline.modeling.bundle import check_encoder, load_star_model, needs_tokens
 from pipeline.modeling.inputs import EncodedSource, Predictions
+from pipeline.modeling.prior import em_prior, run_train_prior, saved_temperature, sharpen
+from pipeline.modeling.spec import (
+    build_segmenter,
+    choose_default_model,
+    explaining_head,
+    list_models,
+    read_config,
+    read_scoring_spec,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,50 +60,111 @@ _SURROGATE = re.compile(r"[\udc80-\udcff]")  # bytes that were not UTF-8 (surrog
 MAX_CHARS = 5_000  # characters kept before tokenizing; far beyond any encoder's max_length
 TOP_WORDS = 8
 SCORE_TOKEN_BUDGET = 2_048  # padded tokens per encoder batch: small, length-sorted batches on CPU
-DEFAULT_MODELS = ("ensemble_head_tfidf", "head_cls", "head_ord", "tfidf_lr")
 TEXT_COLUMNS = ("comment", "text", "review", "content")
 FIELDS = (
-    "row", "text", "pred_star", "probs", "expected_star", "regression", "model", "top_words",
-    "warnings", "error",
+    "row", "text", "pred_star", "probs", "expected_star", "regression", "model",
+    "attention_model", "top_words", "warnings", "error",
 )  # fmt: skip
+STARS = (1, 2, 3, 4, 5)
 
 
-class NoTrainedRunError(StageMissingError):
-    """There is no run with trained models to score with."""
+class _RecordMapping(Mapping[str, Any]):
+    """Read a typed record like the dict it serialises to (``record["pred_star"]``), as
+    transformers' ``ModelOutput`` does, so callers written for dicts keep working."""
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
 
 
-def find_trained_run(runs_dir: Path) -> Path:
-    """The latest run (``config.latest_run``) if it has models, else the newest run that does."""
-    latest = latest_run(runs_dir)
-    if latest is not None and list_models(RunPaths(latest).models):
-        return latest
-    trained = [p for p in runs_dir.glob("*") if list_models(RunPaths(p).models)]
-    if not trained:
-        raise NoTrainedRunError(
-            f"no trained run in {runs_dir}. Train one first: `douban prepare --input reviews.csv "
-            "--run NAME`, then `douban features --run NAME` and `douban train --run NAME`"
+@dataclass(eq=False)
+class ScoreRecord(_RecordMapping):
+    """One scored text. ``probs`` (stars 1..5) and ``expected_star`` are None for models that
+    give no probabilities; ``regression`` is the model's continuous star when it regresses;
+    ``top_words`` come from ``attention_model`` (None when not explained)."""
+
+    row: int
+    text: str
+    pred_star: int | None
+    probs: list[float] | None
+    expected_star: float | None
+    regression: float | None
+    model: str
+    attention_model: str | None
+    top_words: list[dict[str, Any]]
+    warnings: list[str]
+    error: str | None
+    # for explanations (:meth:`explanation`), not part of the record's dict
+    clean_text: str | None = field(default=None, repr=False)
+    words: list[tuple[str, int, int, float]] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name in FIELDS}
+
+    def labels(self, top_k: int | None = 1) -> list[dict[str, Any]]:
+        """transformers' text-classification answer: ``[{"label": star, "score": p}]``, most
+        probable first (``top_k=None``: all five)."""
+        if self.error is not None:
+            return [{"label": None, "score": None, "error": self.error}]
+        if self.probs is None:  # a regression model: one star, no probability
+            return [{"label": self.pred_star, "score": None}]
+        ranked = sorted(zip(STARS, self.probs, strict=True), key=lambda sp: -sp[1])
+        return [{"label": s, "score": p} for s, p in ranked[:top_k]]
+
+    def explanation(self) -> Explanation:
+        return Explanation(self)
+
+
+@dataclass
+class Explanation(_RecordMapping):
+    """A score with every word's attention: ``words`` (word, start, end, weight; offsets into
+    ``clean_text``, the text the model saw) from the head ``attention_model``. Shows as
+    highlighted text in notebooks (``_repr_html_``; the review is escaped, never markup)."""
+
+    record: ScoreRecord = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        words = [
+            {"word": w, "start": s, "end": e, "weight": round(a, 6)} for w, s, e, a in self.words
+        ]
+        return {**self.record.to_dict(), "clean_text": self.clean_text, "words": words}
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "record":  # not set yet (copy, unpickling)
+            raise AttributeError(name)
+        return getattr(self.record, name)
+
+    def _repr_html_(self) -> str:
+        if self.record.error is not None:
+            return f"<p>{html.escape(self.record.error)}</p>"
+        return highlight_html(self.record.clean_text or "", self.record.words)
+
+
+def highlight_html(text: str, words: Sequence[tuple[str, int, int, float]]) -> str:
+    """``text`` with each word's background as dark as its share of the attention; every piece
+    of the text is escaped."""
+    top = max((a for *_, a in words), default=0.0) or 1.0
+    parts, pos = [], 0
+    for word, start, end, weight in sorted(words, key=lambda w: w[1]):
+        if start < pos:
+            continue
+        parts.append(html.escape(text[pos:start]))
+        alpha = round(0.85 * weight / top, 3)
+        parts.append(
+            f'<span style="background: rgba(214, 39, 40, {alpha})" '
+            f'title="{weight:.3f}">{html.escape(word)}</span>'
         )
-    return max(trained, key=lambda p: (p / "models").stat().st_mtime)
-
-
-def _default_model(paths: RunPaths, available: list[str]) -> str:
-    """Best validation accuracy among the probabilistic models (never chosen on test);
-    otherwise the first of :data:`DEFAULT_MODELS` that exists."""
-    if paths.metrics.exists():
-        evaluations = read_json(paths.metrics).get("evaluations", {})
-        for evaluation in ("random", "film_holdout"):
-            models = evaluations.get(evaluation, {}).get("models", {})
-            scored = {
-                m: v["val"]["accuracy"]
-                for m, v in models.items()
-                if m in available and m != "majority" and "ece" in v.get("val", {})
-            }
-            if scored:
-                return max(scored, key=scored.__getitem__)
-    for name in DEFAULT_MODELS:
-        if name in available:
-            return name
-    return available[0]
+        pos = end
+    parts.append(html.escape(text[pos:]))
+    return f'<div class="attention">{"".join(parts)}</div>'
 
 
 @dataclass
@@ -93,8 +178,6 @@ class _Prepared:
 
 
 def _prepare(raw: Any) -> _Prepared:
-    from pipeline.data.text import clean_text
-
     if raw is None or (isinstance(raw, float) and np.isnan(raw)):
         return _Prepared("", None, [], "empty review")
     original = str(raw)
@@ -105,10 +188,7 @@ def _prepare(raw: Any) -> _Prepared:
     warnings = []
     if len(original) > MAX_CHARS:
         warnings.append(f"review has {len(original):,} characters; only the start is scored")
-        original_for_model = original[:MAX_CHARS]
-    else:
-        original_for_model = original
-    text = clean_text(original_for_model)
+    text = clean_text(original[:MAX_CHARS])
     if not text:
         return _Prepared(original, None, [], "no text left after cleaning (only markup or URLs)")
     if not _HAN.search(text):
@@ -134,190 +214,6 @@ def word_attention(
     return [(w, s, e, a / total if total > 0 else 0.0) for w, s, e, a in words]
 
 
-class Scorer:
-    """A run's encoder and models, loaded once; ``score`` and ``explain`` new texts."""
-
-    def __init__(self, run_dir: Path, model: str | None = None, device: str = "cpu") -> None:
-        from pipeline.data.text import Segmenter
-        from pipeline.encoding.load import load_encoder
-        from pipeline.features.store import FeatureStore
-
-        self.paths = RunPaths(Path(run_dir))
-        available = list_models(self.paths.models)
-        if not available:
-            raise NoTrainedRunError(
-                f"run {self.paths.name} has no trained models: run `douban train --run "
-                f"{self.paths.name}`"
-            )
-        self.model_name = model or _default_model(self.paths, available)
-        if self.model_name not in available:
-            raise ValueError(
-                f"run {self.paths.name} has no model {self.model_name!r}; it has {available}"
-            )
-        store = FeatureStore.open(self.paths.features)
-        spec = store.encoder  # resolved afresh: the run may come from another machine's cache
-        self.encoder = load_encoder(
-            spec["name"], device=device, pooling=spec["pooling"], prefix=spec["prefix"]
-        )
-        self.fingerprint = self.encoder.spec.fingerprint
-        self.max_length = store.max_length
-        load = lambda name: load_star_model(self.paths.models, name, self.fingerprint)  # noqa: E731
-        self.model = load(self.model_name)
-        self.attention_model = self._attention_model(available, load)
-        self.regression_model = load("head_reg") if "head_reg" in available else None
-        layers = set()
-        for m in (self.model, self.attention_model, self.regression_model):
-            layers |= set(_token_layers(m))
-        self.token_layers = sorted(layers) or [self.encoder.num_layers]
-        summary = read_json(self.paths.summary) if self.paths.summary.exists() else {}
-        self.segmenter = Segmenter(summary.get("films", []))
-
-    @classmethod
-    def load(cls, run_dir: Path, model: str | None = None, device: str = "cpu") -> Scorer:
-        return cls(run_dir, model, device)
-
-    def _attention_model(self, available: list[str], load: Any) -> Any:
-        """The self-attentive head whose attention explains a score, and its name (the chosen
-        model, its head member, else head_cls; None when the run has no head)."""
-        if getattr(self.model, "kind", None) == "head":
-            self.attention_model_name: str | None = self.model_name
-            return self.model
-        if getattr(self.model, "kind", None) == "ensemble":
-            for name, member in self.model.members.items():
-                if getattr(member, "kind", None) == "head":
-                    self.attention_model_name = name
-                    return member
-        self.attention_model_name = "head_cls" if "head_cls" in available else None
-        return load("head_cls") if self.attention_model_name else None
-
-    # ----------------------------------------------------------------------------- scoring
-
-    def _encode(self, texts: list[str]) -> tuple[EncodedSource, list[bool]]:
-        """Encode and segment; flag texts cut at ``max_length`` tokens (the TF-IDF side of an
-        ensemble still reads the whole text, exactly as in evaluation)."""
-        from pipeline.encoding.encode import encode_texts
-
-        encoded = encode_texts(
-            self.encoder,
-            texts,
-            token_layers=self.token_layers,
-            max_length=self.max_length,
-            token_budget=max(SCORE_TOKEN_BUDGET, self.max_length),
-        )
-        truncated = [
-            len(enc.input_ids) >= self.max_length
-            and int(enc.offsets[:, 1].max(initial=0)) < len(text.rstrip())
-            for text, enc in zip(texts, encoded, strict=True)
-        ]
-        tokens = [self.segmenter.tokens(t) for t in texts]
-        return EncodedSource(texts, encoded, tokens, self.token_layers, self.fingerprint), truncated
-
-    def _predict(
-        self, texts: list[str]
-    ) -> tuple[dict[str, Predictions | None], EncodedSource, list[bool]]:
-        source, truncated = self._encode(texts)
-        rows = list(range(len(texts)))
-        out: dict[str, Predictions | None] = {"model": self.model.predict(source, rows)}
-        out["attention"] = None
-        if self.attention_model is not None:
-            has = out["model"].attention is not None and self.attention_model is self.model
-            out["attention"] = out["model"] if has else self.attention_model.predict(source, rows)
-        out["regression"] = (
-            self.regression_model.predict(source, rows) if self.regression_model else None
-        )
-        return out, source, truncated
-
-    def score(self, texts: Iterable[Any], batch_size: int = 64) -> list[dict[str, Any]]:
-        """One record per input text, in order (see :data:`FIELDS`)."""
-        prepared = [_prepare(t) for t in texts]
-        records: list[dict[str, Any]] = [{} for _ in prepared]
-        ok = [i for i, p in enumerate(prepared) if p.text is not None]
-        for start in range(0, len(ok), batch_size):
-            idx = ok[start : start + batch_size]
-            preds, source, truncated = self._predict([prepared[i].text for i in idx])
-            for j, i in enumerate(idx):
-                records[i] = self._record(prepared[i], preds, source, j, truncated[j])
-        for i, p in enumerate(prepared):
-            if p.text is None:
-                records[i] = self._error_record(p)
-        for i, r in enumerate(records):
-            r["row"] = i
-        return records
-
-    def _record(
-        self,
-        prep: _Prepared,
-        preds: dict[str, Predictions | None],
-        source: EncodedSource,
-        j: int,
-        truncated: bool,
-    ) -> dict[str, Any]:
-        main = preds["model"]
-        warnings = list(prep.warnings)
-        if truncated:
-            seen = int(source.encoded[j].offsets[:, 1].max(initial=0))
-            warnings.append(
-                f"truncated to the first {self.max_length} tokens ({seen:,} of "
-                f"{len(prep.text):,} characters) for the encoder"
-            )
-        words = self._words(preds["attention"], source, j, prep.text)
-        top = sorted(words, key=lambda w: -w[3])[:TOP_WORDS]
-        reg = preds["regression"]
-        return {
-            "text": prep.original,
-            "pred_star": int(main.pred_star[j]),
-            "probs": None if main.probs is None else [float(p) for p in main.probs[j]],
-            "expected_star": None if main.probs is None else float(main.expected_star[j]),
-            "regression": None if reg is None else float(reg.score[j]),
-            "model": self.model_name,
-            "top_words": [{"word": w, "weight": round(a, 4)} for w, _, _, a in top],
-            "warnings": warnings,
-            "error": None,
-            "_words": words,
-        }
-
-    def _error_record(self, prep: _Prepared) -> dict[str, Any]:
-        return {
-            "text": prep.original,
-            "pred_star": None,
-            "probs": None,
-            "expected_star": None,
-            "regression": None,
-            "model": self.model_name,
-            "top_words": [],
-            "warnings": prep.warnings,
-            "error": prep.error,
-            "_words": [],
-        }
-
-    def _words(
-        self, attention: Predictions | None, source: EncodedSource, j: int, text: str
-    ) -> list[tuple[str, int, int, float]]:
-        if attention is None or attention.attention is None:
-            return []
-        return word_attention(
-            text, source.encoded[j].offsets, attention.attention[j], self.segmenter.spans(text)
-        )
-
-    def score_records(self, texts: Iterable[Any], batch_size: int = 64) -> list[dict[str, Any]]:
-        """:meth:`score` without the internal per-word list (what the CLI and API return)."""
-        return [_public(r) for r in self.score(texts, batch_size)]
-
-    def explain(self, text: str) -> dict[str, Any]:
-        """The score of one text plus every word with its character span and attention weight,
-        for highlighting (``words``: word, start, end, weight; offsets into ``text``, the cleaned
-        text the model saw; ``attention_model``: the head whose weights they are)."""
-        record = self.score([text])[0]
-        prep = _prepare(text)
-        words = record.pop("_words")
-        record["clean_text"] = prep.text
-        record["attention_model"] = self.attention_model_name
-        record["words"] = [
-            {"word": w, "start": s, "end": e, "weight": round(a, 6)} for w, s, e, a in words
-        ]
-        return record
-
-
 def _token_layers(model: Any) -> list[int]:
     if model is None:
         return []
@@ -326,36 +222,329 @@ def _token_layers(model: Any) -> list[int]:
     return list(getattr(model, "layers", [])) if needs_tokens(model) else []
 
 
-def _public(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if not k.startswith("_")}
+def _reads_encoder(model: Any) -> bool:
+    """Whether the model reads encoder features (heads, pooled baselines, ensembles of them);
+    TF-IDF, majority and fine-tuned models (their own encoder) do not."""
+    if getattr(model, "kind", None) == "ensemble":
+        return any(_reads_encoder(m) for m in model.members.values())
+    return getattr(model, "kind", None) in ("head", "pooled_lr")
+
+
+def resolve_run(run: str | Path | RunPaths | None, runs_dir: Path | None = None) -> RunPaths:
+    """A run name (under ``runs_dir``), a run directory, or None (the newest trained run)."""
+    if isinstance(run, RunPaths):
+        return run
+    if run is None:
+        return newest_trained_run(runs_dir)
+    if isinstance(run, Path):
+        return locate_run(run.name, run.parent)
+    return locate_run(run, runs_dir)
+
+
+class Scorer:
+    """One model of a run, loaded from its bundle; ``score``, ``explain`` or call it."""
+
+    def __init__(self, paths: RunPaths, model: str | None = None, device: str = "cpu") -> None:
+        self.paths = paths
+        self.device = device
+        self.available = list_models(paths.models)
+        if not self.available:
+            raise StageMissingError(
+                f"run {paths.name} has no trained models",
+                hint=f"run `douban train --run {paths.name}`",
+            )
+        metrics = read_json(paths.metrics) if paths.metrics.exists() else {}
+        self.model_name: str = model or choose_default_model(metrics, self.available) or ""
+        if self.model_name not in self.available:
+            raise ModelNotFoundError(
+                f"run {paths.name} has no model {self.model_name!r}; it has: "
+                f"{', '.join(self.available)}",
+                hint="pick one of those with --model",
+            )
+        self.config = read_config(paths.models, self.model_name)
+        self.spec = read_scoring_spec(self.config, self.model_name)
+        self.model = load_star_model(
+            paths.models, self.model_name, self.spec["encoder"].get("fingerprint")
+        )
+
+    @classmethod
+    def load(
+        cls,
+        run: str | Path | RunPaths | None = None,
+        model: str | None = None,
+        runs_dir: Path | str | None = None,
+        device: str = "cpu",
+    ) -> Scorer:
+        """The scorer of run ``run`` (a name under ``runs_dir``, a run directory, or None for
+        the newest trained run) with ``model`` (default: the run's default model)."""
+        return cls(resolve_run(run, Path(runs_dir) if runs_dir else None), model, device)
+
+    # ------------------------------------------------------------------ what is loaded lazily
+
+    @cached_property
+    def attention_model_name(self) -> str | None:
+        """The head whose attention explains this model's scores (recorded in every record)."""
+        heads = [
+            m for m in self.available if read_config(self.paths.models, m).get("kind") == "head"
+        ]
+        return explaining_head(self.model_name, heads, self.config.get("members", []))
+
+    @cached_property
+    def attention_model(self) -> Any:
+        name = self.attention_model_name
+        if name is None:
+            return None
+        if name == self.model_name:
+            return self.model
+        if getattr(self.model, "kind", None) == "ensemble" and name in self.model.members:
+            return self.model.members[name]
+        return load_star_model(self.paths.models, name, self.fingerprint)
+
+    @cached_property
+    def feature_spec(self) -> dict[str, Any]:
+        """The bundle spec of the encoder features read here: this model's, or, when it reads
+        none (TF-IDF, a fine-tuned encoder), the explaining head's."""
+        name = self.attention_model_name
+        if _reads_encoder(self.model) or name is None or name == self.model_name:
+            return self.spec
+        return read_scoring_spec(read_config(self.paths.models, name), name)
+
+    @property
+    def max_length(self) -> int:
+        return int(self.feature_spec["max_length"])
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.feature_spec["encoder"].get("fingerprint")
+
+    @cached_property
+    def encoder(self) -> Any:
+        """The encoder the model's features came from, resolved here by name (the run may come
+        from another machine's cache) and refused when its weights are not the bundle's."""
+        from pipeline.encoding.load import load_encoder  # transformers: only when needed
+
+        spec = self.feature_spec["encoder"]
+        encoder = load_encoder(
+            spec["name"], device=self.device, pooling=spec["pooling"], prefix=spec["prefix"]
+        )
+        check_encoder({"encoder": spec}, encoder.spec.fingerprint, self.model_name)
+        from pipeline.encoding.encode import accelerate_for_cpu  # as feature extraction ran it
+
+        return accelerate_for_cpu(encoder)
+
+    @cached_property
+    def segmenter(self) -> Any:
+        """jieba as the run's prepare stage ran it (its film words and user dictionary)."""
+        return build_segmenter(self.spec["segmenter"])
+
+    # ------------------------------------------------------------------ pipeline steps
+
+    def preprocess(self, texts: Iterable[Any]) -> list[_Prepared]:
+        """Clean each input and flag what cannot be scored or deserves a warning."""
+        return [_prepare(t) for t in texts]
+
+    def _forward(self, texts: list[str], explain: bool) -> dict[str, Any]:
+        """Encode (when a model reads encoder features) and predict one batch of clean texts."""
+        models = [self.model]
+        attention = self.attention_model if explain else None
+        if attention is not None and attention is not self.model:
+            models.append(attention)
+        rows = list(range(len(texts)))
+        tokens = [self.segmenter.tokens(t) for t in texts]
+        encoded: list[Any] = [None] * len(texts)
+        truncated = [False] * len(texts)
+        layers: list[int] = []
+        if any(_reads_encoder(m) for m in models):
+            from pipeline.encoding.encode import encode_texts  # transformers: only when needed
+
+            layers = sorted({x for m in models for x in _token_layers(m)}) or [
+                self.encoder.num_layers
+            ]
+            encoded = encode_texts(
+                self.encoder,
+                texts,
+                token_layers=layers,
+                max_length=self.max_length,
+                token_budget=max(SCORE_TOKEN_BUDGET, self.max_length),
+            )
+            truncated = [
+                len(enc.input_ids) >= self.max_length
+                and int(enc.offsets[:, 1].max(initial=0)) < len(text.rstrip())
+                for text, enc in zip(texts, encoded, strict=True)
+            ]
+        source = EncodedSource(texts, encoded, tokens, layers, self.fingerprint)
+        main = self.model.predict(source, rows)
+        attended = None
+        if attention is not None:
+            attended = main if attention is self.model else attention.predict(source, rows)
+        return {"main": main, "attention": attended, "encoded": encoded, "truncated": truncated}
+
+    def postprocess(
+        self, prep: _Prepared, out: dict[str, Any], j: int, explain: bool
+    ) -> ScoreRecord:
+        """One typed record from a batch's outputs (row ``j`` of the batch)."""
+        main: Predictions = out["main"]
+        text = prep.text or ""
+        warnings = list(prep.warnings)
+        if out["truncated"][j]:
+            seen = int(out["encoded"][j].offsets[:, 1].max(initial=0))
+            warnings.append(
+                f"truncated to the first {self.max_length} tokens ({seen:,} of "
+                f"{len(text):,} characters) for the encoder"
+            )
+        words: list[tuple[str, int, int, float]] = []
+        attended: Predictions | None = out["attention"]
+        if attended is not None and attended.attention is not None:
+            offsets = out["encoded"][j].offsets
+            spans = self.segmenter.spans(text)
+            words = word_attention(text, offsets, attended.attention[j], spans)
+        top = sorted(words, key=lambda w: -w[3])[:TOP_WORDS]
+        regresses = main.probs is None
+        return ScoreRecord(
+            row=0,
+            text=prep.original,
+            pred_star=int(main.pred_star[j]),
+            probs=None if regresses else [float(p) for p in main.probs[j]],
+            expected_star=None if regresses else float(main.expected_star[j]),
+            regression=float(main.score[j]) if regresses else None,
+            model=self.model_name,
+            attention_model=self.attention_model_name if explain else None,
+            top_words=[{"word": w, "weight": round(a, 4)} for w, _, _, a in top],
+            warnings=warnings,
+            error=None,
+            clean_text=prep.text,
+            words=words,
+        )
+
+    def _error_record(self, prep: _Prepared) -> ScoreRecord:
+        return ScoreRecord(
+            row=0,
+            text=prep.original,
+            pred_star=None,
+            probs=None,
+            expected_star=None,
+            regression=None,
+            model=self.model_name,
+            attention_model=None,
+            top_words=[],
+            warnings=prep.warnings,
+            error=prep.error,
+            clean_text=prep.text,
+        )
+
+    # ------------------------------------------------------------------ entry points
+
+    def score(
+        self,
+        texts: Iterable[Any] | str,
+        batch_size: int = 64,
+        explain: bool = True,
+        adapt_prior: bool = False,
+    ) -> list[ScoreRecord]:
+        """One record per input text, in order; ``explain=False`` skips the attention words
+        (and never loads the head that explains); ``adapt_prior`` re-weights the probabilities
+        to the star mix EM estimates for these texts together (a new corpus has its own)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        prepared = self.preprocess(texts)
+        records: list[ScoreRecord | None] = [None] * len(prepared)
+        ok = [i for i, p in enumerate(prepared) if p.text is not None]
+        for start in range(0, len(ok), batch_size):
+            idx = ok[start : start + batch_size]
+            out = self._forward([prepared[i].text or "" for i in idx], explain)
+            for j, i in enumerate(idx):
+                records[i] = self.postprocess(prepared[i], out, j, explain)
+        done = [
+            r if r is not None else self._error_record(p)
+            for r, p in zip(records, prepared, strict=True)
+        ]
+        for i, r in enumerate(done):
+            r.row = i
+        if adapt_prior:
+            self._adapt_prior(done)
+        return done
+
+    def _adapt_prior(self, records: list[ScoreRecord]) -> None:
+        scored = [r for r in records if r.error is None and r.probs is not None]
+        if not scored:
+            return
+        if not self.paths.reviews.exists():
+            raise StageMissingError(
+                f"adapting the prior needs the training star mix: run {self.paths.name} has no "
+                "prepared reviews",
+                hint="score without --adapt-prior, or with a run that keeps its prepared/ folder",
+            )
+        train_prior = run_train_prior(self.paths.reviews)
+        calibrated = sharpen(
+            np.array([r.probs for r in scored]),
+            saved_temperature(self.paths.predictions, self.model_name),
+        )
+        adapted, _ = em_prior(calibrated, train_prior)
+        for r, p in zip(scored, adapted, strict=True):
+            r.probs = [float(x) for x in p]
+            r.pred_star = int(p.argmax()) + 1
+            r.expected_star = float(p @ np.asarray(STARS, dtype=np.float64))
+
+    def score_records(
+        self, texts: Iterable[Any] | str, batch_size: int = 64, adapt_prior: bool = False
+    ) -> list[dict[str, Any]]:
+        """:meth:`score` as plain dicts (what the CLI and the API print)."""
+        return [r.to_dict() for r in self.score(texts, batch_size, adapt_prior=adapt_prior)]
+
+    def explain(self, text: str) -> Explanation:
+        """The score of one text with every word's attention, for highlighting."""
+        return self.score([text])[0].explanation()
+
+    def __call__(
+        self, inputs: Any, top_k: int | None = 1, batch_size: int = 64
+    ) -> list[Any] | Iterator[list[dict[str, Any]]]:
+        """transformers-style: a string gives ``[{"label": star, "score": p}]`` (``top_k``
+        most probable stars; None: all five); a list or pandas Series gives one answer per
+        text (a dict each when ``top_k=1``, else a list); a generator is scored lazily,
+        ``batch_size`` texts at a time, and yields one answer per text."""
+        if isinstance(inputs, str):
+            return self.score([inputs], batch_size, explain=False)[0].labels(top_k)
+        if isinstance(inputs, Sequence) or hasattr(inputs, "tolist"):
+            texts = inputs.tolist() if hasattr(inputs, "tolist") else list(inputs)
+            return [self._answer(r, top_k) for r in self.score(texts, batch_size, explain=False)]
+        return self._stream(iter(inputs), top_k, batch_size)
+
+    def _stream(
+        self, inputs: Iterator[Any], top_k: int | None, batch_size: int
+    ) -> Iterator[list[dict[str, Any]]]:
+        while batch := list(itertools.islice(inputs, batch_size)):
+            for record in self.score(batch, batch_size, explain=False):
+                yield self._answer(record, top_k)
+
+    @staticmethod
+    def _answer(record: ScoreRecord, top_k: int | None) -> Any:
+        labels = record.labels(top_k)
+        return labels[0] if top_k == 1 else labels
 
 
 _SCORERS: dict[tuple[str, str | None], tuple[float, Scorer]] = {}
 
 
-def get_scorer(run: str | Path | None = None, model: str | None = None) -> Scorer:
-    """A cached :class:`Scorer` for a run name or directory (default: the latest trained run
-    under ``$DOUBAN_RUNS_DIR`` or runs/); reloaded when the run's models change on disk."""
-    runs_dir = Path(os.environ.get("DOUBAN_RUNS_DIR") or Settings().runs_dir)
-    if run is None:
-        run_dir = find_trained_run(runs_dir)
-    else:
-        run_dir = Path(run) if Path(run).is_dir() else runs_dir / str(run)
-    stamp = max(
-        (p.stat().st_mtime for p in RunPaths(run_dir).models.glob("*/config.json")), default=0.0
-    )
-    key = (str(run_dir.resolve()), model)
+def get_scorer(
+    run: str | Path | None = None, model: str | None = None, runs_dir: Path | str | None = None
+) -> Scorer:
+    """A cached :class:`Scorer` (see :meth:`Scorer.load`); reloaded when the run's models
+    change on disk."""
+    paths = resolve_run(run, Path(runs_dir) if runs_dir else None)
+    stamp = max((p.stat().st_mtime for p in paths.models.glob("*/config.json")), default=0.0)
+    key = (str(paths.root.resolve()), model)
     cached = _SCORERS.get(key)
     if cached is None or cached[0] != stamp:
-        _SCORERS[key] = (stamp, Scorer.load(run_dir, model))
+        _SCORERS[key] = (stamp, Scorer(paths, model))
     return _SCORERS[key][1]
 
 
 def score(
-    texts: str | Iterable[Any], run: str | Path | None = None, model: str | None = None
+    texts: str | Iterable[Any],
+    run: str | Path | None = None,
+    model: str | None = None,
+    runs_dir: Path | str | None = None,
 ) -> list[dict[str, Any]]:
     """Score review text(s) with a trained run: a list of records (one per text, in order) with
     pred_star, probs (stars 1..5), expected_star, regression, top_words, warnings and error."""
-    if isinstance(texts, str):
-        texts = [texts]
-    return get_scorer(run, model).score_records(texts)
+    return get_scorer(run, model, runs_dir).score_records(texts)

@@ -1,29 +1,36 @@
 """Self-contained HTML reports, one page per film plus an index, from a run's artifacts.
 
 :meth:`FilmReport.build` gathers a film's numbers with the pure functions of
-:mod:`pipeline.analytics`; :func:`render_film` and :func:`render_index` draw them (matplotlib
-figures embedded as base64 PNG, inline CSS, no external URL, script or font: the file opens
-anywhere, offline). Every piece of review text is escaped. Pages are written atomically to
-``reports/<run>/``.
+:mod:`pipeline.analytics`; :func:`film_report` keeps them as a fingerprinted artifact in
+``runs/<run>/analytics/<model>/`` so the app and the reports read them instead of recomputing
+t-SNE, TF-IDF and word clouds per visit. Pages are Jinja2 templates (autoescaped: review text is
+data, never markup) with the charts of :mod:`pipeline.reports.charts` as inline Vega-Lite and the
+Vega JavaScript inlined: no external URL, the file opens anywhere, offline. Pages are written
+atomically to ``reports/<run>/``.
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import hashlib
-import html
+import io
 import logging
 import re
-from collections.abc import Collection
+import unicodedata
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
+from PIL import Image
 from tqdm.auto import tqdm
 
-from pipeline.analytics import RunData, load_run
 from pipeline.analytics.attention import attention_examples, highlight_html, top_attention_words
 from pipeline.analytics.embedding import DEFAULT_CAP, tsne_points
 from pipeline.analytics.league import league_table
@@ -35,21 +42,31 @@ from pipeline.analytics.stars import (
     star_distribution,
 )
 from pipeline.analytics.time import likes_agreement, monthly_trend
-from pipeline.analytics.words import (
-    star_top_words,
-    star_words_table,
-    top_words_by_film,
-    word_cloud,
+from pipeline.analytics.words import star_top_words, star_words_table, top_words_by_film, word_cloud
+from pipeline.artifacts import (
+    atomic_dir,
+    fingerprint,
+    is_current,
+    read_json,
+    write_json,
+    write_manifest,
+    write_text,
 )
-from pipeline.artifacts import write_text
 from pipeline.config import Settings
+from pipeline.errors import InputError, ModelNotFoundError
 from pipeline.fonts import cjk_font_path
-from pipeline.predict.scorer import word_attention
-from pipeline.reports import plots
+from pipeline.reports import charts
+from pipeline.reports.names import METRIC_GLOSSARY, format_value, human, model_name
+from pipeline.run import Run
 
 log = logging.getLogger(__name__)
 
+ANALYTICS_VERSION = 2  # bump when what a FilmReport holds changes: cached artifacts are rebuilt
 CLOUD_WORDS = 100
+MIN_EVALUATED = 30  # fewer evaluated reviews: the numbers carry a visible small-sample note
+MIN_MAP_REVIEWS = 30  # fewer reviews: no t-SNE map (a map of 15 dots shows noise)
+MIN_WORD_COUNT = 2  # a word said once is not "what the film's reviews say"
+BOOTSTRAP = 1000
 SECTIONS = {
     "numbers": "Key numbers",
     "stars": "Star distribution",
@@ -63,6 +80,7 @@ SECTIONS = {
     "likes": "Likes",
     "league": "Film league",
 }
+TEMPLATES = Path(__file__).parent / "templates"
 
 
 @dataclass
@@ -90,6 +108,7 @@ class FilmReport:
     reviews: int
     mean_star: float
     summary: dict[str, Any]  # accuracy_summary of the chosen model on the evaluated reviews
+    exact_ci: tuple[float, float] | None  # bootstrap 95% interval of the exact accuracy
     models: pd.DataFrame  # model_summaries of every model on the film
     distribution: pd.DataFrame
     confusion_counts: pd.DataFrame
@@ -98,6 +117,7 @@ class FilmReport:
     tsne_note: str
     top_words: pd.DataFrame
     star_words: dict[int, pd.DataFrame]
+    clouds: dict[str, bytes]  # PNG word clouds: the film, then "1★".."5★"
     attention_model: str | None
     attention: list[AttentionExample]
     attention_note: str  # why there are no examples
@@ -105,27 +125,39 @@ class FilmReport:
     likes: dict[str, Any] | None
     league: pd.DataFrame
 
+    @property
+    def small_sample(self) -> bool:
+        return 0 < self.summary["n"] < MIN_EVALUATED
+
+    @property
+    def star_table(self) -> pd.DataFrame:
+        """Stars as columns, rank as rows, ``word count`` cells."""
+        return star_words_table(self.star_words)
+
     @classmethod
     def build(
         cls,
-        run: RunData,
+        run: Run,
         film: str,
         model: str | None = None,
         tsne_cap: int = DEFAULT_CAP,
         seed: int = 0,
     ) -> FilmReport:
         """Compute a film's report (``film``: Chinese or English name; ``model``: default the
-        best on test)."""
+        run's default model, chosen on validation)."""
         film = run.resolve_film(film)
-        model = model or run.best_model()
-        if model is not None and model not in run.models:
-            raise ValueError(f"run {run.name} has no predictions of model {model!r}: {run.models}")
+        model = _model(run, model)
         reviews = run.reviews[run.reviews["film"] == film]
         preds, evaluated_on = _evaluated(run, model, film)
         all_models = _same_evaluation(run.predictions, evaluated_on)
         all_models = all_models[all_models["film"] == film]
         tsne, tsne_note = _tsne(run, reviews, preds, tsne_cap, seed)
         attention_model, attention, attention_note = _attention(run, film, model)
+        top_words = _corpus_top_words(run)[film]
+        star_words = {
+            s: t[t["count"] >= MIN_WORD_COUNT].reset_index(drop=True)
+            for s, t in star_top_words(reviews, run.stopwords).items()
+        }
         return cls(
             run=run.name,
             film=film,
@@ -136,14 +168,16 @@ class FilmReport:
             reviews=len(reviews),
             mean_star=float(reviews["star"].mean()),
             summary=accuracy_summary(preds),
+            exact_ci=bootstrap_ci(preds, seed),
             models=model_summaries(all_models),
             distribution=star_distribution(preds),
             confusion_counts=confusion(preds),
             confusion_normalised=confusion(preds, normalise=True),
             tsne=tsne,
             tsne_note=tsne_note,
-            top_words=_corpus_top_words(run)[film],
-            star_words=star_top_words(reviews, run.stopwords),
+            top_words=top_words,
+            star_words=star_words,
+            clouds=_clouds(top_words, star_words),
             attention_model=attention_model,
             attention=attention,
             attention_note=attention_note,
@@ -152,12 +186,158 @@ class FilmReport:
             league=_league(run, model),
         )
 
+    # ------------------------------------------------------------------ artifact on disk
+
+    _FRAMES = ("models", "distribution", "tsne", "top_words", "trend", "league")
+
+    def save(self, folder: Path) -> None:
+        """Write the report into ``folder``: frames as parquet, clouds as PNG, the rest JSON."""
+        doc: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in self._FRAMES:
+                if value is not None:
+                    value.to_parquet(folder / f"{f.name}.parquet")
+                doc[f.name] = value is not None
+            elif f.name in ("confusion_counts", "confusion_normalised"):
+                doc[f.name] = value.to_numpy().tolist()
+            elif f.name == "star_words":
+                frames = [t.assign(star=s) for s, t in value.items()]
+                pd.concat(frames, ignore_index=True).to_parquet(folder / "star_words.parquet")
+            elif f.name == "clouds":
+                doc["clouds"] = list(value)
+                for i, png in enumerate(value.values()):
+                    (folder / f"cloud-{i}.png").write_bytes(png)
+            elif f.name == "attention":
+                doc["attention"] = [dataclasses.asdict(a) for a in value]
+            elif f.name == "likes" and value is not None:
+                value["top_liked"].to_parquet(folder / "top_liked.parquet")
+                doc["likes"] = {k: v for k, v in value.items() if k != "top_liked"}
+            else:
+                doc[f.name] = value
+        write_json(folder / "report.json", doc)
+
+    @classmethod
+    def load(cls, folder: Path) -> FilmReport:
+        """The report :meth:`save` wrote."""
+        doc = read_json(folder / "report.json")
+        for name in cls._FRAMES:
+            doc[name] = pd.read_parquet(folder / f"{name}.parquet") if doc[name] else None
+        for name in ("confusion_counts", "confusion_normalised"):
+            frame = pd.DataFrame(doc[name], index=list(STARS), columns=list(STARS))
+            frame.index.name, frame.columns.name = "true", "predicted"
+            doc[name] = frame
+        words = pd.read_parquet(folder / "star_words.parquet")
+        doc["star_words"] = {
+            s: words[words["star"] == s].drop(columns="star").reset_index(drop=True) for s in STARS
+        }
+        doc["clouds"] = {
+            name: (folder / f"cloud-{i}.png").read_bytes() for i, name in enumerate(doc["clouds"])
+        }
+        doc["attention"] = [
+            AttentionExample(**{**a, "top_words": [tuple(w) for w in a["top_words"]]})
+            for a in doc["attention"]
+        ]
+        if doc["likes"] is not None:
+            doc["likes"]["top_liked"] = pd.read_parquet(folder / "top_liked.parquet")
+        doc["exact_ci"] = tuple(doc["exact_ci"]) if doc["exact_ci"] else None
+        return cls(**doc)
+
+
+def _model(run: Run, model: str | None) -> str | None:
+    model = model or run.default_model
+    if model is not None and model not in run.models:
+        raise ModelNotFoundError(
+            f"run {run.name} has no predictions of model {model!r}; it has: "
+            f"{', '.join(run.models) or '-'}",
+            hint="pick one with --model (`douban models` lists them)",
+        )
+    return model
+
+
+def bootstrap_ci(preds: pd.DataFrame, seed: int = 0) -> tuple[float, float] | None:
+    """95% percentile bootstrap interval of the exact accuracy; None without predictions."""
+    if preds.empty:
+        return None
+    hits = (preds["star"].to_numpy(int) == preds["pred_star"].to_numpy(int)).astype(float)
+    rng = np.random.default_rng(seed)
+    means = hits[rng.integers(0, len(hits), size=(BOOTSTRAP, len(hits)))].mean(axis=1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return float(low), float(high)
+
+
+def _inputs(run: Run) -> list[Any]:
+    """Identity (size, mtime) of the files a report is computed from."""
+    files = (run.paths.reviews, run.paths.predictions, run.paths.features / "manifest.json")
+    out: list[Any] = []
+    for path in files:
+        stat = path.stat() if path.exists() else None
+        out.append(None if stat is None else [stat.st_size, stat.st_mtime_ns])
+    return out
+
+
+def analytics_dir(run: Run, model: str | None) -> Path:
+    """Where a run's cached analytics for one model live."""
+    return run.paths.root / "analytics" / (model or "no-model")
+
+
+def film_report(
+    run: Run, film: str, model: str | None = None, tsne_cap: int = DEFAULT_CAP, seed: int = 0
+) -> FilmReport:
+    """The film's report from ``runs/<run>/analytics/`` when its inputs are unchanged, else
+    built and stored there (atomically, with a fingerprinted manifest)."""
+    film = run.resolve_film(film)
+    model = _model(run, model)
+    films = run.films.set_index("film")["reviews"]
+    cap = min(tsne_cap, int(films[film]))  # a film smaller than the cap: one map for every cap
+    name = film_file_names(list(films.index))[film].removesuffix(".html")
+    folder = analytics_dir(run, model) / "films" / f"{name}.map-{cap}"
+    fp = fingerprint(ANALYTICS_VERSION, _inputs(run), film, model, cap, seed)
+    if is_current(folder, fp):
+        try:
+            return FilmReport.load(folder)
+        except (OSError, KeyError, ValueError, TypeError) as err:  # damaged: rebuild it
+            log.warning("rebuilding the cached report in %s: %s", folder, err)
+    report = FilmReport.build(run, film, model, tsne_cap=cap, seed=seed)
+    try:
+        with atomic_dir(folder) as tmp:
+            report.save(tmp)
+            write_manifest(tmp, "analytics", fp, film=film, model=model, tsne_cap=cap)
+    except OSError as err:  # a read-only run (someone else's folder): computed, not kept
+        log.warning("cannot keep the film's analytics in %s: %s", folder, err)
+    return report
+
+
+def corpus_map(
+    run: Run, model: str | None = None, cap: int = DEFAULT_CAP, seed: int = 0
+) -> tuple[pd.DataFrame | None, str]:
+    """A t-SNE map of the whole corpus (a sample stratified by star) and what it shows, stored
+    like :func:`film_report`; no points without features."""
+    model = _model(run, model)
+    folder = analytics_dir(run, model) / f"corpus-{cap}"
+    fp = fingerprint(ANALYTICS_VERSION, _inputs(run), model, cap, seed)
+    if is_current(folder, fp):
+        doc = read_json(folder / "map.json")
+        points = pd.read_parquet(folder / "map.parquet") if doc["has_map"] else None
+        return points, doc["note"]
+    preds, _ = _evaluated(run, model, None)
+    points, note = _tsne(run, run.reviews, preds, cap, seed)
+    try:
+        with atomic_dir(folder) as tmp:
+            if points is not None:
+                points.to_parquet(tmp / "map.parquet")
+            write_json(tmp / "map.json", {"has_map": points is not None, "note": note})
+            write_manifest(tmp, "analytics", fp, model=model, cap=cap)
+    except OSError as err:  # a read-only run: computed, not kept
+        log.warning("cannot keep the corpus map in %s: %s", folder, err)
+    return points, note
+
 
 def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _evaluated(run: RunData, model: str | None, film: str | None) -> tuple[pd.DataFrame, str]:
+def _evaluated(run: Run, model: str | None, film: str | None) -> tuple[pd.DataFrame, str]:
     if model is None:
         empty = run.predictions.iloc[:0].assign(text=pd.Series(dtype=str))
         return empty, "none"
@@ -179,50 +359,75 @@ def _same_evaluation(preds: pd.DataFrame, evaluated_on: str) -> pd.DataFrame:
     return preds[(preds["evaluation"] == evaluation) & (preds["split"] == split)]
 
 
-def _corpus_top_words(run: RunData) -> dict[object, pd.DataFrame]:
-    """Every film's top words against the others, computed once per run."""
-    return run.memo(
-        "film_top_words", lambda: top_words_by_film(run.reviews, run.stopwords, CLOUD_WORDS)
-    )
+def _corpus_top_words(run: Run) -> dict[object, pd.DataFrame]:
+    """Every film's top words against the others (said at least twice), once per run."""
+
+    def compute() -> dict[object, pd.DataFrame]:
+        ranked = top_words_by_film(run.reviews, run.stopwords, CLOUD_WORDS)
+        return {
+            f: t[t["count"] >= MIN_WORD_COUNT].reset_index(drop=True) for f, t in ranked.items()
+        }
+
+    return run.memo("film_top_words", compute)
 
 
-def _league(run: RunData, model: str | None) -> pd.DataFrame:
+def _league(run: Run, model: str | None) -> pd.DataFrame:
     return run.memo(
         ("league", model), lambda: league_table(run.reviews, _evaluated(run, model, None)[0])
     )
 
 
 def _tsne(
-    run: RunData, reviews: pd.DataFrame, preds: pd.DataFrame, cap: int, seed: int
+    run: Run, reviews: pd.DataFrame, preds: pd.DataFrame, cap: int, seed: int
 ) -> tuple[pd.DataFrame | None, str]:
     features = run.pooled_features
     if features is None:
         return None, f"no features in this run: run `douban features --run {run.name}`"
-    if len(reviews) < 5:
-        return None, f"only {len(reviews)} reviews: too few for a map"
+    if len(reviews) < MIN_MAP_REVIEWS:
+        return None, (
+            f"only {len(reviews)} reviews: too few for a map (it needs {MIN_MAP_REVIEWS})"
+        )
     points = tsne_points(features, reviews, preds, cap=cap, seed=seed)
-    return points, f"{len(points):,} of {len(reviews):,} reviews, sampled by star"
+    if len(points) < len(reviews):
+        return points, f"{len(points):,} of {len(reviews):,} reviews, sampled by star"
+    return points, f"all {len(points):,} reviews"
 
 
-def _attention_model(run: RunData, model: str | None) -> str | None:
-    """The chosen model when it has attention, else head_cls, else the first that has it."""
-    with_attention = run.models_with_attention
-    for name in (model, "head_cls", *sorted(with_attention)):
-        if name in with_attention:
-            return name
-    return None
+def _png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def _clouds(top_words: pd.DataFrame, star_words: dict[int, pd.DataFrame]) -> dict[str, bytes]:
+    """PNG word clouds: the film against the corpus (TF-IDF), then each star (log-odds); a
+    table without a drawable word gets none."""
+    font = cjk_font_path()
+    tables = {"film": (top_words, 900, 380)}
+    tables |= {f"{s}★": (star_words[s], 400, 260) for s in STARS}
+    out = {}
+    for name, (words, width, height) in tables.items():
+        weights = dict(zip(words["word"], words["score"], strict=True))
+        try:
+            out[name] = _png(word_cloud(weights, font, width, height))
+        except ValueError:
+            continue
+    return out
 
 
 def _attention(
-    run: RunData, film: str, model: str | None
+    run: Run, film: str, model: str | None
 ) -> tuple[str | None, list[AttentionExample], str]:
-    """The attention model, the film's highlighted examples, and why there are none."""
-    name = _attention_model(run, model)
+    """The attention model, the film's highlighted examples, and why there are none. (The
+    scorer's word mapping imports torch: only a build that draws attention pays for it.)"""
+    name = run.attention_model(model)
     if name is None:
         return None, [], "no attention head in this run: train head_cls to see attention"
     store = run.feature_store
     if store is None:
         return name, [], f"no feature store (token offsets): run `douban features --run {run.name}`"
+    from pipeline.predict.scorer import word_attention
+
     preds, _ = run.evaluated(name, film)
     preds = preds.merge(run.prediction_lists(name, preds["review_id"]), on="review_id")
     examples = []
@@ -245,393 +450,169 @@ def _attention(
 
 # --------------------------------------------------------------------------------- rendering
 
-CSS = """
-body{font-family:'Noto Sans CJK SC','PingFang SC','Microsoft YaHei','Noto Color Emoji',sans-serif;
- margin:0;color:#222;background:#fafafa;line-height:1.5}
-main{max-width:1100px;margin:0 auto;padding:1.5rem}
-h1{margin:.2rem 0}h2{border-bottom:2px solid #4c72b0;padding-bottom:.2rem;margin-top:2.2rem}
-.sub{color:#666}.caption{color:#555;font-style:italic;margin:.2rem 0 .8rem}
-.demo{background:#fff3cd;border:1px solid #e0b000;padding:.6rem 1rem;border-radius:6px;
- font-weight:bold}
-.cards{display:flex;flex-wrap:wrap;gap:.8rem}
-.card{background:white;border:1px solid #ddd;border-radius:8px;padding:.6rem 1rem;min-width:120px}
-.card .v{font-size:1.5rem;font-weight:bold}.card .k{color:#666;font-size:.85rem}
-table{border-collapse:collapse;background:white;margin:.5rem 0}
-th,td{border:1px solid #ddd;padding:.25rem .6rem;text-align:right}
-th{background:#eef2f8}td.t,th.t{text-align:left}
-img{max-width:100%;height:auto;background:white}
-nav a{margin-right:.8rem}.note{color:#888}
-.review{background:white;border:1px solid #ddd;border-left:5px solid #4c72b0;border-radius:4px;
- padding:.5rem .8rem;margin:.6rem 0}.review.mistake{border-left-color:#d7301f}
-.att{border-radius:3px}.meta{color:#666;font-size:.85rem}
-"""
+
+@cache
+def _environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals |= {"SECTIONS": SECTIONS, "model_name": model_name}
+    env.filters |= {"cell": format_value}
+    return env
 
 
-def _page(title: str, body: str) -> str:
+def _table(df: pd.DataFrame, links: dict[str, str] | None = None) -> dict[str, Any]:
+    """A table for the templates: human headers and formatted cells (``-`` for missing);
+    ``links`` maps a first-column value to the page it links to."""
+    table = human(df)
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
+    rows = []
+    for raw, shown in zip(df.itertuples(index=False), table.itertuples(index=False), strict=True):
+        cells = [format_value(v, c) for v, c in zip(shown, table.columns, strict=True)]
+        rows.append({"cells": cells, "href": (links or {}).get(raw[0])})
+    return {"headers": list(table.columns), "numeric": numeric, "rows": rows}
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _chart(chart: Any) -> Markup:
+    """A chart's spec for the page's inline script (escaped for a <script> element)."""
+    return Markup(charts.spec_json(chart))
+
+
+def _models_frame(models: pd.DataFrame) -> pd.DataFrame:
+    return models[["model", "n", "exact", "off_by_one", "mae", "mean_pred"]]
+
+
+def render_film(report: FilmReport) -> str:
+    """The film's page as one self-contained HTML document."""
+    has_preds = report.summary["n"] > 0
+    figures: dict[str, Markup] = {}
+    if has_preds:
+        figures["stars"] = _chart(
+            charts.true_vs_predicted(charts.distribution_long(report.distribution))
+        )
+        figures["confusion"] = _chart(
+            charts.confusion_heatmap(
+                report.confusion_normalised, True, counts=report.confusion_counts
+            )
+        )
+    if report.tsne is not None:
+        figures["tsne"] = _chart(charts.scatter_map(report.tsne))
+    if report.trend is not None:
+        figures["trend"] = _chart(charts.trend(report.trend, report.model))
+    if report.league["mean_true"].notna().any():
+        figures["league"] = _chart(charts.film_league(report.league, report.film))
+    likes = report.likes
+    top_liked = None
+    if likes is not None:
+        top_liked = _table(likes["top_liked"][["like", "star", "predicted", "comment"]])
+    words = report.top_words.head(30)
     return (
-        '<!DOCTYPE html>\n<html lang="zh-CN"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{CSS}</style></head>"
-        f"<body><main>{body}</main></body></html>\n"
+        _environment()
+        .get_template("film.html.j2")
+        .render(
+            r=report,
+            title=_film_title(report),
+            figures=figures,
+            vega=Markup(charts.vega_javascript()) if figures else None,
+            models=_table(_models_frame(report.models)) if len(report.models) else None,
+            words=_table(
+                words.assign(rank=range(1, len(words) + 1))[["rank", "word", "count", "score"]]
+            ),
+            star_words=_table(report.star_table.reset_index()),
+            clouds={k: _data_uri(v) for k, v in report.clouds.items()},
+            top_liked=top_liked,
+            glossary=METRIC_GLOSSARY,
+            min_evaluated=MIN_EVALUATED,
+            min_month=charts.MIN_MONTH_REVIEWS,
+        )
     )
-
-
-def _section(key: str, caption: str, content: str) -> str:
-    return (
-        f'<section id="{key}"><h2>{html.escape(SECTIONS[key])}</h2>'
-        f'<p class="caption">{html.escape(caption)}</p>{content}</section>'
-    )
-
-
-def _note(text: str) -> str:
-    return f'<p class="note">{html.escape(text)}</p>'
-
-
-def _img(uri: str, alt: str) -> str:
-    return f'<img src="{uri}" alt="{html.escape(alt)}">'
-
-
-def _figure(fig: Any, alt: str) -> str:
-    return _img(plots.figure_to_data_uri(fig), alt)
-
-
-def _left(is_text: bool) -> str:
-    return ' class="t"' if is_text else ""
-
-
-def _table(
-    df: pd.DataFrame, formats: dict[str, str] | None = None, raw: Collection[str] = ()
-) -> str:
-    """An HTML table of ``df``; cells are escaped except columns in ``raw`` (trusted markup)."""
-    formats = formats or {}
-    text_columns = {c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])}
-    head = "".join(f"<th{_left(c in text_columns)}>{html.escape(str(c))}</th>" for c in df.columns)
-    body = []
-    for row in df.itertuples(index=False):
-        cells = []
-        for column, value in zip(df.columns, row, strict=True):
-            if column in raw:
-                text = str(value)
-            elif pd.api.types.is_scalar(value) and pd.isna(value):
-                text = "–"
-            else:
-                text = html.escape(format(value, formats.get(column, "")))
-            cells.append(f"<td{_left(column in text_columns)}>{text}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _banner(is_demo: bool) -> str:
-    if not is_demo:
-        return ""
-    return (
-        '<p class="demo">Demo data: these reviews were generated by pipeline/demo.py, not written '
-        "by Douban users. Numbers show how the pipeline works, not what people think of films.</p>"
-    )
-
-
-def _cards(items: list[tuple[str, str]]) -> str:
-    cards = "".join(
-        f'<div class="card"><div class="v">{html.escape(v)}</div>'
-        f'<div class="k">{html.escape(k)}</div></div>'
-        for k, v in items
-    )
-    return f'<div class="cards">{cards}</div>'
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n:,} {noun}" + ("" if n == 1 else "s")
-
-
-def _pct(x: float) -> str:
-    return "–" if pd.isna(x) else f"{x:.1%}"
-
-
-def _num(x: float, digits: int = 2) -> str:
-    return "–" if pd.isna(x) else f"{x:.{digits}f}"
 
 
 def _film_title(report: FilmReport) -> str:
     return f"{report.film} ({report.film_en})" if report.film_en else report.film
 
 
-def render_film(report: FilmReport) -> str:
-    """The film's page as one self-contained HTML document."""
-    s = report.summary
-    n_eval = s["n"]
-    where = f"{_count(n_eval, 'review')} of {report.evaluated_on}" if n_eval else "no reviews"
-    nav = "".join(f'<a href="#{k}">{html.escape(v)}</a>' for k, v in SECTIONS.items())
-    parts = [
-        f"<h1>{html.escape(_film_title(report))}</h1>",
-        f'<p class="sub">run <b>{html.escape(report.run)}</b> · model '
-        f"<b>{html.escape(report.model or 'none')}</b> · "
-        f'<a href="index.html">all films</a></p>',
-        _banner(report.is_demo),
-        f"<nav>{nav}</nav>",
-        _section(
-            "numbers",
-            f"All reviews of the film, and the model's predictions on {where} "
-            "(never seen in training).",
-            _cards(
-                [
-                    ("reviews", f"{report.reviews:,}"),
-                    ("mean star", _num(report.mean_star)),
-                    ("mean predicted star", _num(s["mean_pred"])),
-                    ("exact accuracy", _pct(s["exact"])),
-                    ("off-by-one accuracy", _pct(s["off_by_one"])),
-                    ("MAE (stars)", _num(s["mae"])),
-                ]
-            )
-            + _models_table(report.models),
-        ),
-    ]
-    parts += _film_sections(report, where)
-    return _page(f"{_film_title(report)} · {report.run}", "".join(parts))
-
-
-def _film_sections(report: FilmReport, where: str) -> list[str]:
-    has_preds = report.summary["n"] > 0
-    font = cjk_font_path()
-    out = [
-        _section(
-            "stars",
-            f"Bars are the share of reviews with each star, true vs predicted, on {where}; "
-            "the number on a bar is its count.",
-            _figure(plots.star_distribution_figure(report.distribution), "star distribution")
-            if has_preds
-            else _note("no predictions for this film"),
-        ),
-        _section(
-            "confusion",
-            "Row = true star, column = predicted star; a cell is the share of that row "
-            "(and its count). A strong diagonal means correct predictions.",
-            _figure(
-                plots.confusion_figure(report.confusion_normalised, report.confusion_counts),
-                "confusion matrix",
-            )
-            if has_preds
-            else _note("no predictions for this film"),
-        ),
-        _section(
-            "tsne",
-            "Each dot is a review placed by its encoder features (t-SNE): nearby dots read "
-            "alike to the encoder; colour is the true star.",
-            (
-                _figure(plots.tsne_figure(report.tsne), "t-SNE map")
-                if report.tsne is not None
-                else ""
-            )
-            + _note(report.tsne_note),
-        ),
-        _section(
-            "words",
-            "Words this film's reviews use more than the other films' (TF-IDF, each film one "
-            "document; stopwords removed), with how often they occur.",
-            _words_table(report.top_words.head(30)),
-        ),
-        _section(
-            "star-words",
-            "For each star, the words its reviews of this film use distinctly more than the other "
-            "stars' reviews (weighted log-odds, Monroe et al. 2008), with their counts.",
-            _table(star_words_table(report.star_words).reset_index()),
-        ),
-        _section(
-            "clouds",
-            "Word size is how distinctive a word is: the film against the corpus (TF-IDF), then "
-            "each star against the others (log-odds).",
-            _clouds(report, font),
-        ),
-        _section(
-            "attention",
-            f"Reviews highlighted by the attention of {report.attention_model or 'a head model'}: "
-            "the darker the orange, the more the head looked at the word. Per true star, the most "
-            "confident correct prediction and the worst mistake.",
-            _attention_html(report),
-        ),
-        _section(
-            "trend",
-            "Mean star per month over all the film's dated reviews (blue) and the model's mean "
-            "prediction on its evaluated reviews (orange), for months with at least 5 of them; "
-            "grey bars count reviews.",
-            _figure(plots.trend_figure(report.trend), "monthly trend")
-            if report.trend is not None
-            else _note("no dates in this data"),
-        ),
-        _section(
-            "likes",
-            "Do the most-liked reviews agree with the average reviewer? Compare the plain mean "
-            "star with the like-weighted one and the top-10 liked reviews' mean (predicted: "
-            "the model's star for reviews it was evaluated on).",
-            _likes_html(report.likes),
-        ),
-        _section(
-            "league",
-            "Every film's mean true star (dot) and mean predicted star (cross) on its evaluated "
-            "reviews (how many in brackets); this film's name is red. Far apart means the model "
-            "misjudges the film.",
-            _figure(plots.league_figure(report.league, report.film), "film league")
-            if report.league["mean_true"].notna().any()
-            else _note("no predictions yet"),
-        ),
-    ]
-    return out
-
-
-def _models_table(models: pd.DataFrame) -> str:
-    """Every model's numbers on the same reviews, best exact accuracy first."""
-    if models.empty:
-        return _note("no model has been evaluated here yet: run `douban train`")
-    table = models[["model", "n", "exact", "off_by_one", "mae", "mean_pred"]].rename(
-        columns={"n": "reviews", "off_by_one": "off-by-one", "mae": "MAE",
-                 "mean_pred": "mean predicted"}
-    )  # fmt: skip
-    formats = {"exact": ".1%", "off-by-one": ".1%", "MAE": ".2f", "mean predicted": ".2f"}
-    return _table(table, formats)
-
-
-def _words_table(top: pd.DataFrame) -> str:
-    if top.empty:
-        return _note("no words left after removing stopwords")
-    table = top.assign(rank=range(1, len(top) + 1))[["rank", "word", "count", "score"]]
-    return _table(table, {"score": ".3f"})
-
-
-def _cloud(words: pd.DataFrame, font: Path, width: int, height: int) -> np.ndarray | None:
-    """A word cloud of a ``word, score`` table; None when no word can be drawn."""
-    try:
-        return word_cloud(
-            dict(zip(words["word"], words["score"], strict=True)), font, width, height
-        )
-    except ValueError:
-        return None
-
-
-def _clouds(report: FilmReport, font: Path) -> str:
-    parts = []
-    film_cloud = _cloud(report.top_words, font, 900, 380)
-    if film_cloud is not None:
-        parts.append(_img(plots.image_to_data_uri(film_cloud), f"word cloud of {report.film}"))
-    per_star = {f"{s}★": _cloud(report.star_words[s], font, 400, 260) for s in STARS}
-    per_star = {k: v for k, v in per_star.items() if v is not None}
-    if per_star:
-        parts.append(_figure(plots.word_clouds_figure(per_star), "word clouds per star"))
-    return "".join(parts) or _note("no words to draw")
-
-
-def _attention_html(report: FilmReport) -> str:
-    if not report.attention:
-        return _note(report.attention_note)
-    blocks = []
-    for ex in report.attention:
-        words = ", ".join(f"{html.escape(w)} {a:.2f}" for w, a in ex.top_words)
-        label = "correct" if ex.kind == "correct" else "mistake"
-        blocks.append(
-            f'<div class="review {ex.kind}"><div class="meta">true {ex.star}★ · predicted '
-            f"{ex.pred_star}★ · confidence {ex.confidence:.2f} · {label} · top words: {words}"
-            f"</div><div>{ex.html}</div></div>"
-        )
-    return "".join(blocks)
-
-
-def _likes_html(likes: dict[str, Any] | None) -> str:
-    if likes is None:
-        return _note("no likes in this data")
-    cards = _cards(
-        [
-            ("mean star", _num(likes["mean_star"])),
-            ("like-weighted mean star", _num(likes["like_weighted_mean_star"])),
-            ("top-10 liked mean star", _num(likes["top_liked_mean_star"])),
-            ("reviews with likes", f"{likes['with_likes']:,}"),
-            ("likes", f"{likes['total_likes']:,}"),
-        ]
-    )
-    top = likes["top_liked"][["like", "star", "predicted", "comment"]]
-    top = top.astype({"like": int, "star": int})
-    return cards + _table(top)
-
-
-def render_index(run: RunData, model: str | None, film_pages: dict[str, str]) -> str:
+def render_index(
+    run: Run, model: str | None, film_pages: dict[str, str], tsne_cap: int = DEFAULT_CAP,
+    seed: int = 0,
+) -> str:  # fmt: skip
     """The run's index: headline numbers, every model, every film (linked where its page
-    exists), and the league table."""
+    exists), the league and the corpus map."""
     preds, evaluated_on = _evaluated(run, model, None)
     overall = accuracy_summary(preds)
     league = _league(run, model)
     per_film = {f: accuracy_summary(g) for f, g in preds.groupby("film")}
     columns = ["film", "mean_star", "evaluated", "mean_true", "mean_pred", "error"]
     films = run.films.merge(league[columns], on="film")
-    links = [
-        f'<a href="{quote(film_pages[f])}">{html.escape(f)}</a>'
-        if f in film_pages
-        else html.escape(f)
-        for f in films["film"]
-    ]
     table = pd.DataFrame(
         {
-            "film": links,
-            "English name": films["film_en"].fillna("").astype(str),
+            "film": films["film"],
+            "English name": films["film_en"].where(films["film_en"].notna(), None),
             "reviews": films["reviews"],
-            "mean star": films["mean_star"],
+            "mean_star": films["mean_star"],
             "evaluated": films["evaluated"],
-            "mean true": films["mean_true"],
-            "mean predicted": films["mean_pred"],
+            "mean_true": films["mean_true"],
+            "mean_pred": films["mean_pred"],
             "error": films["error"],
             "exact": [per_film.get(f, {}).get("exact", np.nan) for f in films["film"]],
-            "MAE": [per_film.get(f, {}).get("mae", np.nan) for f in films["film"]],
+            "mae": [per_film.get(f, {}).get("mae", np.nan) for f in films["film"]],
         }
     )
-    where = f"{_count(overall['n'], 'review')} of {evaluated_on}"
+    points, map_note = corpus_map(run, model, tsne_cap, seed)
+    figures = {}
+    if league["mean_true"].notna().any():
+        figures["league"] = _chart(charts.film_league(league))
+    if points is not None:
+        figures["map"] = _chart(charts.scatter_map(points, by_film=True))
     models = model_summaries(_same_evaluation(run.predictions, evaluated_on))
-    body = [
-        f"<h1>Run {html.escape(run.name)}</h1>",
-        f'<p class="sub">{len(run.films)} films · {len(run.reviews):,} reviews · model '
-        f"<b>{html.escape(model or 'none')}</b> (best exact accuracy on test unless chosen)</p>",
-        _banner(run.is_demo),
-        f'<section id="numbers"><h2>Key numbers</h2><p class="caption">'
-        f"The model's predictions on {html.escape(where)} (never seen in training).</p>",
-        _cards(
-            [
-                ("films", str(len(run.films))),
-                ("reviews", f"{len(run.reviews):,}"),
-                ("mean star", _num(float(run.reviews["star"].mean()))),
-                ("mean predicted star", _num(overall["mean_pred"])),
-                ("exact accuracy", _pct(overall["exact"])),
-                ("off-by-one accuracy", _pct(overall["off_by_one"])),
-                ("MAE (stars)", _num(overall["mae"])),
-            ]
-        ),
-        _models_table(models),
-        "</section>",
-        '<section id="films"><h2>Films</h2><p class="caption">Mean star over all the film\'s '
-        "reviews; the rest over its evaluated reviews: their mean true and predicted star, the "
-        "error (predicted − true) and accuracy. Click a film for its report.</p>",
-        _table(
-            table,
-            {
-                "mean star": ".2f",
-                "mean true": ".2f",
-                "mean predicted": ".2f",
-                "error": "+.2f",
-                "exact": ".1%",
-                "MAE": ".2f",
-            },
-            raw={"film"},
-        ),
-        "</section>",
-        _section(
-            "league",
-            "Every film's mean true star (dot) and mean predicted star (cross) on its evaluated "
-            "reviews (how many in brackets), best-rated at the top.",
-            _figure(plots.league_figure(league), "film league")
-            if league["mean_true"].notna().any()
-            else _note("no predictions yet"),
-        ),
-    ]
-    return _page(f"Run {run.name}", "".join(body))
+    return (
+        _environment()
+        .get_template("index.html.j2")
+        .render(
+            title=f"Run {run.name}",
+            run=run,
+            model=model,
+            is_demo=run.is_demo,
+            evaluated_on=evaluated_on,
+            overall=overall,
+            n_films=len(run.films),
+            n_reviews=len(run.reviews),
+            mean_star=float(run.reviews["star"].mean()),
+            models=_table(_models_frame(models)) if len(models) else None,
+            films=_table(table, links={f: quote(p) for f, p in film_pages.items()}),
+            figures=figures,
+            map_note=map_note,
+            vega=Markup(charts.vega_javascript()) if figures else None,
+            glossary=METRIC_GLOSSARY,
+        )
+    )
+
+
+# Names Windows reserves for devices (a report folder copied there must still open).
+RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)),
+            *(f"lpt{i}" for i in range(10))}  # fmt: skip
+MAX_NAME = 80  # characters: well inside every file system's 255-byte limit, even in UTF-8 CJK
 
 
 def film_file_names(films: list[str]) -> dict[str, str]:
-    """A safe, unique ``.html`` file name per film (letters, digits and CJK kept)."""
-    safe = {f: re.sub(r"[^\w\-]+", "_", f).strip("_") or "film" for f in films}
-    counts = pd.Series(list(safe.values())).value_counts()
+    """A safe, unique ``.html`` file name per film: letters, digits and CJK kept, anything else
+    (separators, dots, control characters) replaced, never empty, hidden or reserved, so a page
+    always lands inside ``reports/<run>/``."""
+    safe = {}
+    for film in films:
+        name = unicodedata.normalize("NFKC", str(film))
+        name = re.sub(r"[^\w\-]+", "_", name).strip("_-")[:MAX_NAME] or "film"
+        if name.split(".")[0].casefold() in RESERVED:
+            name = f"{name}_film"
+        safe[film] = name
+    counts = pd.Series(list(safe.values()), dtype=object).value_counts()
     return {
         f: (f"{name}-{hashlib.sha1(f.encode()).hexdigest()[:6]}" if counts[name] > 1 else name)
         + ".html"
@@ -639,8 +620,18 @@ def film_file_names(films: list[str]) -> dict[str, str]:
     }
 
 
+def _open_run(source: Settings | Path | str | Run) -> Run:
+    """A run object for a Settings, a run directory, or an already opened run."""
+    if isinstance(source, Settings):
+        return Run.open(source.run_name, runs_dir=source.runs_dir)
+    if isinstance(source, str | Path):
+        path = Path(source)
+        return Run.open(path.name, runs_dir=path.parent)
+    return source
+
+
 def write_reports(
-    settings_or_run_dir: Settings | Path | str | RunData,
+    settings_or_run_dir: Settings | Path | str | Run,
     films: list[str] | None = None,
     all_films: bool = False,
     model: str | None = None,
@@ -649,33 +640,28 @@ def write_reports(
     progress: bool = True,
 ) -> list[Path]:
     """Write ``<reports_dir>/<run>/<film>.html`` for the chosen films (CN or EN names) or all of
-    them, and ``index.html``. The run is given by its settings, its directory, or already loaded
-    (a :class:`RunData` keeps what it read for the next call). ``reports_dir`` defaults to
+    them, and ``index.html``. The run is given by its settings, its directory, or already opened
+    (a run keeps what it read for the next call). ``reports_dir`` defaults to
     ``settings.reports_dir``. Returns the paths written, index last."""
     if not films and not all_films:
-        raise ValueError("name films to report on (--film) or ask for --all")
+        raise InputError("name films to report on (--film) or ask for --all")
     settings = settings_or_run_dir if isinstance(settings_or_run_dir, Settings) else Settings()
-    if isinstance(settings_or_run_dir, RunData):
-        run = settings_or_run_dir
-    elif isinstance(settings_or_run_dir, Settings):
-        run = load_run(settings_or_run_dir.paths.root)
-    else:
-        run = load_run(settings_or_run_dir)
+    run = _open_run(settings_or_run_dir)
     base = reports_dir or settings.reports_dir
     seed = settings.seed
-    model = model or run.best_model()
+    model = _model(run, model)
     wanted = list(run.films["film"]) if all_films else [run.resolve_film(f) for f in films or []]
     names = film_file_names(list(run.films["film"]))
     out_dir = Path(base) / run.name
     written = []
     for film in tqdm(wanted, desc=f"reports {run.name}", unit="film", disable=not progress):
-        report = FilmReport.build(run, film, model, tsne_cap=tsne_cap, seed=seed)
+        report = film_report(run, film, model, tsne_cap=tsne_cap, seed=seed)
         path = out_dir / names[film]
         write_text(path, render_film(report))
         written.append(path)
     pages = {f: n for f, n in names.items() if (out_dir / n).exists()}
     index = out_dir / "index.html"
-    write_text(index, render_index(run, model, pages))
+    write_text(index, render_index(run, model, pages, tsne_cap, seed))
     written.append(index)
     log.info("wrote %d report pages to %s", len(written), out_dir)
     return written

@@ -1,17 +1,18 @@
-"""`douban evaluate`: predictions of every saved model on every review of a run, metrics on the
-validation and test splits (overall and per film), saved as ``metrics.json`` and the long-format
-``predictions.parquet`` (docs/architecture.md).
+"""`douban evaluate`: predictions of every model of a model set on every review of a run, metrics
+on the validation and test splits (overall and per film), saved beside the models as
+``metrics.json`` and the long-format ``predictions.parquet`` (docs/architecture.md), and the run's
+one default model, chosen on the validation split (never test).
 
 Evaluations: ``random`` (the run's own split), ``film_holdout`` (the same, for a run prepared with
-``--holdout-films``: its test split is the held-out films) and ``cross_corpus`` (another CSV,
-prepared and encoded under ``runs/<run>/external/<name>/``, every review counted as test).
-Re-evaluating replaces only the (evaluation, model) pairs it computed; the rest is kept.
+``--holdout-films``: its test split is the held-out films) and ``cross_corpus`` (another CSV that
+the workflow prepares and encodes under ``runs/<run>/external/<name>/``, every review counted as
+test). Each (evaluation, model) pair records the fingerprint of the data and the model it was
+computed from; a current pair is not recomputed, and re-evaluating keeps the other pairs.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,17 +27,21 @@ from rich.console import Console
 from rich.table import Table
 from tqdm.auto import tqdm
 
-from pipeline.artifacts import atomic_path, read_json, write_json
-from pipeline.config import FeatureSettings, RunPaths, Settings
+from pipeline.artifacts import atomic_path, fingerprint, read_json, write_json
+from pipeline.config import ModelSet, RunPaths, Settings
+from pipeline.errors import StageMissingError
 from pipeline.modeling.bundle import list_models, load_star_model, needs_tokens
 from pipeline.modeling.inputs import Predictions
 from pipeline.modeling.metrics import headline, star_metrics
-from pipeline.training.train import RunData
+from pipeline.modeling.prior import adapt_predictions, run_train_prior, saved_temperature
+from pipeline.training.data import TrainingData, saved_fingerprint
 
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
 EVALUATIONS = ("random", "film_holdout", "cross_corpus")
 METRIC_SPLITS = ("val", "test")
+EVALUATE_VERSION = "evaluate-1"  # bump when the figures change meaning: every pair is recomputed
+SELECT_BY = {"exact": "accuracy", "qwk": "qwk"}  # Settings.select_by -> star_metrics key
 
 PREDICTION_SCHEMA = pa.schema(
     [
@@ -99,10 +104,12 @@ def prediction_table(
 def model_metrics(
     reviews: pd.DataFrame, rows: np.ndarray, pred: Predictions, splits: Sequence[str]
 ) -> dict[str, Any]:
-    """Metrics per split, overall and per film, for one model's predictions on ``rows``."""
+    """Metrics per split, overall, per film and (when the run has several corpora) per source,
+    for one model's predictions on ``rows``."""
     sub = reviews.iloc[rows]
     split = sub["split"].to_numpy()
     film = sub["film"].astype(str).to_numpy()
+    source = sub["source"].astype(str).to_numpy() if "source" in sub else np.full(len(sub), "")
     stars = sub["star"].to_numpy(np.int64)
     out: dict[str, Any] = {"per_film": {}}
 
@@ -116,42 +123,11 @@ def model_metrics(
         out["per_film"][s] = {
             f: metrics(in_split & (film == f)) for f in sorted(set(film[in_split]))
         }
+        if len(set(source)) > 1:
+            out.setdefault("per_source", {})[s] = {
+                c: metrics(in_split & (source == c)) for c in sorted(set(source[in_split]))
+            }
     return out
-
-
-def _external_name(path: Path) -> str:
-    return re.sub(r"[^\w.-]+", "_", path.stem) or "external"
-
-
-def external_data(paths: RunPaths, settings: Settings, csv: Path) -> RunData:
-    """Prepare and encode another corpus with the run's own encoder and feature layers, under
-    ``runs/<run>/external/<name>/`` (reused when already up to date)."""
-    from pipeline.data.prepare import prepare_run
-    from pipeline.features.extract import extract_features
-    from pipeline.features.store import FeatureStore
-
-    store = FeatureStore.open(paths.features)
-    spec = store.encoder
-    ext = settings.model_copy(
-        update={
-            "runs_dir": paths.root / "external",
-            "run_name": _external_name(csv),
-            "prepare": settings.prepare.model_copy(update={"holdout_films": []}),
-            "features": FeatureSettings(
-                encoder=spec["name"],
-                pooling=spec.get("pooling"),
-                prefix=spec.get("prefix"),
-                max_length=store.max_length,
-                token_budget=settings.features.token_budget,
-                token_layers=list(store.token_layers),
-                shard_size=settings.features.shard_size,
-                device=settings.features.device,
-            ),
-        }
-    )
-    prepare_run(ext, [csv])
-    extract_features(ext)
-    return RunData.load(ext.paths)
 
 
 def _merge_predictions(path: Path, new: list[pa.Table], replaced: set[tuple[str, str]]) -> None:
@@ -166,45 +142,101 @@ def _merge_predictions(path: Path, new: list[pa.Table], replaced: set[tuple[str,
         pq.write_table(pa.concat_tables(tables), tmp, compression="zstd")
 
 
-def evaluate_run(
+def pair_fingerprint(data: TrainingData, models: ModelSet, name: str) -> str:
+    """What an (evaluation, model) pair was computed from: the reviews and features, the model."""
+    return fingerprint(EVALUATE_VERSION, data.fingerprint, saved_fingerprint(models.model(name)))
+
+
+def read_metrics(models: ModelSet) -> dict[str, Any]:
+    """The set's metrics document (empty before its first evaluation)."""
+    return read_json(models.metrics) if models.metrics.exists() else {}
+
+
+def _evaluation(paths: RunPaths, evaluation: str | None) -> str:
+    return evaluation or run_evaluation(paths)
+
+
+def stale_models(
+    data: TrainingData, models: ModelSet, names: Sequence[str], evaluation: str
+) -> list[str]:
+    """The named models whose figures in ``evaluation`` are missing or were computed from other
+    data or another version of the model."""
+    doc = read_metrics(models)
+    recorded = doc.get("evaluations", {}).get(evaluation, {}).get("fingerprints", {})
+    return [n for n in names if recorded.get(n) != pair_fingerprint(data, models, n)]
+
+
+def choose_default(doc: dict[str, Any], evaluation: str, select_by: str) -> dict[str, Any] | None:
+    """The run's default model: the best on the validation split of the run's own evaluation by
+    ``select_by`` (exact accuracy or QWK); ties go to the first name. Never a test figure."""
+    metric = SELECT_BY[select_by]
+    models = doc.get("evaluations", {}).get(evaluation, {}).get("models", {})
+    scores = {n: m["val"][metric] for n, m in sorted(models.items()) if metric in m.get("val", {})}
+    if not scores:
+        return None
+    best = max(scores, key=scores.__getitem__)
+    chosen = {"chosen_on": f"{evaluation}/val", "metric": select_by}
+    return {"name": best, **chosen, "value": float(scores[best])}
+
+
+def needs_evaluation(
     settings: Settings,
-    models: Sequence[str] | None = None,
-    external: Path | None = None,
+    data: TrainingData,
+    models: ModelSet,
+    names: Sequence[str] | None = None,
+    evaluation: str | None = None,
+) -> bool:
+    """Whether :func:`evaluate_models` would change anything: a stale pair, or a default model
+    not chosen as the settings say."""
+    evaluation = _evaluation(data.paths, evaluation)
+    names = list(names or list_models(models.models))
+    if stale_models(data, models, names, evaluation):
+        return True
+    if evaluation == "cross_corpus":
+        return False
+    doc = read_metrics(models)
+    return doc.get("default_model") != choose_default(doc, evaluation, settings.select_by)
+
+
+def evaluate_models(
+    settings: Settings,
+    data: TrainingData,
+    models: ModelSet,
+    names: Sequence[str] | None = None,
+    *,
+    evaluation: str | None = None,
+    force: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Predict with the run's saved models (default: all) and record metrics and predictions.
-
-    With ``external`` the models score that CSV instead (evaluation ``cross_corpus``).
-    """
+    """Predict with the named models of ``models`` (default: all) on ``data`` and record the
+    metrics, the predictions and the default model in ``models``; returns the metrics document.
+    Pairs that are current are kept as they are unless ``force``. ``evaluation``: default the
+    run's own (``random`` or ``film_holdout``); ``cross_corpus`` counts every review as test."""
     paths = settings.paths
-    names = list(models or list_models(paths.models))
+    names = list(names or list_models(models.models))
     if not names:
-        raise FileNotFoundError(
-            f"no trained models in {paths.models}: run `douban train --run {paths.name}`"
+        raise StageMissingError(
+            f"run {paths.name} has no trained models", f"run `douban train --run {paths.name}`"
         )
-    if external is not None:
-        evaluation, data, splits = (
-            "cross_corpus",
-            external_data(paths, settings, external),
-            ("test",),
-        )
-        data.reviews = data.reviews.assign(split="test")
-    else:
-        evaluation, data, splits = run_evaluation(paths), RunData.load(paths), METRIC_SPLITS
-    fingerprint = data.encoder_info()["fingerprint"]
-    all_rows = np.arange(len(data.reviews))
+    evaluation = _evaluation(paths, evaluation)
+    splits = ("test",) if evaluation == "cross_corpus" else METRIC_SPLITS
+    reviews = data.reviews.assign(split="test") if evaluation == "cross_corpus" else data.reviews
+    todo = names if force else stale_models(data, models, names, evaluation)
+    encoder_fp = data.encoder_info()["fingerprint"]
+    all_rows = np.arange(len(reviews))
     token_rows = np.flatnonzero(data.store.has_tokens())
     # a text-reading model (a fine-tuned encoder) costs an encoder pass per review: it predicts
     # only the splits that metrics and the app read, not the train split
-    metric_rows = np.flatnonzero(data.reviews["split"].isin(splits).to_numpy())
+    metric_rows = np.flatnonzero(reviews["split"].isin(splits).to_numpy())
 
-    doc = read_json(paths.metrics) if paths.metrics.exists() else {}
+    doc = read_metrics(models)
     doc |= {"run": paths.name, "is_demo": _is_demo(paths), "encoder": data.encoder_info()}
     section = doc.setdefault("evaluations", {}).setdefault(evaluation, {"models": {}})
     section["splits"] = list(splits)
+    recorded = section.setdefault("fingerprints", {})
     tables = []
-    for name in tqdm(names, desc=f"evaluate {evaluation}", unit="model", disable=not progress):
-        model = load_star_model(paths.models, name, fingerprint)
+    for name in tqdm(todo, desc=f"evaluate {evaluation}", unit="model", disable=not progress):
+        model = load_star_model(models.models, name, encoder_fp)
         if getattr(model, "reads_text", False):
             rows = metric_rows
         elif needs_tokens(model):
@@ -214,11 +246,21 @@ def evaluate_run(
         else:
             rows = all_rows
         pred = model.predict(data.source, rows)
-        tables.append(prediction_table(evaluation, name, data.reviews, rows, pred))
-        section["models"][name] = model_metrics(data.reviews, rows, pred, splits)
-    section["evaluated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    _merge_predictions(paths.predictions, tables, {(evaluation, n) for n in names})
-    write_json(paths.metrics, doc)
+        tables.append(prediction_table(evaluation, name, reviews, rows, pred))
+        section["models"][name] = model_metrics(reviews, rows, pred, splits)
+        if evaluation == "cross_corpus" and pred.probs is not None:  # a new corpus: its own prior
+            temperature = saved_temperature(models.predictions, name)
+            adapted = adapt_predictions(pred, run_train_prior(paths.reviews), temperature)
+            section.setdefault("adapted", {})[name] = model_metrics(reviews, rows, adapted, splits)
+        recorded[name] = pair_fingerprint(data, models, name)
+    if todo:
+        section["evaluated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        _merge_predictions(models.predictions, tables, {(evaluation, n) for n in todo})
+    else:
+        log.info("%s evaluation of run %s is up to date", evaluation, paths.name)
+    if evaluation != "cross_corpus":
+        doc["default_model"] = choose_default(doc, evaluation, settings.select_by)
+    write_json(models.metrics, doc)
     print_table(doc, evaluation)
     return doc
 
@@ -244,4 +286,4 @@ def print_table(doc: dict[str, Any], evaluation: str, split: str = "test") -> No
             f"{h['qwk']:.3f}",
             f"{h['macro_f1']:.3f}",
         )
-    Console().print(table)
+    console.print(table)

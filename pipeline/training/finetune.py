@@ -39,29 +39,31 @@ from transformers import (
     get_linear_schedule_with_warmup,
 )
 
-from pipeline.artifacts import fingerprint, read_json, read_manifest, write_json
-from pipeline.config import FinetuneSettings, Settings
+from pipeline.artifacts import fingerprint, read_manifest
+from pipeline.config import FinetuneSettings, ModelSet, Settings
 from pipeline.encoding.load import Encoder, EncoderSpec, load_encoder, pick_device, resolve_encoder
+from pipeline.errors import InputError, StageMissingError
 from pipeline.modeling.batching import (
+    autocast,
     collate,
     length_bucketed_batches,
+    module_device,
     seed_everything,
+    selection_metric,
     stratified_subset,
     token_ids,
+    validation_score,
 )
-from pipeline.modeling.bundle import CONFIG
-from pipeline.modeling.heads import OutputKind
-from pipeline.modeling.inputs import Predictions
+from pipeline.modeling.heads import task_loss
 from pipeline.modeling.sentence import (
     CODE_VERSION,
     SentenceModel,
-    _device,
-    autocast,
     model_name,
     predict,
     save_finetuned,
-    task_loss,
 )
+from pipeline.modeling.spec import SCORING, scoring_spec
+from pipeline.training.data import saved_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +98,6 @@ class TrainReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"seconds_per_1000_reviews": self.seconds_per_1000_reviews}
-
-
-def selection_score(output: OutputKind, preds: Predictions, stars: np.ndarray) -> float:
-    """Validation score to maximise: exact accuracy for classifiers, minus MAE for regression."""
-    if output == "regression":
-        return -float(np.abs(preds.score - stars).mean())
-    return float((preds.pred_star == stars).mean())
 
 
 def freeze_word_embeddings(model: SentenceModel, freeze: bool) -> int:
@@ -152,13 +147,13 @@ def train(
         raise ValueError("texts and stars must have the same length")
     if len(train_texts) == 0 or len(val_texts) == 0:
         raise ValueError("fine-tuning needs at least one training and one validation review")
-    device = _device(model)
+    device = module_device(model)
     seed_everything(seed)
     rng = np.random.default_rng(seed)
     model.train()
     report = TrainReport(
         train_reviews=len(train_texts),
-        selection_metric="-mae" if model.output == "regression" else "accuracy",
+        selection_metric=selection_metric(model.output),
         frozen_parameters=freeze_word_embeddings(model, settings.freeze_embeddings),
         device=str(device),
     )
@@ -185,7 +180,7 @@ def train(
         preds = predict(model, encoder, val_texts, max_length=settings.max_length)
         model.train()
         report.validation_seconds += time.perf_counter() - began
-        score = selection_score(model.output, preds, val_stars)
+        score = validation_score(model.output, preds, val_stars)
         report.history.append(
             {"step": step, "train_loss": running, "val": score, "lr": scheduler.get_last_lr()[0]}
         )
@@ -236,9 +231,9 @@ def train(
 def finetune_fingerprint(settings: Settings, spec: EncoderSpec) -> str:
     prepared = read_manifest(settings.paths.prepared)
     if prepared is None:
-        raise FileNotFoundError(
-            f"no prepared data in {settings.paths.prepared}: run "
-            f"`douban prepare --run {settings.run_name} --input <csv>` first"
+        raise StageMissingError(
+            f"no prepared data in {settings.paths.prepared}",
+            f"run `douban prepare --run {settings.run_name} --input <csv>` first",
         )
     tuning = settings.finetune.model_dump(mode="json", exclude={"device"})
     return fingerprint(
@@ -255,7 +250,10 @@ def finetune_fingerprint(settings: Settings, spec: EncoderSpec) -> str:
 def _split_rows(reviews: pd.DataFrame, split: str, limit: int | None, seed: int) -> np.ndarray:
     rows = np.flatnonzero(reviews["split"].to_numpy() == split)
     if len(rows) == 0:
-        raise ValueError(f"the prepared reviews have no {split!r} split to fine-tune with")
+        raise InputError(
+            f"the prepared reviews have no {split!r} split to fine-tune with",
+            "prepare more reviews, or change prepare.val_frac",
+        )
     return rows[stratified_subset(reviews["star"].to_numpy()[rows], limit, seed)]
 
 
@@ -271,64 +269,33 @@ def all_cpu_threads(device: torch.device) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _saved_fingerprint(model_dir: Path) -> str | None:
-    config = model_dir / CONFIG
-    return read_json(config).get("fingerprint") if config.exists() else None
-
-
-def finetune_run(
-    settings: Settings,
-    *,
-    force: bool = False,
-    evaluate: bool = True,
-    external: Path | None = None,
-    progress: bool = True,
-) -> Path:
-    """Fine-tune the run's encoder on its train split (``finetune.train_limit`` reviews,
-    stratified), early-stopped on its val split; saves ``models/finetune_<output>/`` and returns
-    that directory. Skipped when a model with the same fingerprint is already there. Then, with
-    ``evaluate``, the model joins metrics.json / predictions.parquet (and the cross-corpus
-    evaluation on ``external``), like every other model of the run."""
-    ft = settings.finetune
-    name = model_name(ft.output)
-    model_dir = settings.paths.model(name)
+def finetune_target(settings: Settings) -> tuple[EncoderSpec, str]:
+    """The encoder to fine-tune and the fingerprint the fine-tuned model records."""
     features = settings.features
     spec = resolve_encoder(features.encoder, pooling=features.pooling, prefix=features.prefix)
-    fp = finetune_fingerprint(settings, spec)
-    if not force and _saved_fingerprint(model_dir) == fp:
-        log.info("%s is up to date (fingerprint %s): not retrained", name, fp)
+    return spec, finetune_fingerprint(settings, spec)
+
+
+def is_current(settings: Settings, models: ModelSet) -> bool:
+    """Whether ``models`` holds the fine-tuned model these settings would train."""
+    model_dir = models.model(model_name(settings.finetune.output))
+    return saved_fingerprint(model_dir) == finetune_target(settings)[1]
+
+
+def finetune_model(
+    settings: Settings, models: ModelSet, *, force: bool = False, progress: bool = True
+) -> Path:
+    """Fine-tune the run's encoder on its train split (``finetune.train_limit`` reviews,
+    stratified), early-stopped on its val split, into ``models`` as ``finetune_<output>/``;
+    returns that directory. Skipped when the model there records the same fingerprint.
+    Evaluating it and fitting its ensemble are the workflow's next steps."""
+    model_dir = models.model(model_name(settings.finetune.output))
+    spec, fp = finetune_target(settings)
+    if not force and saved_fingerprint(model_dir) == fp:
+        log.info("%s is up to date (fingerprint %s): not retrained", model_dir.name, fp)
     else:
         _train_and_save(settings, spec, fp, model_dir, progress)
-    if evaluate:
-        _evaluate(settings, name, external)
     return model_dir
-
-
-def _evaluate(settings: Settings, name: str, external: Path | None) -> None:
-    """Evaluate the model, and for classification also fit and evaluate its mix with TF-IDF +
-    LR (``ensemble_finetune_tfidf``, weight fitted on validation), as `douban train` does for the
-    self-attentive head: the two err on different reviews."""
-    from pipeline.training.evaluate import evaluate_run
-    from pipeline.training.train import ENSEMBLES, FINETUNE_ENSEMBLE_NAME, train_run
-
-    if read_manifest(settings.paths.features) is None:
-        log.warning(
-            "%s is not evaluated yet: the run has no feature store, which evaluation shares with "
-            "the other models; run `douban features --run %s` then `douban evaluate --run %s "
-            "--models %s`",
-            name,
-            settings.run_name,
-            settings.run_name,
-            name,
-        )
-        return
-    evaluate_run(settings, [name])
-    models = [name]
-    if name in ENSEMBLES[FINETUNE_ENSEMBLE_NAME]:
-        train_run(settings, [FINETUNE_ENSEMBLE_NAME])
-        models.append(FINETUNE_ENSEMBLE_NAME)
-    if external is not None:
-        evaluate_run(settings, models, external=external)
 
 
 def _train_and_save(
@@ -374,6 +341,7 @@ def _train_and_save(
             "fingerprint": fp,
             "encoder": asdict(spec),
             "max_length": ft.max_length,
+            SCORING: scoring_spec(settings.paths, asdict(spec), ft.max_length),
             "settings": ft.model_dump(mode="json"),
             "seed": settings.seed,
             "train": report.to_dict(),
@@ -385,7 +353,6 @@ def _train_and_save(
             "code_version": CODE_VERSION,
         },
     )
-    write_json(settings.paths.settings, settings)
     log.info(
         "%s: best val %s %.4f at step %d of %d, %.0f s (%.1f s per 1,000 reviews) -> %s",
         name,

@@ -1,5 +1,10 @@
-"""`douban train`: fit the baselines and the self-attentive heads of one run side by side, save
-them under ``runs/<run>/models/`` and evaluate them (metrics.json + predictions.parquet).
+"""`douban train`: fit the baselines, the self-attentive heads and their ensembles of one run
+side by side and save them into a model set (``models/<name>/``, see ``RunPaths.new_model_set``).
+
+A model is current when its config.json records the fingerprint it would be trained with now
+(the features it reads, the training settings and seed; for an ensemble its members'), and a
+current model is not retrained: the one caching rule of every stage. Evaluation is a stage of its
+own (evaluate.py); workflow.py runs one after the other.
 
 Head training: AdamW, early stopping on the validation split (accuracy for the classifier, MAE of
 the predicted stars for regression and ordinal heads), seeded, token states read from the
@@ -12,23 +17,33 @@ import copy
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.artifacts import write_json
-from pipeline.config import HeadSettings, RunPaths, Settings
+from pipeline.artifacts import fingerprint
+from pipeline.config import HeadSettings, ModelSet, Settings
+from pipeline.encoding.encode import normalize_layers
+from pipeline.encoding.load import pick_device
+from pipeline.errors import InputError, StageMissingError
 from pipeline.modeling.baselines import EnsembleModel, LinearStarModel, MajorityModel
-from pipeline.modeling.bundle import list_models, load_star_model, needs_tokens, save_model
+from pipeline.modeling.batching import length_bucketed_batches, seed_everything, validation_score
+from pipeline.modeling.bundle import (
+    SCORING,
+    load_star_model,
+    needs_tokens,
+    save_model,
+    scoring_spec,
+)
 from pipeline.modeling.heads import OUTPUT_KINDS, HeadModel, OutputKind
-from pipeline.modeling.inputs import FeatureSource, StoreSource
+from pipeline.modeling.inputs import FeatureSource
+from pipeline.training.data import TrainingData, saved_fingerprint
 
 log = logging.getLogger(__name__)
 
+TRAIN_VERSION = "train-1"  # bump when training changes meaning: every model becomes stale
 HEAD_NAMES: dict[str, str] = {
     "classification": "head_cls",
     "regression": "head_reg",
@@ -37,8 +52,8 @@ HEAD_NAMES: dict[str, str] = {
 BASELINE_NAMES = ("majority", "tfidf_lr", "tfidf_ridge", "pooled_lr", "pooled_lr_layers")
 ENSEMBLE_NAME = "ensemble_head_tfidf"
 FINETUNE_ENSEMBLE_NAME = "ensemble_finetune_tfidf"
-# ensemble -> its two members, fitted in the same call or loaded from disk; the fine-tuned member
-# comes from `douban finetune`, which fits its ensemble itself
+# ensemble -> its two members; the fine-tuned member comes from `douban finetune`, after which the
+# workflow fits its ensemble
 ENSEMBLES: dict[str, tuple[str, str]] = {
     ENSEMBLE_NAME: ("head_cls", "tfidf_lr"),
     FINETUNE_ENSEMBLE_NAME: ("finetune_cls", "tfidf_lr"),
@@ -47,73 +62,56 @@ ALL_MODELS = (*BASELINE_NAMES, *HEAD_NAMES.values(), ENSEMBLE_NAME)  # what `dou
 TRAINABLE = (*ALL_MODELS, FINETUNE_ENSEMBLE_NAME)
 
 
-@dataclass
-class RunData:
-    """A run's prepared reviews and feature store, row i = review_id i."""
+def default_models(hs: HeadSettings) -> list[str]:
+    """What `douban train` fits unless told otherwise: every baseline, the heads of
+    ``head.outputs`` and, with ``head.ensemble``, the head + TF-IDF ensemble."""
+    heads = [HEAD_NAMES[o] for o in OUTPUT_KINDS if o in hs.outputs]
+    ensemble = [ENSEMBLE_NAME] if hs.ensemble and "head_cls" in heads else []
+    return [*BASELINE_NAMES, *heads, *ensemble]
 
-    paths: RunPaths
-    reviews: pd.DataFrame
-    store: Any
-    source: StoreSource
 
-    @classmethod
-    def load(cls, paths: RunPaths) -> RunData:
-        from pipeline.features.store import FeatureStore
+def model_fingerprints(
+    settings: Settings, data: TrainingData, models: ModelSet, names: Sequence[str]
+) -> dict[str, str]:
+    """The fingerprint each named model must record to be current: the feature store it reads
+    (which covers the prepared reviews and the encoder), the head settings and the seed; for an
+    ensemble, its members' fingerprints (the planned ones, else the saved ones)."""
+    head = settings.head.model_dump(mode="json", exclude={"device"})
+    fps: dict[str, str] = {}
+    for name in sorted(names, key=lambda n: n in ENSEMBLES):  # members before ensembles
+        if name in ENSEMBLES:
+            members = [fps.get(m) or saved_fingerprint(models.model(m)) for m in ENSEMBLES[name]]
+            fps[name] = fingerprint(TRAIN_VERSION, name, members)
+        else:
+            fps[name] = fingerprint(TRAIN_VERSION, name, data.fingerprint, head, settings.seed)
+    return fps
 
-        if not paths.reviews.exists():
-            raise FileNotFoundError(
-                f"no prepared reviews in {paths.prepared}: run `douban prepare --run {paths.name}`"
+
+def models_to_train(
+    settings: Settings,
+    data: TrainingData,
+    models: ModelSet,
+    wanted: Sequence[str] | None = None,
+    *,
+    force: bool = False,
+) -> list[str]:
+    """The wanted models (default: all of ``douban train``) that are not current in ``models``
+    (all of them with ``force``), with the members a wanted ensemble needs that are not current
+    either."""
+    wanted = list(wanted or default_models(settings.head))
+    unknown = sorted(set(wanted) - set(TRAINABLE))
+    if unknown:
+        raise InputError(f"unknown model(s) {unknown}", f"choose from {', '.join(TRAINABLE)}")
+    members = {m for e in wanted if e in ENSEMBLES for m in ENSEMBLES[e]} - set(wanted)
+    for member in sorted(members - set(ALL_MODELS)):
+        if saved_fingerprint(models.model(member)) is None:
+            raise StageMissingError(
+                f"the ensemble needs {member}", f"run `douban finetune --run {data.paths.name}`"
             )
-        reviews = pd.read_parquet(paths.reviews)
-        store = FeatureStore.open(paths.features)
-        if not np.array_equal(store.review_ids, reviews["review_id"].to_numpy()):
-            raise ValueError(
-                f"the feature store of run {paths.name} does not match its prepared reviews: "
-                f"run `douban features --run {paths.name}`"
-            )
-        return cls(paths, reviews, store, StoreSource(store, reviews))
-
-    @property
-    def stars(self) -> np.ndarray:
-        return self.reviews["star"].to_numpy().astype(np.int64)
-
-    def rows(self, split: str, need_tokens: bool = False) -> np.ndarray:
-        mask = self.reviews["split"].to_numpy() == split
-        if need_tokens:
-            mask &= self.store.has_tokens()
-        return np.flatnonzero(mask)
-
-    def encoder_info(self) -> dict[str, Any]:
-        spec = self.store.encoder
-        return {"name": spec.get("name"), "fingerprint": spec.get("fingerprint"), "spec": spec}
-
-
-def pick_torch_device(prefer: str = "auto") -> torch.device:
-    from pipeline.encoding.load import pick_device
-
-    return pick_device(prefer)
-
-
-def length_batches(
-    rows: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator
-) -> list[np.ndarray]:
-    """Shuffled batches of similar length: shuffle, sort within windows of 50 batches, cut,
-    shuffle the batch order. Less padding, still a fresh order each epoch."""
-    rows = rng.permutation(rows)
-    window = batch_size * 50
-    batches = []
-    for start in range(0, len(rows), window):
-        chunk = rows[start : start + window]
-        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def validation_score(output: OutputKind, pred_star: np.ndarray, stars: np.ndarray) -> float:
-    """Higher is better: accuracy for classifiers, minus the star MAE otherwise."""
-    if output == "classification":
-        return float((pred_star == stars).mean())
-    return -float(np.abs(pred_star.astype(np.int64) - stars).mean())
+    candidates = [*wanted, *(members & set(ALL_MODELS))]
+    fps = model_fingerprints(settings, data, models, candidates)
+    stale = {n for n in candidates if saved_fingerprint(models.model(n)) != fps[n]}
+    return [n for n in TRAINABLE if n in stale or (force and n in wanted)]
 
 
 def fit_head(
@@ -133,7 +131,7 @@ def fit_head(
     progress: bool = True,
 ) -> tuple[HeadModel, dict[str, Any]]:
     """Train one head; returns the best-on-validation model and its training history."""
-    torch.manual_seed(seed)
+    seed_everything(seed)
     rng = np.random.default_rng(seed)
     device = device or torch.device("cpu")
     arch = {
@@ -156,7 +154,7 @@ def fit_head(
     for epoch in range(1, hs.epochs + 1):
         model.module.train()
         started, total, seen = time.perf_counter(), 0.0, 0
-        batches = length_batches(train_rows, lengths, hs.batch_size, rng)
+        batches = length_bucketed_batches(lengths, hs.batch_size, rng=rng, rows=train_rows)
         bar = tqdm(batches, desc=f"{HEAD_NAMES[output]} epoch {epoch}", disable=not progress)
         for batch in bar:
             out, _ = model.forward_rows(source, batch)
@@ -168,8 +166,7 @@ def fit_head(
             total += loss.item() * len(batch)
             seen += len(batch)
             bar.set_postfix(loss=f"{total / seen:.4f}", refresh=False)
-        val_pred = model.predict(source, val_rows).pred_star
-        score = validation_score(output, val_pred, stars[val_rows])
+        score = validation_score(output, model.predict(source, val_rows), stars[val_rows])
         history.append(
             {
                 "epoch": epoch,
@@ -196,93 +193,87 @@ def fit_head(
     return model, info
 
 
-def _head_layers(data: RunData, hs: HeadSettings) -> list[int]:
-    from pipeline.encoding.encode import normalize_layers
-
+def _head_layers(data: TrainingData, hs: HeadSettings) -> list[int]:
     stored = list(data.store.token_layers)
     if hs.layers is None:
         return stored
     wanted = normalize_layers(hs.layers, data.store.num_layers)
     missing = [x for x in wanted if x not in stored]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"head.layers {hs.layers} asks for layer(s) {missing} but the store keeps token states "
-            f"of {stored}: run `douban features --run {data.paths.name} --layers ...`"
+            f"of {stored}",
+            f"run `douban features --run {data.paths.name} --layers ...`",
         )
     return wanted
 
 
-def _config(data: RunData, settings: Settings, extra: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "encoder": data.encoder_info(),
-        "features_fingerprint": data.store.fingerprint,
-        "run": data.paths.name,
-        "settings": settings.head.model_dump(mode="json"),
-        "seed": settings.seed,
-        "trained": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        **extra,
-    }
-
-
 def train_models(
-    settings: Settings, models: Sequence[str] | None = None, progress: bool = True
+    settings: Settings,
+    data: TrainingData,
+    models: ModelSet,
+    names: Sequence[str],
+    progress: bool = True,
 ) -> dict[str, dict[str, Any]]:
-    """Fit the requested models (default: all) and save them; returns each model's config."""
-    wanted = list(models or ALL_MODELS)
-    unknown = sorted(set(wanted) - set(TRAINABLE))
-    if unknown:
-        raise ValueError(f"unknown model(s) {unknown}; choose from {list(TRAINABLE)}")
+    """Fit the named models (see :func:`models_to_train`) and save them into ``models``;
+    returns each model's config."""
+    if not names:
+        return {}
     hs = settings.head
-    torch.manual_seed(settings.seed)
-    data = RunData.load(settings.paths)
+    seed_everything(settings.seed)
     stars = data.stars
     train, val = data.rows("train"), data.rows("val")
     if len(train) == 0 or len(val) == 0:
-        raise ValueError(
+        raise InputError(
             f"run {data.paths.name} needs reviews in both train and val splits "
-            f"(has {len(train)} / {len(val)})"
+            f"(has {len(train)} / {len(val)})",
+            "prepare more reviews, or change prepare.val_frac",
         )
+    fps = model_fingerprints(settings, data, models, names)
+    common = {
+        "encoder": data.encoder_info(),
+        "features_fingerprint": data.fingerprint,
+        "run": data.paths.name,
+        "settings": hs.model_dump(mode="json"),
+        "seed": settings.seed,
+        SCORING: scoring_spec(data.paths),
+    }
     source, num_states = data.source, data.store.num_layers
     last = num_states - 1
     fitted: dict[str, Any] = {}
 
     def keep(name: str, model: Any, **extra: Any) -> None:
-        model.config |= _config(data, settings, extra)
-        save_model(settings.paths.model(name), model.tensors(), model.config)
+        model.config |= common | extra
+        model.config |= {"fingerprint": fps[name], "trained": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        save_model(models.model(name), model.tensors(), model.config)
         fitted[name] = model
-        log.info("saved %s -> %s", name, settings.paths.model(name))
+        log.info("saved %s -> %s", name, models.model(name))
 
-    if "majority" in wanted:
+    if "majority" in names:
         keep("majority", MajorityModel.fit(stars[train]))
-    saved = set(list_models(settings.paths.models))
-    ensembles = [e for e in ENSEMBLES if e in wanted]
-    for member in {m for e in ensembles for m in ENSEMBLES[e]} - saved - set(wanted):
-        if member not in ALL_MODELS:
-            raise ValueError(
-                f"the ensemble needs {member}: run `douban finetune --run {data.paths.name}` first"
-            )
-        wanted.append(member)  # an ensemble needs it: train it too
-    if "tfidf_lr" in wanted:
+    if "tfidf_lr" in names:
         keep("tfidf_lr", LinearStarModel.fit_tfidf(source, train, val, stars, seed=settings.seed))
-    if "tfidf_ridge" in wanted:
+    if "tfidf_ridge" in names:
         model = LinearStarModel.fit_tfidf(source, train, val, stars, True, seed=settings.seed)
         keep("tfidf_ridge", model)
-    if "pooled_lr" in wanted:
+    if "pooled_lr" in names:
         keep("pooled_lr", LinearStarModel.fit_pooled(source, train, val, stars, [last]))
-    if "pooled_lr_layers" in wanted:
+    if "pooled_lr_layers" in names:
         layers = [x % num_states for x in hs.baseline_pooled_layers]
         keep("pooled_lr_layers", LinearStarModel.fit_pooled(source, train, val, stars, layers))
 
     head_train, head_val = data.rows("train", True), data.rows("val", True)
-    outputs = [o for o in OUTPUT_KINDS if o in hs.outputs]
-    heads_wanted = [o for o in outputs if HEAD_NAMES[o] in wanted]
-    if heads_wanted and (len(head_train) == 0 or len(head_val) == 0):
-        raise ValueError("no token states for the train/val reviews: heads cannot be trained")
-    if heads_wanted:
+    heads = [o for o in OUTPUT_KINDS if HEAD_NAMES[o] in names]
+    if heads and (len(head_train) == 0 or len(head_val) == 0):
+        raise StageMissingError(
+            "no token states for the train/val reviews: heads cannot be trained",
+            f"run `douban features --run {data.paths.name}` without a token-state limit",
+        )
+    if heads:
         layers = _head_layers(data, hs)
-        device = pick_torch_device(hs.device)
+        device = pick_device(hs.device)
         lengths = data.store.lengths()
-        for output in heads_wanted:
+        for output in heads:
             model, info = fit_head(
                 source, head_train, head_val, stars, lengths, output, hs,
                 layers=layers, pooled_layers=[last] if hs.pooled_input else [],
@@ -292,25 +283,13 @@ def train_models(
             model.module.cpu()
             keep(HEAD_NAMES[output], model, training=info, train_reviews=len(head_train))
 
-    fingerprint = data.encoder_info()["fingerprint"]
-    for name in ensembles:
+    for name in (n for n in names if n in ENSEMBLES):
         members = {
-            m: fitted.get(m) or load_star_model(settings.paths.models, m, fingerprint)
+            m: fitted.get(m)
+            or load_star_model(models.models, m, data.encoder_info()["fingerprint"])
             for m in ENSEMBLES[name]
         }
         rows = head_val if any(needs_tokens(m) for m in members.values()) else val
         val_probs = [m.predict(source, rows).probs for m in members.values()]
         keep(name, EnsembleModel.fit(members, val_probs, stars[rows]))
-    write_json(settings.paths.settings, settings)
     return {name: m.config for name, m in fitted.items()}
-
-
-def train_run(
-    settings: Settings, models: Sequence[str] | None = None, progress: bool = True
-) -> dict[str, Any]:
-    """Train, then evaluate the models just trained (other models' figures are kept); returns
-    the metrics document."""
-    from pipeline.training.evaluate import evaluate_run
-
-    trained = train_models(settings, models, progress=progress)
-    return evaluate_run(settings, models=list(trained), progress=progress)

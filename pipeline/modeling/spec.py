@@ -1,0 +1,147 @@
+"""What a run's saved models are and which to use, read from their JSON alone (no weights, no
+torch), so :class:`pipeline.Run`, the CLI's model listing and the app stay light.
+
+A model directory is a self-contained bundle: its config.json's ``scoring`` section
+(:func:`scoring_spec`, written by the train stage) names the encoder (name, path, pooling,
+prefix, fingerprint), ``max_length`` and token layers the features were extracted with, and the
+segmenter prepare ran (film words + user dictionary lines). The two choices every surface must
+make the same way live here, once: the run's default model (:func:`choose_default_model`) and
+which head's attention explains a model's score (:func:`explaining_head`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.artifacts import MODEL_CONFIG as CONFIG
+from pipeline.artifacts import read_json, read_manifest
+from pipeline.config import RunPaths
+from pipeline.data.text import Segmenter
+from pipeline.errors import CorruptArtifactError, StageMissingError, StaleArtifactError
+
+SCORING = "scoring"  # config.json section that makes a model directory self-contained
+# when a run records no default and has no validation figures: the first of these it has
+FALLBACK_MODELS = ("ensemble_head_tfidf", "head_cls", "head_ord", "tfidf_lr")
+USER_DICT = "user_dict.txt"  # a copy of prepare's jieba user dictionary, when prepare keeps one
+
+
+def retrain_hint(model_dir: Path) -> str:
+    """How to rebuild a model of the run that holds ``model_dir`` (<run>/trained/<gen>/models/
+    <name>); --force, as its fingerprint says it is up to date."""
+    run = next((p.parent.name for p in model_dir.parents if p.name == "trained"), None)
+    return f"retrain it: `douban train --run {run} --force`" if run else "retrain it"
+
+
+def list_models(models_dir: Path) -> list[str]:
+    """Names of the saved models, in a stable order."""
+    if not models_dir.exists():
+        return []
+    return sorted(p.name for p in models_dir.iterdir() if (p / CONFIG).exists())
+
+
+def segmenter_spec(paths: RunPaths) -> dict[str, Any]:
+    """The segmenter prepare ran: the summary's film keys and the lines of its user dictionary
+    (a copy in ``prepared/`` when there is one, else the file the prepare manifest names)."""
+    summary = read_json(paths.summary) if paths.summary.exists() else {}
+    copy = paths.prepared / USER_DICT
+    recorded = ((read_manifest(paths.prepared) or {}).get("settings") or {}).get("user_dict")
+    source = copy if copy.exists() else Path(recorded) if recorded else None
+    if source is not None and not source.is_file():
+        raise StaleArtifactError(
+            f"run {paths.name} was prepared with the jieba user dictionary {source}, which no "
+            "longer exists, so new text cannot be segmented as the reviews were",
+            hint=f"put the file back, or re-run `douban prepare --run {paths.name}`",
+        )
+    lines = source.read_text(encoding="utf-8-sig").splitlines() if source else []
+    return {"films": list(summary.get("films", [])), "user_dict": [x for x in lines if x.strip()]}
+
+
+def build_segmenter(spec: Mapping[str, Any]) -> Segmenter:
+    """jieba exactly as the spec (:func:`segmenter_spec`) describes it."""
+    return Segmenter(spec.get("films", []), user_lines=spec.get("user_dict", []))
+
+
+def scoring_spec(
+    paths: RunPaths, encoder: Mapping[str, Any] | None = None, max_length: int | None = None
+) -> dict[str, Any]:
+    """Everything a model of this run needs to score new text: the encoder and ``max_length``
+    of the run's features manifest (a fine-tuned model passes its own), the token layers stored
+    and the segmenter prepare ran. The train and finetune stages store it in each model's
+    config."""
+    features = read_manifest(paths.features) or {}
+    if encoder is None and not features:
+        raise StageMissingError(
+            f"run {paths.name} has no features", hint=f"run `douban features --run {paths.name}`"
+        )
+    return {
+        "encoder": dict(encoder if encoder is not None else features["encoder"]),
+        "max_length": int(max_length if max_length is not None else features["max_length"]),
+        "token_layers": list(features.get("token_layers", [])),
+        "segmenter": segmenter_spec(paths),
+    }
+
+
+def read_scoring_spec(config: Mapping[str, Any], model_name: str) -> dict[str, Any]:
+    """The scoring section of a model's config; models saved before bundles had one must be
+    retrained (their encoder and segmenter are not recorded with them)."""
+    spec = config.get(SCORING)
+    if not spec:
+        raise CorruptArtifactError(
+            f"model {model_name} carries no scoring spec (saved by an older version)",
+            hint="retrain it with `douban train`",
+        )
+    return dict(spec)
+
+
+def read_config(models_dir: Path, name: str) -> dict[str, Any]:
+    """A saved model's config.json (no weights read)."""
+    path = models_dir / name / CONFIG
+    if not path.exists():
+        raise StageMissingError(
+            f"no trained model at {models_dir / name}", hint=retrain_hint(models_dir / name)
+        )
+    try:
+        return read_json(path)
+    except (OSError, ValueError) as err:
+        raise CorruptArtifactError(
+            f"model config {path} cannot be read ({err})", hint=retrain_hint(models_dir / name)
+        ) from err
+
+
+def validation_accuracies(
+    metrics: Mapping[str, Any], evaluation: str = "random"
+) -> dict[str, float]:
+    """``{model: exact accuracy on the validation split}`` from metrics.json."""
+    models = metrics.get("evaluations", {}).get(evaluation, {}).get("models", {})
+    return {
+        name: float(m["val"]["accuracy"])
+        for name, m in models.items()
+        if m.get("val", {}).get("n", 1) and "accuracy" in m.get("val", {})
+    }
+
+
+def choose_default_model(metrics: Mapping[str, Any], available: Sequence[str]) -> str | None:
+    """The run's one default model: the one the evaluate stage recorded (chosen on validation),
+    else, for runs evaluated before it recorded one, the best validation exact accuracy of the
+    random evaluation; never a test figure; majority only when nothing else exists."""
+    recorded = (metrics.get("default_model") or {}).get("name")
+    if recorded in available:
+        return recorded
+    scores = validation_accuracies(metrics)
+    scores = {m: s for m, s in scores.items() if m in available and m != "majority"}
+    if scores:
+        return max(sorted(scores), key=scores.__getitem__)
+    return next((m for m in FALLBACK_MODELS if m in available), available[0] if available else None)
+
+
+def explaining_head(
+    model: str | None, with_attention: Collection[str], members: Sequence[str] = ()
+) -> str | None:
+    """The head whose attention explains ``model``'s score: the model itself when it has
+    attention, else its head member (an ensemble), else head_cls, else the first head."""
+    for name in (model, *members, "head_cls", *sorted(with_attention)):
+        if name in with_attention:
+            return name
+    return None

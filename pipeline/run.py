@@ -1,0 +1,302 @@
+"""One reader of one run directory: every surface (CLI, Python API, app, reports, lab) reads a run
+through :class:`Run`, so they agree on its reviews, its models, its default model and the
+settings each stage ran with.
+
+Artifacts are read on first use and kept (``cached_property``), so building reports for 28 films
+reads every parquet file once. The settings a stage ran with come from that stage's manifest,
+never from the current command's defaults: the encoder, layers and ``max_length`` are the
+features manifest's, the segmenter is prepare's (same film words, same user dictionary).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from pipeline.artifacts import read_json, read_manifest
+from pipeline.config import RunPaths
+from pipeline.data.text import Segmenter, load_stopwords
+from pipeline.errors import FilmNotFoundError, ModelNotFoundError, StageMissingError
+from pipeline.locate import locate_run, newest_trained_run
+from pipeline.modeling.spec import (
+    build_segmenter,
+    choose_default_model,
+    explaining_head,
+    list_models,
+    read_config,
+    segmenter_spec,
+)
+
+if TYPE_CHECKING:
+    from pipeline.features.store import FeatureStore
+    from pipeline.predict.scorer import Scorer
+
+# Which of a model's predictions describe a film, best first: the run's own random split, then a
+# film held out of training; within one, test before val. (``cross_corpus`` rows index another
+# run's reviews, so they cannot be joined with this run's.)
+EVALUATION_ORDER = ("random", "film_holdout")
+SCALAR_PREDICTION_COLUMNS = (
+    "evaluation",
+    "review_id",
+    "film",
+    "split",
+    "star",
+    "model",
+    "pred_star",
+)
+LIST_PREDICTION_COLUMNS = ("probs", "attention")
+SPLIT_ORDER = ("test", "val")
+
+
+class LastLayerPooled:
+    """Row-indexable (N, d) float32 view of the last hidden state of (N, L+1, d) pooled
+    features; indexing with review_ids reads just those rows."""
+
+    def __init__(self, pooled_all: Any) -> None:
+        self._all = pooled_all
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def __getitem__(self, rows: Any) -> np.ndarray:
+        return np.asarray(self._all[rows][:, -1], dtype=np.float32)
+
+
+@dataclass
+class Run:
+    """A run's artifacts, read on first use and kept. Open one with :meth:`open`."""
+
+    paths: RunPaths
+    _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def open(cls, name: str | Path | None = None, runs_dir: Path | str | None = None) -> Run:
+        """Run ``name`` under ``runs_dir`` (default ``$DOUBAN_RUNS_DIR`` or runs/); a
+        :class:`~pathlib.Path` opens that directory; ``None`` opens the newest run with models.
+        A name that is not one plain path segment raises ``RunNameError``; a missing run
+        ``RunNotFoundError`` listing the runs there are."""
+        runs = Path(runs_dir) if runs_dir is not None else None
+        if name is None:
+            return cls(newest_trained_run(runs))
+        if isinstance(name, Path):
+            return cls(locate_run(name.name, name.parent))
+        return cls(locate_run(name, runs))
+
+    @property
+    def name(self) -> str:
+        return self.paths.name
+
+    # ------------------------------------------------------------------ prepared data
+
+    @cached_property
+    def reviews(self) -> pd.DataFrame:
+        if not self.paths.reviews.exists():
+            raise StageMissingError(
+                f"run {self.name} has no prepared reviews ({self.paths.reviews} is missing)",
+                hint=f"run `douban prepare --run {self.name}` first",
+            )
+        return pd.read_parquet(self.paths.reviews)
+
+    @cached_property
+    def summary(self) -> dict[str, Any]:
+        return read_json(self.paths.summary) if self.paths.summary.exists() else {}
+
+    @property
+    def is_demo(self) -> bool:
+        return bool(self.summary.get("is_demo", False))
+
+    @cached_property
+    def stopwords(self) -> frozenset[str]:
+        extra = (self.manifest("prepare") or {}).get("settings", {}).get("extra_stopwords")
+        return frozenset(load_stopwords(Path(extra) if extra else None))
+
+    @cached_property
+    def segmenter(self) -> Segmenter:
+        """jieba as prepare ran it: the same film words and user dictionary."""
+        return build_segmenter(segmenter_spec(self.paths))
+
+    @cached_property
+    def films(self) -> pd.DataFrame:
+        """One row per film (``film, film_cn, film_en, reviews``), most reviewed first."""
+        r = self.reviews
+        names = r.groupby("film", sort=False)[["film_cn", "film_en"]].first()
+        counts = r["film"].value_counts().rename("reviews")
+        return names.join(counts).sort_values("reviews", ascending=False).reset_index()
+
+    def resolve_film(self, name: str) -> str:
+        """The film's grouping key for a Chinese or English name (case-insensitive)."""
+        wanted = name.strip().casefold()
+        for row in self.films.itertuples():
+            candidates = (row.film, row.film_cn, row.film_en)
+            if any(isinstance(c, str) and c.strip().casefold() == wanted for c in candidates):
+                return str(row.film)
+        listing = ", ".join(
+            f"{row.film} ({row.film_en})" if isinstance(row.film_en, str) else str(row.film)
+            for row in self.films.itertuples()
+        )
+        raise FilmNotFoundError(f"no film named {name!r} in run {self.name!r}; films: {listing}")
+
+    # ------------------------------------------------------------------ stage settings
+
+    def manifest(self, stage: str) -> dict[str, Any] | None:
+        """The manifest (settings + fingerprint) ``stage`` ran with; None before it ran."""
+        where = {"prepare": self.paths.prepared, "features": self.paths.features}
+        return read_manifest(where.get(stage, self.paths.root / stage))
+
+    @cached_property
+    def encoder_spec(self) -> dict[str, Any]:
+        """The encoder the features were extracted with (name, path, pooling, prefix,
+        fingerprint), plus the ``max_length`` and ``token_layers`` they used."""
+        manifest = self.manifest("features")
+        if manifest is None:
+            raise StageMissingError(
+                f"run {self.name} has no features", hint=f"run `douban features --run {self.name}`"
+            )
+        return {
+            **manifest["encoder"],
+            "max_length": manifest["max_length"],
+            "token_layers": manifest["token_layers"],
+        }
+
+    @cached_property
+    def feature_store(self) -> FeatureStore | None:
+        """The run's feature store; None when features were not extracted."""
+        if not (self.paths.features / "manifest.json").exists():
+            return None
+        from pipeline.features.store import FeatureStore
+
+        return FeatureStore.open(self.paths.features)
+
+    @cached_property
+    def pooled_features(self) -> LastLayerPooled | None:
+        """Mean-pooled last-layer features, one row per review_id, read on demand (a film's
+        t-SNE sample reads 2,000 rows, not the whole memory-mapped store); None when not
+        extracted."""
+        store = self.feature_store
+        return None if store is None else LastLayerPooled(store.pooled_all(kind="mean"))
+
+    # ------------------------------------------------------------------ models and metrics
+
+    @cached_property
+    def saved_models(self) -> list[str]:
+        """Models saved in the run (each a self-contained bundle)."""
+        return list_models(self.paths.models)
+
+    @property
+    def models(self) -> list[str]:
+        """Models of the run: saved, or with predictions."""
+        return sorted(set(self.saved_models) | set(self.predictions["model"].unique().tolist()))
+
+    @cached_property
+    def metrics(self) -> dict[str, Any]:
+        return read_json(self.paths.metrics) if self.paths.metrics.exists() else {}
+
+    @cached_property
+    def default_model(self) -> str | None:
+        """The run's one default model, chosen on validation (see
+        :func:`pipeline.modeling.spec.choose_default_model`); None before training."""
+        return choose_default_model(self.metrics, self.models)
+
+    def model_config(self, model: str) -> dict[str, Any]:
+        """A saved model's config.json (kind, settings, scoring spec)."""
+        if model not in self.saved_models:
+            raise ModelNotFoundError(
+                f"run {self.name} has no model {model!r}; it has: "
+                f"{', '.join(self.saved_models) or '-'}",
+                hint="pick one with --model, or train it with `douban train`",
+            )
+        return read_config(self.paths.models, model)
+
+    def attention_model(self, model: str | None) -> str | None:
+        """The head whose attention explains ``model`` (one rule for every surface:
+        :func:`pipeline.modeling.spec.explaining_head`)."""
+        members: list[str] = []
+        if model in self.saved_models:
+            members = list(self.model_config(model).get("members", []))
+        return explaining_head(model, self.models_with_attention, members)
+
+    @cached_property
+    def models_with_attention(self) -> frozenset[str]:
+        """Models whose outputs carry attention (the self-attentive heads)."""
+        saved = {
+            m for m in self.saved_models if read_config(self.paths.models, m).get("kind") == "head"
+        }
+        if saved or not self.paths.predictions.exists():
+            return frozenset(saved)
+        dataset = ds.dataset(self.paths.predictions)
+        if "attention" not in dataset.schema.names:
+            return frozenset()
+        table = dataset.to_table(columns=["model"], filter=pc.field("attention").is_valid())
+        return frozenset(pc.unique(table["model"]).to_pylist())
+
+    def scorer(self, model: str | None = None) -> Scorer:
+        """A :class:`~pipeline.predict.scorer.Scorer` for ``model`` (default: the default
+        model), loaded once per run object."""
+        from pipeline.predict.scorer import Scorer
+
+        name = model or self.default_model
+        return self.memo(("scorer", name), lambda: Scorer.load(self.paths.root, model=name))
+
+    # ------------------------------------------------------------------ predictions
+
+    @cached_property
+    def predictions(self) -> pd.DataFrame:
+        """Every prediction of the run, without the per-review lists (``probs``, ``attention``:
+        millions of small arrays on the full corpus; see :meth:`prediction_lists`). Empty, with
+        the scalar columns, before training."""
+        if not self.paths.predictions.exists():
+            return pd.DataFrame(columns=list(SCALAR_PREDICTION_COLUMNS))
+        names = pq.read_schema(self.paths.predictions).names
+        columns = [c for c in names if c not in LIST_PREDICTION_COLUMNS]
+        return pd.read_parquet(self.paths.predictions, columns=columns)
+
+    def prediction_lists(self, model: str, review_ids: Iterable[int]) -> pd.DataFrame:
+        """``review_id, probs, attention`` of one model for the given reviews (the first
+        evaluation that has each review), read from the parquet file for just those rows."""
+        ids = sorted({int(i) for i in review_ids})
+        if not ids or not self.paths.predictions.exists():
+            return pd.DataFrame(columns=["review_id", *LIST_PREDICTION_COLUMNS])
+        table = pq.read_table(
+            self.paths.predictions,
+            columns=["evaluation", "review_id", *LIST_PREDICTION_COLUMNS],
+            filters=[("model", "==", model), ("review_id", "in", ids)],
+        )
+        df = table.to_pandas()
+        df = df[df["evaluation"].isin(EVALUATION_ORDER)]
+        rank = df["evaluation"].map({e: i for i, e in enumerate(EVALUATION_ORDER)})
+        df = df.assign(rank=rank).sort_values("rank", kind="stable")
+        return df.drop_duplicates("review_id")[["review_id", *LIST_PREDICTION_COLUMNS]]
+
+    def evaluated(self, model: str, film: str | None = None) -> tuple[pd.DataFrame, str]:
+        """The model's predictions for a film (or the corpus) from the best available
+        evaluation and split, joined with the reviews, and a label such as ``random/test``."""
+        preds = self.predictions
+        preds = preds[preds["model"] == model]
+        if film is not None:
+            preds = preds[preds["film"] == film]
+        for evaluation in EVALUATION_ORDER:
+            for split in SPLIT_ORDER:
+                rows = preds[(preds["evaluation"] == evaluation) & (preds["split"] == split)]
+                if len(rows):
+                    return self._with_reviews(rows), f"{evaluation}/{split}"
+        return self._with_reviews(preds.iloc[:0]), "none"
+
+    def _with_reviews(self, preds: pd.DataFrame) -> pd.DataFrame:
+        cols = ["review_id", "date", "like", "comment", "text", "tokens"]
+        review_cols = self.reviews[[c for c in cols if c in self.reviews.columns]]
+        return preds.merge(review_cols, on="review_id", how="left")
+
+    def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """Compute once per run: corpus-wide results shared by every film's report."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]

@@ -1,0 +1,439 @@
+"""The scoring service: FastAPI routes over one run's models, with OpenAPI docs at ``/docs``.
+
+``POST /v1/score`` answers one record per text, in order (the records of
+:meth:`pipeline.predict.scorer.Scorer.score`; ``explain`` adds every word's attention).
+``GET /v1/models`` lists the run's models and the default; ``/healthz`` answers while the
+process lives, ``/readyz`` once the default model is loaded and warmed up.
+
+Every failure is a JSON answer ``{"error", "message", "hint"?, "detail"?}`` with a 4xx status:
+malformed or oversized requests 413/422, a body that is not UTF-8 JSON 400, an unknown model
+404, a :class:`~pipeline.errors.DoubanError` by its kind (:data:`ERROR_STATUS`), a full queue or
+a service still loading 503 with ``Retry-After``. Bad text inside a valid request (empty, only
+markup) is a per-record ``error``, as in batch scoring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Hashable
+from contextlib import asynccontextmanager
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
+
+from pipeline.config import RunPaths
+from pipeline.errors import (
+    DoubanError,
+    FilmNotFoundError,
+    InputError,
+    ModelNotFoundError,
+    RunNotFoundError,
+    StageMissingError,
+)
+from pipeline.predict.scorer import MAX_CHARS, STARS, Scorer, resolve_run
+from pipeline.serve.batcher import MicroBatcher, Overloaded
+
+log = logging.getLogger(__name__)
+
+MAX_TEXTS = 256  # per request; more belongs in `douban score -i FILE`
+MAX_TEXT_CHARS = MAX_CHARS
+MAX_BODY_BYTES = 8 * 1024 * 1024  # MAX_TEXTS x MAX_TEXT_CHARS of \uXXXX-escaped JSON fits
+SCORE_BATCH = 256  # texts per scorer call inside one micro-batch
+WARM_UP_TEXT = "这部电影的剧情很好看"
+ERROR_STATUS: tuple[tuple[type[DoubanError], int], ...] = (
+    (ModelNotFoundError, 404),
+    (FilmNotFoundError, 404),
+    (RunNotFoundError, 404),
+    (InputError, 422),
+    (StageMissingError, 409),
+    (DoubanError, 409),
+)
+
+
+def _positive_mix(mix: list[float]) -> list[float]:
+    if sum(mix) <= 0:
+        raise ValueError("the target star mix needs at least one positive share")
+    return mix
+
+
+Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
+StarMix = Annotated[
+    list[Annotated[float, Field(ge=0, allow_inf_nan=False)]],
+    Field(min_length=5, max_length=5),
+    AfterValidator(_positive_mix),
+]
+
+
+class ScoreRequest(BaseModel):
+    """Texts to score; strict types (a number is not a text, "yes" is not a boolean)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    texts: Annotated[
+        list[Text],
+        Field(min_length=1, max_length=MAX_TEXTS, description="Reviews, scored in order."),
+    ]
+    model: str | None = Field(None, description="A model of the run (default: its default).")
+    explain: bool = Field(False, description="Add every word's attention (slower).")
+    adapt_prior: Literal["em"] | StarMix | None = Field(
+        None,
+        description="Re-weight the probabilities to another star mix: five shares (stars 1-5), "
+        'or "em" to estimate the mix of this request\'s texts (send many).',
+    )
+
+
+class TopWord(BaseModel):
+    word: str
+    weight: float
+
+
+class Word(TopWord):
+    start: int
+    end: int
+
+
+class ScoreResult(BaseModel):
+    """One text's score; ``error`` set (and no star) when the text cannot be scored."""
+
+    row: int
+    text: str
+    pred_star: int | None
+    probs: list[float] | None = Field(description="Probability of stars 1..5.")
+    expected_star: float | None
+    regression: float | None
+    model: str
+    attention_model: str | None
+    top_words: list[TopWord]
+    warnings: list[str]
+    error: str | None
+    clean_text: str | None = Field(None, description="With explain: the text the model saw.")
+    words: list[Word] | None = Field(None, description="With explain: offsets in clean_text.")
+
+
+class ScoreResponse(BaseModel):
+    model: str
+    records: list[ScoreResult]
+    prior: list[float] | None = Field(None, description="The star mix adapted to, if asked.")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    default: bool
+    loaded: bool
+
+
+class ModelsResponse(BaseModel):
+    run: str
+    default: str
+    models: list[ModelInfo]
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    message: str
+    hint: str | None = None
+    detail: list[dict[str, Any]] | None = None
+
+
+class ScoringService:
+    """A run's scorers, loaded on the inference thread when first asked for, behind the
+    micro-batcher."""
+
+    def __init__(self, paths: RunPaths, threads: int | None = None, **batcher: Any) -> None:
+        self.paths = paths
+        self.threads = threads
+        self.scorers: dict[str, Scorer] = {}
+        self.default: str | None = None
+        self.load_error: DoubanError | None = None
+        self.batcher = MicroBatcher(self._run_batch, **batcher)
+
+    @cached_property
+    def available(self) -> list[str]:
+        from pipeline.modeling.bundle import list_models
+
+        return list_models(self.paths.models)
+
+    def _scorer(self, model: str | None) -> Scorer:
+        name = model or self.default
+        if name not in self.scorers:
+            scorer = Scorer(self.paths, name)
+            self.scorers[scorer.model_name] = scorer
+            name = scorer.model_name
+        return self.scorers[name]
+
+    def _load_default(self) -> None:
+        """Set torch's threads, load the default model and score once (builds jieba, touches
+        the encoder's weights), so the first request is as fast as the rest."""
+        import torch
+
+        torch.set_num_threads(self.threads or max(1, os.cpu_count() or 1))
+        scorer = self._scorer(None)
+        self.default = scorer.model_name
+        scorer.score([WARM_UP_TEXT], explain=False)
+
+    async def start(self) -> None:
+        self.batcher.start()
+        try:
+            await self.batcher.call(self._load_default)
+        except Exception as error:  # kept for /readyz and every request to report
+            log.error("cannot load the default model: %s", error)
+            self.load_error = (
+                error
+                if isinstance(error, DoubanError)
+                else DoubanError(f"cannot load the default model ({type(error).__name__}: {error})")
+            )
+
+    def _run_batch(self, key: Hashable, texts: list[str]) -> list[dict[str, Any]]:
+        model, explain = key  # type: ignore[misc]
+        scorer = self._scorer(model)
+        records = scorer.score(texts, batch_size=SCORE_BATCH, explain=explain)
+        return [r.explanation().to_dict() if explain else r.to_dict() for r in records]
+
+    def check_model(self, model: str | None) -> None:
+        if model is not None and model not in self.available:
+            raise ModelNotFoundError(
+                f"run {self.paths.name} has no model {model!r}; it has: "
+                f"{', '.join(self.available)}",
+                hint="GET /v1/models lists them",
+            )
+
+    @cached_property
+    def train_prior(self) -> Any:
+        from pipeline.modeling.prior import run_train_prior
+
+        if not self.paths.reviews.exists():
+            raise StageMissingError(
+                f"run {self.paths.name} has no prepared reviews, so its training star mix is "
+                "unknown",
+                hint="score without adapt_prior",
+            )
+        return run_train_prior(self.paths.reviews)
+
+    def adapt(self, records: list[dict[str, Any]], adapt_prior: str | list[float]) -> list[float]:
+        """Re-weight the records' probabilities to ``adapt_prior`` (five shares, or "em": the
+        mix EM estimates for these records); stars and expected stars follow."""
+        import numpy as np
+
+        from pipeline.modeling.prior import em_prior, reweight
+
+        scored = [r for r in records if r["probs"] is not None]
+        probs = np.array([r["probs"] for r in scored], dtype=np.float64).reshape(-1, len(STARS))
+        if adapt_prior == "em":
+            adapted, prior = em_prior(probs, self.train_prior)
+        else:
+            prior = np.asarray(adapt_prior, dtype=np.float64) / sum(adapt_prior)
+            adapted = reweight(probs, self.train_prior, prior)
+        for record, p in zip(scored, adapted, strict=True):
+            record["probs"] = [float(x) for x in p]
+            record["pred_star"] = int(p.argmax()) + 1
+            record["expected_star"] = float(p @ np.asarray(STARS, dtype=np.float64))
+        return [float(x) for x in prior]
+
+
+def _error(status: int, error: str, message: str, **extra: Any) -> JSONResponse:
+    body = {"error": error, "message": message, **{k: v for k, v in extra.items() if v}}
+    headers = {"Retry-After": str(extra["retry_after"])} if "retry_after" in extra else None
+    body.pop("retry_after", None)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+_BODY_ERRORS = (  # why FastAPI could not parse a body, for its generic 400
+    (UnicodeDecodeError, "the request body is not valid UTF-8"),
+    (RecursionError, "the request body's JSON nests too deeply"),
+)
+_MESSAGES = {  # pydantic's wording where a user would not recognise the problem
+    "string_unicode": "not valid UTF-8 text (a lone surrogate escape such as \\udc80)",
+    "json_invalid": "the request body is not valid JSON",
+}
+
+
+def _printable(value: Any) -> Any:
+    """Request fragments echoed in an error, safe to encode (no lone surrogates)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def _validation_detail(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        {
+            "loc": [_printable(x) for x in e.get("loc", ())],
+            "msg": _MESSAGES.get(e.get("type", ""), _printable(e.get("msg", ""))),
+            "type": e.get("type", ""),
+        }
+        for e in exc.errors()
+    ]
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = _validation_detail(exc)
+        first = detail[0] if detail else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(x) for x in first["loc"] if x != "body")
+        message = f"{where}: {first['msg']}" if where else first["msg"]
+        return _error(422, "invalid_request", message, detail=detail)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        cause = next((m for t, m in _BODY_ERRORS if isinstance(exc.__cause__, t)), None)
+        message = cause or str(exc.detail)
+        response = _error(exc.status_code, "http_error", message)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    @app.exception_handler(DoubanError)
+    async def douban_error(request: Request, exc: DoubanError) -> JSONResponse:
+        status = next(code for kind, code in ERROR_STATUS if isinstance(exc, kind))
+        return _error(status, type(exc).__name__, exc.message, hint=exc.hint or None)
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        return _error(503, "overloaded", str(exc), retry_after=exc.retry_after)
+
+
+class _BodyLimit:
+    """413 for a body over ``max_bytes``: at once when its Content-Length says so, else when
+    the bytes read pass the limit (chunked uploads)."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.message = f"the request body is over {max_bytes // 2**20} MiB"
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await _error(413, "too_large", self.message)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise HTTPException(413, self.message)  # FastAPI passes it to http_error
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def create_app(
+    run: str | Path | RunPaths | None = None,
+    runs_dir: Path | str | None = None,
+    *,
+    threads: int | None = None,
+    max_wait_s: float = 0.004,
+    token_budget: int = 8_192,
+    max_queued_texts: int = 2_048,
+    load_in_background: bool = True,
+) -> FastAPI:
+    """The service for ``run`` (a name under ``runs_dir``, a run directory, or None: the
+    newest trained run); ``threads``: torch's intra-op threads (default: every core).
+    ``load_in_background``: answer ``/healthz`` (and 503 elsewhere) while the default model
+    loads; False starts serving only once it is loaded."""
+    paths = resolve_run(run, Path(runs_dir) if runs_dir else None)
+    service = ScoringService(
+        paths,
+        threads,
+        max_wait_s=max_wait_s,
+        token_budget=token_budget,
+        max_queued_texts=max_queued_texts,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.create_task(service.start())
+        if not load_in_background:
+            await loading
+        yield
+        await loading
+        await service.batcher.close()  # uvicorn has drained in-flight requests by now
+
+    app = FastAPI(
+        title="Douban sentiment studio",
+        summary=f"Star ratings for Chinese movie reviews (run {paths.name}).",
+        version="1",
+        lifespan=lifespan,
+        responses={
+            422: {"model": ErrorResponse, "description": "Invalid request"},
+            503: {"model": ErrorResponse, "description": "Loading or overloaded; retry"},
+        },
+    )
+    app.state.service = service
+    app.add_middleware(_BodyLimit, max_bytes=MAX_BODY_BYTES)
+    _install_error_handlers(app)
+
+    def ready() -> None:
+        if service.load_error is not None:
+            raise service.load_error
+        if service.default is None:
+            raise Overloaded("the default model is still loading", retry_after=2)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> dict[str, Any]:
+        """The default model is loaded and warmed up (503 until then)."""
+        ready()
+        return {
+            "status": "ready",
+            "run": paths.name,
+            "loaded": sorted(service.scorers),
+            "queued": service.batcher.queued,
+            "in_flight": service.batcher.in_flight,
+            "batches": service.batcher.batches,
+        }
+
+    @app.get("/v1/models", response_model=ModelsResponse)
+    async def models() -> ModelsResponse:
+        """The run's models; ``default`` is chosen on validation by the evaluate stage."""
+        ready()
+        return ModelsResponse(
+            run=paths.name,
+            default=service.default or "",
+            models=[
+                ModelInfo(name=m, default=m == service.default, loaded=m in service.scorers)
+                for m in service.available
+            ],
+        )
+
+    @app.post(
+        "/v1/score",
+        response_model=ScoreResponse,
+        responses={
+            404: {"model": ErrorResponse, "description": "Unknown model"},
+            409: {"model": ErrorResponse, "description": "The run cannot do this"},
+            413: {"model": ErrorResponse, "description": "Request body too large"},
+        },
+    )
+    async def score(request: ScoreRequest) -> dict[str, Any]:
+        """Score texts: one record per text, in order."""
+        ready()
+        service.check_model(request.model)
+        model = request.model or service.default or ""
+        records = await service.batcher.submit((model, request.explain), request.texts)
+        for i, record in enumerate(records):
+            record["row"] = i
+        prior = None
+        if request.adapt_prior is not None:
+            prior = service.adapt(records, request.adapt_prior)
+        return {"model": model, "records": records, "prior": prior}
+
+    return app

@@ -1,0 +1,295 @@
+"""Prior shift, quantification and the named held-out evaluations (issue 12)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.analytics.quantify import METHODS, emd, film_estimates, mean_star, summarise
+from pipeline.data.sources import stratified_keep
+from pipeline.errors import InputError
+from pipeline.modeling.inputs import Predictions
+from pipeline.modeling.metrics import quadratic_weighted_kappa
+from pipeline.modeling.prior import (
+    adapt_predictions,
+    adjusted_prior,
+    em_prior,
+    fit_temperature,
+    one_hot,
+    prior_of,
+    reweight,
+    sharpen,
+)
+from pipeline.training.data import TrainingData
+from pipeline.training.evaluations import bootstrap_ci, make_folds, run_evaluation
+
+TRAIN_PRIOR = np.array([0.4, 0.15, 0.15, 0.15, 0.15])
+
+
+def _shifted_sample(prior: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Reviews drawn with star mix ``prior`` and the exact posteriors of a classifier calibrated
+    under TRAIN_PRIOR: a 1-D score per review, Gaussian around its star (p(x|y) fixed, so only
+    the prior moves)."""
+    rng = np.random.default_rng(seed)
+    stars = rng.choice(5, size=n, p=prior) + 1
+    x = stars + rng.normal(0.0, 0.8, size=n)
+    likelihood = np.exp(-0.5 * ((x[:, None] - np.arange(1, 6)) / 0.8) ** 2)
+    post = likelihood * TRAIN_PRIOR
+    return stars, post / post.sum(axis=1, keepdims=True)
+
+
+def test_em_recovers_a_shifted_prior() -> None:
+    target = np.array([0.05, 0.05, 0.2, 0.4, 0.3])
+    stars, probs = _shifted_sample(target, 20_000, seed=1)
+    adapted, prior = em_prior(probs, TRAIN_PRIOR)
+    raw = probs.mean(axis=0)
+    assert np.abs(prior - prior_of(stars)).sum() < 0.5 * np.abs(raw - prior_of(stars)).sum()
+    assert np.allclose(adapted.sum(axis=1), 1.0)
+    assert ((adapted.argmax(1) + 1) == stars).mean() > ((probs.argmax(1) + 1) == stars).mean()
+
+
+def test_em_keeps_the_prior_when_nothing_shifted() -> None:
+    stars, probs = _shifted_sample(TRAIN_PRIOR, 20_000, seed=2)
+    _, prior = em_prior(probs, TRAIN_PRIOR)
+    assert np.abs(prior - TRAIN_PRIOR).max() < 0.03
+
+
+def test_reweight_to_the_same_prior_is_identity() -> None:
+    _, probs = _shifted_sample(TRAIN_PRIOR, 100, seed=3)
+    assert np.allclose(reweight(probs, TRAIN_PRIOR, TRAIN_PRIOR), probs)
+
+
+def test_adjusted_prior_inverts_the_confusion_rates() -> None:
+    val_stars, val_probs = _shifted_sample(TRAIN_PRIOR, 20_000, seed=4)
+    target = np.array([0.05, 0.05, 0.2, 0.4, 0.3])
+    stars, probs = _shifted_sample(target, 20_000, seed=5)
+    for scores, val_scores in ((probs, val_probs), (one_hot(probs.argmax(1) + 1), None)):
+        val_scores = one_hot(val_probs.argmax(1) + 1) if val_scores is None else val_scores
+        est = adjusted_prior(scores, val_stars, val_scores)
+        assert est.sum() == pytest.approx(1.0)
+        assert np.abs(est - prior_of(stars)).sum() < np.abs(scores.mean(0) - prior_of(stars)).sum()
+
+
+def test_adapt_predictions_leaves_regression_alone() -> None:
+    pred = Predictions(np.array([3, 4], np.int8), np.array([3.2, 4.1], np.float32))
+    assert adapt_predictions(pred, TRAIN_PRIOR) is pred
+
+
+def test_film_estimates_beat_classify_and_count_on_shifted_films() -> None:
+    val_stars, val_probs = _shifted_sample(TRAIN_PRIOR, 5_000, seed=6)
+    mixes = {"好片": [0.02, 0.03, 0.15, 0.4, 0.4], "烂片": [0.6, 0.2, 0.1, 0.05, 0.05]}
+    parts = [(film, *_shifted_sample(np.array(p), 400, seed=i)) for i, (film, p) in
+             enumerate(mixes.items())]  # fmt: skip
+    films = np.concatenate([[f] * len(s) for f, s, _ in parts])
+    stars = np.concatenate([s for _, s, _ in parts])
+    probs = np.concatenate([p for _, _, p in parts])
+    train_stars = np.repeat(np.arange(1, 6), (TRAIN_PRIOR * 1000).astype(int))
+    est = film_estimates(
+        films, stars, probs, train_stars=train_stars, val_stars=val_stars, val_probs=val_probs
+    )
+    assert list(est["film"]) == ["好片", "烂片"] and list(est["n"]) == [400, 400]
+    for row in est.itertuples():
+        assert row.true_mean == pytest.approx(mean_star(row.true))
+        assert row.em_abs_error < row.pcc_abs_error
+        assert row.pacc_emd < row.pcc_emd
+    assert est["em_abs_error"].sum() < est["cc_abs_error"].sum()
+    summary = summarise(est, min_reviews=50)
+    assert set(summary) == set(METHODS) and summary["em"]["films"] == 2
+
+
+def test_film_estimates_reject_misaligned_input() -> None:
+    with pytest.raises(ValueError, match="one entry per review"):
+        film_estimates(["a"], np.array([1, 2]), np.ones((2, 5)) / 5, train_stars=np.array([1]),
+                       val_stars=np.array([1]), val_probs=np.ones((1, 5)) / 5)  # fmt: skip
+
+
+def test_emd_counts_star_steps() -> None:
+    assert emd(np.eye(5)[0], np.eye(5)[4]) == pytest.approx(4.0)
+    assert emd(np.eye(5)[2], np.eye(5)[2]) == 0.0
+
+
+def test_bootstrap_interval_brackets_the_point_estimate() -> None:
+    rng = np.random.default_rng(0)
+    t = rng.integers(1, 6, 2_000)
+    p = np.clip(t + rng.integers(-1, 2, 2_000), 1, 5)
+    ci = bootstrap_ci(t, p)
+    assert ci["accuracy"][0] < (t == p).mean() < ci["accuracy"][1]
+    assert ci["qwk"][0] < quadratic_weighted_kappa(t, p) < ci["qwk"][1]
+    small = bootstrap_ci(t[:100], p[:100])
+    assert small["qwk"][1] - small["qwk"][0] > ci["qwk"][1] - ci["qwk"][0]
+
+
+def test_film_folds_never_share_a_film(demo_run) -> None:
+    reviews = TrainingData.load(demo_run.paths).reviews.assign(source="demo.csv")
+    folds = make_folds(reviews, "film_holdout", folds=3)
+    assert len(folds) == 3
+    tested = np.concatenate([f.test for f in folds])
+    assert sorted(tested) == list(range(len(reviews)))  # every review tested once
+    films = reviews["film"].to_numpy()
+    for f in folds:
+        assert not set(films[f.test]) & set(films[f.train])
+        assert not set(films[f.val]) & (set(films[f.train]) | set(films[f.test]))
+
+
+def test_source_holdout_needs_two_corpora(demo_run) -> None:
+    reviews = TrainingData.load(demo_run.paths).reviews.assign(source="demo.csv")
+    with pytest.raises(InputError, match="at least two corpora"):
+        make_folds(reviews, "source_holdout")
+
+
+def test_source_holdout_on_a_real_run(demo_run) -> None:
+    data = TrainingData.load(demo_run.paths)
+    films = sorted(data.reviews["film"].unique())
+    half = set(films[: len(films) // 2])
+    data.reviews = data.reviews.assign(
+        source=np.where(data.reviews["film"].isin(half), "a.csv", "b.csv")
+    )
+    section = run_evaluation(data, demo_run, "source_holdout", ["majority", "tfidf_lr"])
+    assert [f["label"] for f in section["folds"]] == ["a.csv", "b.csv"]
+    lr = section["models"]["tfidf_lr"]
+    assert lr["test"]["n"] == len(data.reviews)
+    lo, hi = lr["test"]["ci95"]["qwk"]
+    assert lo <= lr["test"]["qwk"] <= hi
+    assert set(lr["by_source"]) == {"a.csv", "b.csv"}
+    assert section["adapted"]["tfidf_lr"]["test"]["n"] == len(data.reviews)
+    est = section["films"]["tfidf_lr"]
+    assert {e["film"] for e in est} == set(films)
+    assert section["quantification"]["tfidf_lr"]["em"]["films"] >= 1
+
+
+def test_stratified_keep_caps_each_source_in_proportion() -> None:
+    rng = np.random.default_rng(0)
+    sources = np.array(["big.csv"] * 900 + ["small.csv"] * 50)
+    films = np.where(rng.random(950) < 0.7, "甲", "乙")
+    stars = rng.integers(1, 6, 950)
+    keep = stratified_keep(sources, films, stars, per_source=100, seed=0)
+    assert keep[900:].all()  # under the cap: kept whole
+    big = keep[:900]
+    assert big.sum() == 100
+    share = (films[:900][big] == "甲").mean()
+    assert abs(share - (films[:900] == "甲").mean()) < 0.03
+    assert np.array_equal(keep, stratified_keep(sources, films, stars, 100, seed=0))
+
+
+def _write_csv(path, rows: list[tuple[str, int, str]], source: list[str] | None = None) -> None:
+    header = "Movie_Name_EN,Movie_Name_CN,Date,Star,Comment,Like" + (",Source" if source else "")
+    lines = [header]
+    for i, (film, star, text) in enumerate(rows):
+        line = f",{film},2017-01-01,{star},{text},0"
+        lines.append(line + (f",{source[i]}" if source else ""))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_prepare_keeps_a_source_per_review_and_samples_per_source(tmp_path) -> None:
+    from pipeline.config import load_settings
+    from pipeline.data.prepare import prepare_run
+
+    words = ["好看", "难看", "一般", "感人", "无聊", "精彩", "失望", "喜欢"]
+    rows = [(f"电影{i % 4}", i % 5 + 1, f"第{i}条{words[i % 8]}评论") for i in range(400)]
+    _write_csv(tmp_path / "crawl_a.csv", rows[:300])
+    _write_csv(tmp_path / "crawl_b.csv", rows[300:360])
+    named = rows[360:]
+    _write_csv(tmp_path / "mixed.csv", named, ["豆瓣2019" if i % 2 else "" for i in range(40)])
+    settings = load_settings(
+        None, run_name="multi", runs_dir=tmp_path / "runs", **{"prepare.workers": 1,
+                                                                "prepare.sample": 50}
+    )  # fmt: skip
+    inputs = [tmp_path / n for n in ("crawl_a.csv", "crawl_b.csv", "mixed.csv")]
+    summary = prepare_run(settings, inputs, progress=False)
+    reviews = pd.read_parquet(settings.paths.reviews)
+    counts = reviews["source"].value_counts().to_dict()
+    assert counts == {"crawl_a.csv": 50, "crawl_b.csv": 50, "mixed.csv": 20, "豆瓣2019": 20}
+    assert summary["sample"] == {
+        "per_source": 50, "reviews": 140, "dropped": {"crawl_a.csv": 250, "crawl_b.csv": 10}
+    }  # fmt: skip
+    assert sum(f["reviews"] for f in summary["films"].values()) == 140
+    assert summary["sources"]["crawl_b.csv"]["reviews"] == 50
+    assert sum(summary["sources"]["豆瓣2019"]["stars"].values()) == 20
+    a = reviews[reviews["source"] == "crawl_a.csv"]
+    assert a.groupby(["film", "star"]).size().between(2, 3).all()  # 50 over 20 cells
+
+
+def test_cli_film_holdout_records_intervals(demo_run, tmp_path) -> None:
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    runs = tmp_path / "runs"
+    shutil.copytree(demo_run.paths.root, runs / "demo")
+    base = ["evaluate", "--run", "demo", "--runs-dir", str(runs)]
+    result = CliRunner().invoke(
+        app, [*base, "--evaluation", "film_holdout", "--models", "majority,pooled_lr"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "film_holdout" in result.output
+    from pipeline.config import RunPaths
+
+    doc = json.loads(RunPaths(runs / "demo").metrics.read_text(encoding="utf-8"))
+    section = doc["evaluations"]["film_holdout"]
+    assert len(section["folds"]) == 3
+    assert set(section["models"]) == {"majority", "pooled_lr"}
+    assert set(section["adapted"]) == {"majority", "pooled_lr"}
+    lo, hi = section["models"]["pooled_lr"]["test"]["ci95"]["accuracy"]
+    assert lo <= section["models"]["pooled_lr"]["test"]["accuracy"] <= hi
+    assert "random" in doc["evaluations"]  # the saved models' figures are kept
+    bad = CliRunner().invoke(app, [*base, "--evaluation", "sideways"])
+    assert bad.exit_code == 2 and "film_holdout" in bad.output
+    lone = CliRunner().invoke(app, [*base, "--adapt-prior"])
+    assert lone.exit_code == 2 and "--external" in lone.output
+
+
+def test_score_adapt_prior_follows_the_batch_star_mix(demo_run, tmp_path) -> None:
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    runs = tmp_path / "runs"
+    shutil.copytree(demo_run.paths.root, runs / "demo")
+    reviews = pd.read_parquet(demo_run.paths.reviews)
+    high = reviews[(reviews["split"] == "test") & (reviews["star"] >= 4)]["comment"].head(40)
+    texts = tmp_path / "high.txt"
+    texts.write_text("\n".join(t.replace("\n", " ") for t in high) + "\n", encoding="utf-8")
+    base = ["score", "--input", str(texts), "--json", "--run", "demo", "--runs-dir", str(runs)]
+    base += ["--model", "tfidf_lr"]
+    plain, adapted = (CliRunner().invoke(app, base + extra) for extra in ([], ["--adapt-prior"]))
+    assert plain.exit_code == 0 and adapted.exit_code == 0, adapted.output
+    rows = [[json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+            for r in (plain, adapted)]  # fmt: skip
+    assert len(rows[0]) == len(rows[1]) == len(high)
+    for r in rows[1]:
+        assert sum(r["probs"]) == pytest.approx(1.0, abs=1e-5)
+        assert r["pred_star"] == int(np.argmax(r["probs"])) + 1
+    share = [np.mean([np.sum(r["probs"][3:]) for r in rs]) for rs in rows]
+    assert share[1] > share[0]  # the batch is all 4-5 stars: EM moves the mix up
+
+
+def test_run_film_estimates_from_saved_predictions(demo_run) -> None:
+    from pipeline.analytics.quantify import run_film_estimates
+    from pipeline.run import Run
+
+    run = Run.open(demo_run.run_name, demo_run.runs_dir)
+    est = run_film_estimates(run, "tfidf_lr")
+    reviews = run.reviews
+    test = reviews[reviews["split"] == "test"]
+    assert int(est["n"].sum()) == len(test)
+    assert set(est["film"]) == set(test["film"])
+    for row in est.itertuples():
+        assert row.pacc.sum() == pytest.approx(1.0)
+        assert 1.0 <= row.em_mean <= 5.0
+    with pytest.raises(InputError, match="no star probabilities"):
+        run_film_estimates(run, "tfidf_ridge")
+
+
+def test_fit_temperature_undoes_a_known_flattening() -> None:
+    stars, probs = _shifted_sample(TRAIN_PRIOR, 5_000, seed=7)
+    flat = sharpen(probs, 2.0)  # an under-confident model: T = 2 flattened its output
+    assert fit_temperature(flat, stars) == pytest.approx(0.5, abs=0.08)
+    assert np.allclose(sharpen(flat, 0.5), probs, atol=1e-6)
+    assert fit_temperature(probs, stars) == pytest.approx(1.0, abs=0.15)
