@@ -2,7 +2,8 @@
 train and report, then a resume. Each trial starts from a complete "old" state of the stage
 (prepare: another corpus; features: none yet; train: models trained with other settings;
 report: the pages of those older models), kills the stage at a random moment of its reference
-duration, and classifies what a reader would then see:
+duration (drawn again, within the time it took, when the stage ended first), and classifies what
+a reader would then see:
 
 * ``old`` / ``new``: the old or the new complete state (what atomic stages guarantee);
 * ``partial``: features only: whole shards of the new store and no manifest (resumable by design);
@@ -110,8 +111,10 @@ def run_to_end(command: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def kill_after(command: list[str], seconds: float) -> bool:
-    """SIGKILL the command's process group after ``seconds``; False if it finished first."""
+def kill_after(command: list[str], seconds: float) -> float | None:
+    """SIGKILL the command's process group after ``seconds``: None; if it finished first, the
+    seconds it took."""
+    start = time.perf_counter()
     process = subprocess.Popen(
         command,
         stdout=subprocess.DEVNULL,
@@ -121,11 +124,11 @@ def kill_after(command: list[str], seconds: float) -> bool:
     )
     try:
         process.wait(timeout=seconds)
-        return False
+        return time.perf_counter() - start
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-        return True
+        return None
 
 
 def _stable(value: Any) -> Any:
@@ -204,7 +207,7 @@ def classify(stage: str, seen: dict[str, str], old: dict[str, str], new: dict[st
     seen, old, new = visible(seen), visible(old), visible(new)
     if seen == old:
         return "old"
-    if visible == new:
+    if seen == new:
         return "new"
     complete = any(k.endswith("manifest.json") for k in seen)
     if stage == "features" and not complete and seen.items() <= new.items():
@@ -262,17 +265,28 @@ def main() -> None:
         for stage in STAGES:
             old = state(before[stage], stage)
             new = state(after[stage], stage)
+            duration = ref["seconds"][stage]
             for i in range(counts[stage]):
-                trial = before[stage].copy_to(root / "trials" / f"{stage}-{i}")
-                command = trial.command(stage, NEW_EPOCHS, ref["commands"][stage])
-                at = round(rng.uniform(0.2, 1.0) * ref["seconds"][stage], 2)
-                killed = kill_after(command, at)
+                # a kill after the stage ended tests nothing: the load on a shared machine
+                # changes how long a stage takes, so a stage that ended first is drawn again
+                # within the time it took (twice at most)
+                for attempt in range(3):
+                    trial = before[stage].copy_to(root / "trials" / f"{stage}-{i}-{attempt}")
+                    command = trial.command(stage, NEW_EPOCHS, ref["commands"][stage])
+                    at = round(rng.uniform(0.05, 0.95) * duration, 2)
+                    took = kill_after(command, at)
+                    killed = took is None
+                    if killed or attempt == 2:
+                        break
+                    duration = took
+                    shutil.rmtree(trial.root)
                 seen = state(trial, stage)
                 outcome = classify(stage, seen, old, new)
                 run_to_end(command)
                 resumed = state(trial, stage)
                 record = {
                     "stage": stage, "kill_at_s": at, "killed_mid_run": killed,
+                    "attempts": attempt + 1,
                     "after_kill": outcome, "leftovers_after_kill": len(leftovers(seen)),
                     "resume_identical": visible(resumed) == visible(new),
                     "leftovers_after_resume": leftovers(resumed),

@@ -12,7 +12,8 @@ driver's peak RSS, each size in a fresh process, so the trend shows whether the 
 grows with the input. The model is ``tfidf_lr`` (no encoder: on CPU an encoder model scores
 ~100 reviews/s, hours for 1M), trained on the benchmark run.
 
-    python benchmarks/scale.py [--reviews 2000] [--score-rows 20000,100000] [--work DIR]
+    python benchmarks/scale.py [--reviews 2000] [--score-rows 10000,100000,1000000]
+                               [--skip-extract | --skip-score] [--work DIR]
 
 Prints a table and writes benchmarks/results/scale.json (with ``uptime``'s load average: the
 figures of a busy shared machine are slower, not wrong).
@@ -107,6 +108,7 @@ def fresh_run(work: Path, prepared: Path, run: str, shard_size: int) -> Settings
 
 
 def bench_extraction(work: Path, prepared: Path) -> dict[str, Any]:
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local runtime on 127.0.0.1
     import ray
 
     from pipeline.features.extract import extract_features
@@ -114,28 +116,29 @@ def bench_extraction(work: Path, prepared: Path) -> dict[str, Any]:
     n = pq.ParquetFile(prepared / "reviews.parquet").metadata.num_rows  # after prepare's dedup
     shard_size = max(n // 8, 1)  # 8 shards: work for every actor, the same plan for each engine
     results: dict[str, Any] = {"reviews": n, "shard_size": shard_size, "engines": []}
+
+    def measure(name: str, engine: str, actors: int | None) -> None:
+        run = f"extract_{engine}" + (f"_{actors}" if actors else "")
+        settings = fresh_run(work, prepared, run, shard_size)
+        start = time.perf_counter()
+        extract_features(settings, engine=engine, actors=actors)
+        seconds = time.perf_counter() - start
+        results["engines"].append(
+            {
+                "engine": name,
+                "seconds": round(seconds, 2),
+                "reviews_per_s": round(n / seconds, 1),
+                "load_average": load_average(),
+            }
+        )
+
+    measure("local", "local", None)  # before Ray starts: its daemons would slow the local run
     start = time.perf_counter()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     results["ray_start_s"] = round(time.perf_counter() - start, 2)
     try:
-        for name, engine, actors in (
-            ("local", "local", None),
-            ("ray, 1 actor", "ray", 1),
-            ("ray, 2 actors", "ray", 2),
-        ):
-            run = f"extract_{engine}" + (f"_{actors}" if actors else "")
-            settings = fresh_run(work, prepared, run, shard_size)
-            start = time.perf_counter()
-            extract_features(settings, engine=engine, actors=actors)
-            seconds = time.perf_counter() - start
-            results["engines"].append(
-                {
-                    "engine": name,
-                    "seconds": round(seconds, 2),
-                    "reviews_per_s": round(n / seconds, 1),
-                    "load_average": load_average(),
-                }
-            )
+        measure("ray, 1 actor", "ray", 1)
+        measure("ray, 2 actors", "ray", 2)
     finally:
         ray.shutdown()
     local = results["engines"][0]["reviews_per_s"]
@@ -221,9 +224,10 @@ def bench_scoring(work: Path, prepared: Path, sizes: list[int], actors: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reviews", type=int, default=2000, help="reviews to extract")
-    parser.add_argument("--score-rows", default="20000,100000", help="input sizes to score")
+    parser.add_argument("--score-rows", default="10000,100000,1000000", help="input sizes to score")
     parser.add_argument("--actors", type=int, default=2, help="scoring actors")
-    parser.add_argument("--skip-extract", action="store_true")
+    parser.add_argument("--skip-extract", action="store_true", help="keep the figures measured")
+    parser.add_argument("--skip-score", action="store_true", help="keep the figures measured")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "douban-scale")
     parser.add_argument("--score-child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -236,22 +240,26 @@ def main() -> None:
 
     os.environ.setdefault("DOUBAN_CACHE_DIR", str(cache_root()))  # Ray workers inherit it
     args.work.mkdir(parents=True, exist_ok=True)
+    before = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.exists() else {}
     prepared = prepare_subset(args.work, args.reviews)
     result: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "load_average_at_start": load_average(),
     }
-    if not args.skip_extract:
+    if args.skip_extract:
+        result["extraction"] = before.get("extraction")
+    else:
         result["extraction"] = bench_extraction(args.work, prepared)
-        write_json(RESULTS, result)  # kept should scoring fail
-    elif RESULTS.exists():  # keep the figures measured before
-        result["extraction"] = json.loads(RESULTS.read_text(encoding="utf-8")).get("extraction")
-    sizes = [int(x) for x in args.score_rows.split(",") if x]
-    result["scoring"] = {
-        "model": SCORE_MODEL,
-        "actors": args.actors,
-        "sizes": bench_scoring(args.work, prepared, sizes, args.actors),
-    }
+        write_json(RESULTS, before | result)  # kept should scoring fail
+    if args.skip_score:
+        result["scoring"] = before.get("scoring")
+    else:
+        sizes = [int(x) for x in args.score_rows.split(",") if x]
+        result["scoring"] = {
+            "model": SCORE_MODEL,
+            "actors": args.actors,
+            "sizes": bench_scoring(args.work, prepared, sizes, args.actors),
+        }
     result["load_average_at_end"] = load_average()
     report(result)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -275,6 +283,8 @@ def report(result: dict[str, Any]) -> None:
                 f"{row['share_of_local']:.0%}", str(row["load_average"][0]),
             )  # fmt: skip
         out.print(table)
+    if not result.get("scoring"):
+        return
     table = Table(title=f"scoring Parquet on Ray ({result['scoring']['model']})")
     for column in ("reviews", "seconds", "reviews/s", "driver peak RSS", "load avg"):
         table.add_column(column)

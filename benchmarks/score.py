@@ -2,13 +2,16 @@
 
     python benchmarks/score.py [--run RUN] [--runs-dir DIR] [--model NAME] [--reviews 300]
                                [--batch-reviews 2000] [--threads 2] [--cold-runs 3]
+                               [--backend auto|onnx|torch] [--agree 300]
 
 - cold: ``douban score --run RUN TEXT`` in a new process (wall time, median of ``--cold-runs``),
   and which heavy modules a bare ``import pipeline`` pulls in (none is the goal).
 - single: one review at a time, warm, ``Scorer(text)`` (no explanation) and ``score_records``
   (with the attended words, what ``douban score`` prints): p50 / p95 / p99.
-- batch: ``Scorer(texts)`` over many reviews, against the encoder alone (``encode_texts``, what
-  feature extraction runs) on the same texts in the same process.
+- batch: ``Scorer(texts)`` over many reviews, against the encoder alone (``Scorer.encode``, the
+  same backend) on the same texts in the same process.
+- agreement: the encoder on ONNX Runtime against torch, as the share of the run's test-split
+  reviews (``--agree`` of them) given the same star (issue 13 keeps ONNX only at >= 99.5%).
 
 Reviews come from the real DMSC sample beside the repository when present (else the run's own
 prepared reviews). Goals (issue 13): p50 < 20 ms, p99 < 50 ms, new process < 5 s, batch within
@@ -28,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -104,6 +106,18 @@ def cold_start(paths: RunPaths, model: str | None, runs: int) -> dict[str, Any]:
     }
 
 
+def agreement(paths: RunPaths, model: str | None, n: int) -> dict[str, Any]:
+    """Same star from the ONNX Runtime encoder as from torch, over the run's test reviews."""
+    reviews = pd.read_parquet(paths.reviews, columns=["comment", "split"])
+    texts = reviews.loc[reviews["split"] == "test", "comment"].astype(str).tolist()[:n]
+    stars = {
+        backend: [r.pred_star for r in Scorer(paths, model, backend=backend).score(texts)]
+        for backend in ("onnx", "torch")
+    }
+    same = np.mean([a == b for a, b in zip(stars["onnx"], stars["torch"], strict=True)])
+    return {"n": len(texts), "split": "test", "same_star": float(same), "goal": 0.995}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default=None, help="run name or directory (default: newest)")
@@ -113,6 +127,8 @@ def main() -> None:
     parser.add_argument("--batch-reviews", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--backend", default="auto", choices=["auto", "onnx", "torch"])
+    parser.add_argument("--agree", type=int, default=300, help="test reviews, ONNX vs torch")
     parser.add_argument("--cold-runs", type=int, default=3)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -122,9 +138,12 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     cold = cold_start(paths, args.model, args.cold_runs)
 
-    torch.set_num_threads(args.threads)
+    if args.backend == "torch":
+        import torch
+
+        torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    scorer = Scorer(paths, args.model)
+    scorer = Scorer(paths, args.model, backend=args.backend)
     scorer(COLD_TEXT)
     load_s = time.perf_counter() - start
     texts, source = sample_reviews(paths, args.reviews)
@@ -139,17 +158,19 @@ def main() -> None:
     batch_s = time.perf_counter() - start
     encoder_rate = None
     if scorer.spec["encoder"].get("name"):
-        from pipeline.encoding.encode import encode_texts
-
         start = time.perf_counter()
-        encode_texts(scorer.encoder, batch_texts, token_layers=[-1], max_length=scorer.max_length)
+        scorer.encode(batch_texts, [-1])
         encoder_rate = len(batch_texts) / (time.perf_counter() - start)
+    encoder_backend = type(scorer.encoder).__name__
+    agree = agreement(paths, args.model, args.agree) if args.agree else None
 
     result = {
         "run": str(paths.root),
         "model": scorer.model_name,
         "reviews_from": source,
         "device": "cpu",
+        "backend": args.backend,
+        "encoder": encoder_backend,
         "threads": args.threads,
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
@@ -163,13 +184,17 @@ def main() -> None:
             "reviews_per_second": len(batch_texts) / batch_s,
             "encoder_reviews_per_second": encoder_rate,
         },
+        "onnx_vs_torch": agree,
         "goal": {"p50_ms": 20, "p99_ms": 50, "douban_score_s": 5, "batch_vs_encoder": 0.9},
         "measured": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "load_average": {"before": load_before, "after": os.getloadavg()[0]},
     }
     write_json(args.output, result)
 
-    table = Table(title=f"scoring on CPU ({args.threads} threads), model {scorer.model_name}")
+    table = Table(
+        title=f"scoring on CPU ({args.threads} threads, {encoder_backend}), "
+        f"model {scorer.model_name}"
+    )
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("new process: douban score (median)", f"{cold['douban_score_s']:.2f} s")
@@ -182,6 +207,10 @@ def main() -> None:
     table.add_row("batch", f"{result['batch']['reviews_per_second']:.0f} reviews/s")
     if encoder_rate:
         table.add_row("encoder alone (same texts)", f"{encoder_rate:.0f} reviews/s")
+    if agree:
+        table.add_row(
+            f"ONNX vs torch: same star ({agree['n']} test reviews)", f"{agree['same_star']:.1%}"
+        )
     table.add_row("load average before / after", f"{load_before:.1f} / {os.getloadavg()[0]:.1f}")
     Console().print(table)
     console.print(f"written {args.output}")

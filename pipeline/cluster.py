@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
+import sys
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
@@ -26,8 +28,15 @@ class RayNotInstalled(DoubanError):
     hint = 'install the extra: pip install -e ".[ray]" (or pip install "ray[data]")'
 
 
-def require_ray() -> ModuleType:
-    """The ``ray`` module with Ray Data, or :class:`RayNotInstalled` saying how to get it."""
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a local runtime stays on 127.0.0.1
+
+
+def require_ray(local: bool = False) -> ModuleType:
+    """The ``ray`` module with Ray Data, or :class:`RayNotInstalled` saying how to get it.
+    ``local``: this process will start its own runtime, which then binds the loopback address
+    only (Ray otherwise advertises the machine's network address, for other nodes to join)."""
+    if local and "ray" not in sys.modules:
+        os.environ.setdefault(LOOPBACK_ENV, "0")  # read when ray is imported; workers inherit it
     try:
         import ray
         import ray.data  # noqa: F401  (the extra is ray[data]: pyarrow, pandas, fsspec)
@@ -42,7 +51,7 @@ def ray_runtime(address: str | None = None) -> Iterator[ModuleType]:
     """Use the Ray runtime this process is already connected to, else connect to ``address``
     (``auto``: the cluster this machine belongs to; ``HOST:PORT``) or, with None, start a local
     one on this machine's cores; a runtime started here is shut down on exit."""
-    ray = require_ray()
+    ray = require_ray(local=address is None)
     started = not ray.is_initialized()
     if started:
         try:

@@ -12,7 +12,7 @@ import tomllib
 import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -211,6 +211,7 @@ class RunPaths:
     """Where each artifact of one run lives."""
 
     root: Path
+    generation: Path | None = None  # the model set of a pinned() RunPaths
 
     @property
     def name(self) -> str:
@@ -246,8 +247,17 @@ class RunPaths:
 
     @property
     def model_set(self) -> ModelSet:
-        """The current generation (a run from before generations keeps its set in its root)."""
-        return ModelSet(current_generation(self.trained) or self.root)
+        """The current generation (a run from before generations keeps its set in its root);
+        for pinned paths, the one they pinned."""
+        return ModelSet(self.generation or current_generation(self.trained) or self.root)
+
+    def pinned(self) -> RunPaths:
+        """These paths with the current generation resolved once, so that a reader's models,
+        metrics and predictions come from one set even when a retrain switches the pointer
+        between two reads (a retrain keeps the generation before it)."""
+        if self.generation is not None:
+            return self
+        return replace(self, generation=current_generation(self.trained))
 
     @contextmanager
     def new_model_set(self) -> Iterator[ModelSet]:

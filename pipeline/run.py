@@ -78,6 +78,9 @@ class Run:
     paths: RunPaths
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 
+    def __post_init__(self) -> None:
+        self.paths = self.paths.pinned()  # one model set for everything this Run reads
+
     @classmethod
     def open(cls, name: str | Path | None = None, runs_dir: Path | str | None = None) -> Run:
         """Run ``name`` under ``runs_dir`` (default ``$DOUBAN_RUNS_DIR`` or runs/); a

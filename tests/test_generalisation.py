@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.analytics.quantify import METHODS, emd, film_estimates, mean_star, summarise
 from pipeline.data.sources import stratified_keep
 from pipeline.errors import InputError
 from pipeline.modeling.inputs import Predictions
@@ -21,6 +20,7 @@ from pipeline.modeling.prior import (
     reweight,
     sharpen,
 )
+from pipeline.modeling.quantify import METHODS, emd, film_estimates, mean_star, summarise
 from pipeline.training.data import TrainingData
 from pipeline.training.evaluations import bootstrap_ci, make_folds, run_evaluation
 

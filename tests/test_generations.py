@@ -17,6 +17,7 @@ import pytest
 from pipeline.artifacts import POINTER, current_generation, new_generation, read_json, write_text
 from pipeline.config import ModelSet, RunPaths
 from pipeline.modeling.bundle import list_models
+from pipeline.run import Run
 from pipeline.training.data import TrainingData
 from pipeline.training.evaluate import pair_fingerprint
 from pipeline.workflow import train_run
@@ -64,6 +65,19 @@ def test_run_paths_follow_the_pointer(tmp_path):
         write_text(new.metrics, "{}")
         assert paths.metrics != new.metrics
     assert paths.metrics == new.metrics and paths.model("x") == new.root / "models" / "x"
+
+
+def test_readers_pin_the_generation_they_opened(tmp_path):
+    """A Run or Scorer reads models, then metrics, then predictions: all from the set that was
+    current when it opened, even when a retrain switches the pointer in between."""
+    paths = RunPaths(tmp_path / "run")
+    with paths.new_model_set() as first:
+        write_text(first.metrics, "one")
+    run, pinned = Run(paths), paths.pinned()
+    with paths.new_model_set() as second:
+        write_text(second.metrics, "two")
+    assert run.paths.metrics.read_text() == pinned.metrics.read_text() == "one"
+    assert paths.metrics.read_text() == "two" and pinned.pinned() is pinned
 
 
 def assert_complete_set(paths: RunPaths) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import common
+import pandas as pd
 import streamlit as st
 
 import pipeline
@@ -111,6 +112,29 @@ def stars_section(ctx: common.Context, report: Any) -> None:
         st.markdown("**Every model on this film** (same reviews, best exact accuracy first)")
         columns = ["model", "n", "exact", "off_by_one", "mae", "mean_pred"]
         common.table(report.models[columns])
+    estimate_section(report)
+
+
+def estimate_section(report: Any) -> None:
+    """The film's star mix as the model's probabilities alone estimate it, beside the truth."""
+    e = report.star_estimate
+    if e is None:
+        return
+    how = "EM re-estimation of the priors" if e["method"] == "em" else "mean probability (PCC)"
+    st.markdown("**Star mix estimated from the text alone** (what a crawl without stars tells)")
+    rows = {
+        f"true ({e['n']:,} test reviews)": [*e["true"], e["true_mean"]],
+        f"estimated ({e['method'].upper()})": [*e["estimated"], e["estimated_mean"]],
+    }
+    table = pd.DataFrame(
+        {
+            name: [f"{x:.1%}" for x in values[:-1]] + [f"{values[-1]:.2f}"]
+            for name, values in rows.items()
+        },
+        index=[f"{star}★" for star in range(1, 6)] + ["mean star"],
+    ).T
+    st.dataframe(table)
+    st.caption(f"{how}; absolute error of the mean star {e['abs_error']:.2f}.")
 
 
 def map_section(report: Any) -> None:

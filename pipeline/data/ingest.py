@@ -270,10 +270,11 @@ def _nul_pattern(head: bytes) -> str | None:
         return "utf-32-le"
     if min(share[:2]) > 0.9 and share[3] < 0.1:
         return "utf-32-be"
+    # not "no NUL at all" on the other side: U+xx00 characters (一 is U+4E00) put one there
     even, odd = (share[0] + share[2]) / 2, (share[1] + share[3]) / 2
-    if odd > 0.1 and even < odd / 20:
+    if odd > 0.1 and even < odd / 4:
         return "utf-16-le"
-    if even > 0.1 and odd < even / 20:
+    if even > 0.1 and odd < even / 4:
         return "utf-16-be"
     return None
 

@@ -16,6 +16,7 @@ not create), and the temporaries of a killed prepare are removed when the next o
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -48,6 +49,7 @@ from pipeline.data.sources import sample_ingested, source_summary
 from pipeline.data.splits import SPLITS, assign_splits, resolve_holdout, split_counts
 from pipeline.data.text import film_words, require_user_dict, segment_chunks
 from pipeline.errors import InputError
+from pipeline.modeling.spec import USER_DICT
 from pipeline.terminal import printable
 
 log = logging.getLogger(__name__)
@@ -153,6 +155,10 @@ def prepare_run(
         summary["sources"] = source_summary(tmp / paths.reviews.name)
         summary["seconds"] = round(time.perf_counter() - start, 1)
         write_json(tmp / paths.summary.name, summary)
+        written = list(names)
+        if settings.prepare.user_dict:  # new text is segmented with this copy, not the original
+            shutil.copyfile(settings.prepare.user_dict, tmp / USER_DICT)
+            written.append(USER_DICT)
         write_manifest(
             tmp,
             "prepare",
@@ -161,7 +167,7 @@ def prepare_run(
             inputs=[file_fingerprint(f) for f in files],
             settings=settings.prepare,
             seed=settings.seed,
-            files=sorted([*names, MANIFEST]),
+            files=sorted([*written, MANIFEST]),
         )
         _check_replaceable(paths.prepared, names)  # again: files may have appeared while this ran
     write_json(paths.settings, settings)

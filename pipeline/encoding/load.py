@@ -16,22 +16,15 @@ import re
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
-
-import torch
-from huggingface_hub import snapshot_download
-from safetensors import safe_open
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoTokenizer,
-    PretrainedConfig,
-    PreTrainedModel,
-    PreTrainedTokenizerFast,
-)
+from typing import TYPE_CHECKING
 
 from pipeline.artifacts import sha256_file
 from pipeline.encoding.e5_convert import MODEL_FILE, embedded_e5_dir, read_conversion
 from pipeline.errors import EncoderNotAvailable, InputError
+
+if TYPE_CHECKING:  # torch and transformers load only with a model: scoring via ONNX needs neither
+    import torch
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerFast
 
 EMBEDDED_ENCODER = "e5-small"
 E5_PREFIX = "query: "
@@ -85,6 +78,8 @@ class Encoder:
 
 def pick_device(prefer: str = "auto") -> torch.device:
     """``auto``: CUDA when available, else CPU; an explicit CUDA request must be satisfiable."""
+    import torch
+
     if prefer == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(prefer)
@@ -140,6 +135,8 @@ def _weights_digest(directory: Path) -> str:
 
 def _hub_snapshot(repo_id: str) -> Path:
     """Download (or find in the local hub cache) just the files an encoder needs."""
+    from huggingface_hub import snapshot_download
+
     try:
         path = Path(snapshot_download(repo_id, allow_patterns=[*_HUB_FILES, _WEIGHT_PATTERNS[0]]))
         if not _weight_files(path):
@@ -180,6 +177,9 @@ def resolve_encoder(
 def _pooler_kwargs(config: PretrainedConfig, directory: Path) -> dict[str, bool]:
     """``add_pooling_layer=False`` when the model takes it and the safetensors weights have no
     pooler (e5 and our tiny test models), so loading neither warns nor initialises one."""
+    from safetensors import safe_open
+    from transformers import AutoModel
+
     model_cls = AutoModel._model_mapping.get(type(config), None)
     if model_cls is None or "add_pooling_layer" not in inspect.signature(model_cls).parameters:
         return {}
@@ -206,6 +206,9 @@ def load_encoder(
     ``attn_implementation="eager"`` is what callers that need attention weights ask for. The
     pooler is left out when the checkpoint has none, so loading reports no missing weights.
     """
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
     if isinstance(name_or_spec, EncoderSpec):
         spec = name_or_spec
         if pooling is not None or prefix is not None:

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.linear_model import LogisticRegression, Ridge
 
 from pipeline.modeling.inputs import FeatureSource, Predictions
 from pipeline.modeling.metrics import NUM_CLASSES
@@ -276,6 +275,8 @@ class LinearStarModel:
         seed: int,
         **parts: Any,
     ) -> LinearStarModel:
+        from sklearn.linear_model import LogisticRegression, Ridge  # fitting only: scoring is numpy
+
         def fit(c: float) -> LinearStarModel:
             if kind == "tfidf_ridge":
                 est = Ridge(alpha=1.0 / c, random_state=seed).fit(x_tr, y_tr.astype(np.float64))

@@ -23,9 +23,8 @@ from pipeline.errors import (
     StaleArtifactError,
 )
 from pipeline.modeling.baselines import EnsembleModel, LinearStarModel, MajorityModel
-from pipeline.modeling.heads import HeadModel
+from pipeline.modeling.head_numpy import NumpyHead
 from pipeline.modeling.metrics import LABELS
-from pipeline.modeling.sentence import load_finetuned
 from pipeline.modeling.spec import SCORING, list_models, read_config, retrain_hint, scoring_spec
 
 __all__ = [  # list_models .. scoring_spec: re-exported, they read no weights (see spec.py)
@@ -72,9 +71,12 @@ def check_encoder(config: dict[str, Any], fingerprint: str | None, model_name: s
     )
 
 
-def load_star_model(models_dir: Path, name: str, fingerprint: str | None = None) -> Any:
+def load_star_model(
+    models_dir: Path, name: str, fingerprint: str | None = None, numpy_heads: bool = False
+) -> Any:
     """Rebuild a saved model (baseline, head or ensemble) by the kind in its config, refusing
-    one trained on another encoder than ``fingerprint``."""
+    one trained on another encoder than ``fingerprint``. ``numpy_heads``: heads (also inside an
+    ensemble) run in numpy (:mod:`pipeline.modeling.head_numpy`), so scoring imports no torch."""
     if (models_dir / name / CONFIG).exists() and read_config(models_dir, name).get(
         "kind"
     ) == "finetune":  # carries its own encoder weights: reads text, not stored features
@@ -84,9 +86,16 @@ def load_star_model(models_dir: Path, name: str, fingerprint: str | None = None)
     kind = config.get("kind")
     try:
         if kind == "ensemble":
-            members = {m: load_star_model(models_dir, m, fingerprint) for m in config["members"]}
+            members = {
+                m: load_star_model(models_dir, m, fingerprint, numpy_heads)
+                for m in config["members"]
+            }
             model = EnsembleModel(members, tensors["member_weights"])
+        elif kind == "head" and numpy_heads:
+            model = NumpyHead.from_saved(tensors, config)
         elif kind == "head":
+            from pipeline.modeling.heads import HeadModel  # torch: training and evaluation
+
             model = HeadModel.from_saved(tensors, config)
         elif kind == "majority":
             model = MajorityModel.from_saved(tensors, config)
@@ -122,6 +131,8 @@ class FinetunedTextModel:
     reads_text = True  # evaluation predicts only its val/test reviews (an encoder pass each)
 
     def __init__(self, model_dir: Path) -> None:
+        from pipeline.modeling.sentence import load_finetuned  # transformers: only for this kind
+
         self.finetuned = load_finetuned(model_dir)
         self.config = self.finetuned.config
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import sklearn.metrics as sk
 
 STARS = (1, 2, 3, 4, 5)
 NUM_CLASSES = len(STARS)
@@ -26,6 +25,8 @@ def _as_stars(values: Any) -> np.ndarray:
 def confusion_matrix(y_true: Any, y_pred: Any) -> np.ndarray:
     """Counts, rows = true star, columns = predicted star."""
     t, p = _as_stars(y_true), _as_stars(y_pred)
+    import sklearn.metrics as sk  # lazily: scoring needs no sklearn
+
     return sk.confusion_matrix(t, p, labels=list(STARS)).astype(np.int64)
 
 
@@ -42,12 +43,16 @@ def quadratic_weighted_kappa(y_true: Any, y_pred: Any) -> float:
         return float("nan")
     if np.unique(np.concatenate([t, p])).size == 1:
         return 1.0  # one star on both sides: kappa is undefined, the agreement is perfect
+    import sklearn.metrics as sk  # lazily: scoring needs no sklearn
+
     return float(sk.cohen_kappa_score(t, p, labels=list(STARS), weights="quadratic"))
 
 
 def per_class(y_true: Any, y_pred: Any) -> dict[str, dict[str, float]]:
     """Precision, recall, F1 and support per star; 0 where undefined."""
     t, p = _as_stars(y_true), _as_stars(y_pred)
+    import sklearn.metrics as sk  # lazily: scoring needs no sklearn
+
     scores = sk.precision_recall_fscore_support(t, p, labels=list(STARS), zero_division=0)
     return {
         str(star): {
@@ -63,6 +68,8 @@ def per_class(y_true: Any, y_pred: Any) -> dict[str, dict[str, float]]:
 def macro_f1(y_true: Any, y_pred: Any) -> float:
     """Mean F1 over the stars that occur in the true labels or the predictions."""
     t, p = _as_stars(y_true), _as_stars(y_pred)
+    import sklearn.metrics as sk  # lazily: scoring needs no sklearn
+
     return float(sk.f1_score(t, p, average="macro", zero_division=0)) if len(t) else float("nan")
 
 
@@ -156,6 +163,8 @@ def star_metrics(
         out["ece"] = ece
         out["reliability"] = table
         rows = probs / probs.sum(axis=1, keepdims=True)  # float32 sums are 1 only to ~1e-7
+        import sklearn.metrics as sk  # lazily: scoring needs no sklearn
+
         out["log_loss"] = float(sk.log_loss(t, rows, labels=list(STARS)))
     return out
 

@@ -34,15 +34,35 @@ _BOMS = (
 
 
 def _decode(data: bytes, encoding: str) -> str:
-    """Decode with bad bytes kept as lone surrogates, so a broken row is reported as such
-    (``error: invalid UTF-8``) instead of failing the whole file. A byte-order mark wins over
-    the detected encoding (UTF-16/32 cannot keep bad bytes: they become U+FFFD)."""
+    """Decode UTF-8 / GB18030 line by line, as ingest decides per row (a guess from a few lines
+    fails whole files), the detected encoding first; a line that is neither keeps its bad bytes
+    as lone surrogates, so it is reported as such (``error: invalid UTF-8``). A byte-order mark
+    wins over the detected encoding; UTF-16/32 without one is what
+    :func:`~pipeline.data.ingest.detect_encoding` found by NUL pattern (UTF-16/32 cannot keep
+    bad bytes: they become U+FFFD)."""
     for bom, codec in _BOMS:
         if data.startswith(bom):
-            errors = "surrogateescape" if codec == "utf-8" else "replace"
-            return data[len(bom) :].decode(codec, errors=errors)
-    codec = "gb18030" if encoding == "gb18030" else "utf-8"
-    return data.decode(codec, errors="surrogateescape")
+            if codec == "utf-8":
+                return _decode_lines(data[len(bom) :], ("utf-8", "gb18030"))
+            return data[len(bom) :].decode(codec, errors="replace")
+    if encoding.startswith(("utf-16", "utf-32")):
+        return data.decode(encoding, errors="replace")
+    order = ("gb18030", "utf-8") if encoding == "gb18030" else ("utf-8", "gb18030")
+    return _decode_lines(data, order)
+
+
+def _decode_lines(data: bytes, order: tuple[str, str]) -> str:
+    """Line ends are the same bytes in both codecs (and never inside a GB18030 character)."""
+    return "".join(_decode_line(line, order) for line in data.splitlines(keepends=True))
+
+
+def _decode_line(line: bytes, order: tuple[str, str]) -> str:
+    for codec in order:
+        try:
+            return line.decode(codec)
+        except UnicodeDecodeError:
+            continue
+    return line.decode("utf-8", errors="surrogateescape")
 
 
 def _read_bytes(path: str | Path) -> tuple[bytes, str, str, str]:

@@ -11,6 +11,10 @@ pipeline it runs ``preprocess`` (clean, flag) -> ``_forward`` (encode, predict) 
     clf(texts, top_k=None)             # every star's probability, per text
     clf.explain("剧情拖沓").words       # attention per jieba word; shows as HTML in notebooks
 
+On CPU, scoring imports neither torch nor transformers: the encoder runs on ONNX Runtime
+(exported once, :mod:`pipeline.encoding.onnx_encoder`; torch when onnxruntime is absent or
+``backend="torch"``) and heads run in numpy (:mod:`pipeline.modeling.head_numpy`).
+
 Only what the model reads is loaded: a TF-IDF model needs no encoder; the head whose attention
 explains a score (:func:`pipeline.modeling.spec.explaining_head`) is loaded on the first
 explanation. Per explained review, token attention is summed over hops, spread evenly over each
@@ -39,7 +43,7 @@ import numpy as np
 from pipeline.artifacts import read_json
 from pipeline.config import RunPaths
 from pipeline.data.text import clean_text
-from pipeline.errors import ModelNotFoundError, StageMissingError
+from pipeline.errors import InputError, ModelNotFoundError, StageMissingError
 from pipeline.locate import locate_run, newest_trained_run
 from pipeline.modeling.bundle import check_encoder, load_star_model, needs_tokens
 from pipeline.modeling.inputs import EncodedSource, Predictions
@@ -66,6 +70,7 @@ FIELDS = (
     "attention_model", "top_words", "warnings", "error",
 )  # fmt: skip
 STARS = (1, 2, 3, 4, 5)
+BACKENDS = ("auto", "onnx", "torch")  # what runs the encoder (see Scorer.encoder)
 
 
 class _RecordMapping(Mapping[str, Any]):
@@ -244,9 +249,19 @@ def resolve_run(run: str | Path | RunPaths | None, runs_dir: Path | None = None)
 class Scorer:
     """One model of a run, loaded from its bundle; ``score``, ``explain`` or call it."""
 
-    def __init__(self, paths: RunPaths, model: str | None = None, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        paths: RunPaths,
+        model: str | None = None,
+        device: str = "cpu",
+        backend: str = "auto",
+    ) -> None:
+        if backend not in BACKENDS:
+            raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        paths = paths.pinned()  # the model, its config and the metrics from one model set
         self.paths = paths
         self.device = device
+        self.backend = backend
         self.available = list_models(paths.models)
         if not self.available:
             raise StageMissingError(
@@ -264,7 +279,7 @@ class Scorer:
         self.config = read_config(paths.models, self.model_name)
         self.spec = read_scoring_spec(self.config, self.model_name)
         self.model = load_star_model(
-            paths.models, self.model_name, self.spec["encoder"].get("fingerprint")
+            paths.models, self.model_name, self.spec["encoder"].get("fingerprint"), numpy_heads=True
         )
 
     @classmethod
@@ -274,10 +289,13 @@ class Scorer:
         model: str | None = None,
         runs_dir: Path | str | None = None,
         device: str = "cpu",
+        backend: str = "auto",
     ) -> Scorer:
         """The scorer of run ``run`` (a name under ``runs_dir``, a run directory, or None for
-        the newest trained run) with ``model`` (default: the run's default model)."""
-        return cls(resolve_run(run, Path(runs_dir) if runs_dir else None), model, device)
+        the newest trained run) with ``model`` (default: the run's default model); ``backend``
+        runs the encoder on ONNX Runtime ("onnx"), torch ("torch"), or ONNX Runtime on CPU
+        when it is installed ("auto")."""
+        return cls(resolve_run(run, Path(runs_dir) if runs_dir else None), model, device, backend)
 
     # ------------------------------------------------------------------ what is loaded lazily
 
@@ -298,7 +316,7 @@ class Scorer:
             return self.model
         if getattr(self.model, "kind", None) == "ensemble" and name in self.model.members:
             return self.model.members[name]
-        return load_star_model(self.paths.models, name, self.fingerprint)
+        return load_star_model(self.paths.models, name, self.fingerprint, numpy_heads=True)
 
     @cached_property
     def feature_spec(self) -> dict[str, Any]:
@@ -320,17 +338,24 @@ class Scorer:
     @cached_property
     def encoder(self) -> Any:
         """The encoder the model's features came from, resolved here by name (the run may come
-        from another machine's cache) and refused when its weights are not the bundle's."""
+        from another machine's cache) and refused when its weights are not the bundle's: an
+        :class:`~pipeline.encoding.onnx_encoder.OnnxEncoder` (no torch, no transformers) unless
+        the backend is torch, the device is not the CPU or ONNX Runtime is not installed."""
+        from pipeline.encoding.load import resolve_encoder
+        from pipeline.encoding.onnx_encoder import load_onnx_encoder, onnx_available
+
+        wanted = self.feature_spec["encoder"]
+        spec = resolve_encoder(wanted["name"], pooling=wanted["pooling"], prefix=wanted["prefix"])
+        check_encoder({"encoder": wanted}, spec.fingerprint, self.model_name)
+        if self.backend == "onnx" or (
+            self.backend == "auto" and self.device == "cpu" and onnx_available()
+        ):
+            # the stored layers (any model of the run reads a subset) and the last one
+            return load_onnx_encoder(spec, [*self.feature_spec.get("token_layers", []), -1])
+        from pipeline.encoding.encode import accelerate_for_cpu  # as feature extraction ran it
         from pipeline.encoding.load import load_encoder  # transformers: only when needed
 
-        spec = self.feature_spec["encoder"]
-        encoder = load_encoder(
-            spec["name"], device=self.device, pooling=spec["pooling"], prefix=spec["prefix"]
-        )
-        check_encoder({"encoder": spec}, encoder.spec.fingerprint, self.model_name)
-        from pipeline.encoding.encode import accelerate_for_cpu  # as feature extraction ran it
-
-        return accelerate_for_cpu(encoder)
+        return accelerate_for_cpu(load_encoder(spec, device=self.device))
 
     @cached_property
     def segmenter(self) -> Any:
@@ -355,18 +380,10 @@ class Scorer:
         truncated = [False] * len(texts)
         layers: list[int] = []
         if any(_reads_encoder(m) for m in models):
-            from pipeline.encoding.encode import encode_texts  # transformers: only when needed
-
             layers = sorted({x for m in models for x in _token_layers(m)}) or [
                 self.encoder.num_layers
             ]
-            encoded = encode_texts(
-                self.encoder,
-                texts,
-                token_layers=layers,
-                max_length=self.max_length,
-                token_budget=max(SCORE_TOKEN_BUDGET, self.max_length),
-            )
+            encoded = self.encode(texts, layers)
             truncated = [
                 len(enc.input_ids) >= self.max_length
                 and int(enc.offsets[:, 1].max(initial=0)) < len(text.rstrip())
@@ -378,6 +395,23 @@ class Scorer:
         if attention is not None:
             attended = main if attention is self.model else attention.predict(source, rows)
         return {"main": main, "attention": attended, "encoded": encoded, "truncated": truncated}
+
+    def encode(self, texts: list[str], layers: list[int]) -> list[Any]:
+        """Encoder features of clean texts (token states of ``layers``), on this backend."""
+        budget = max(SCORE_TOKEN_BUDGET, self.max_length)
+        if hasattr(self.encoder, "encode_texts"):  # ONNX Runtime
+            return self.encoder.encode_texts(
+                texts, token_layers=layers, max_length=self.max_length, token_budget=budget
+            )
+        from pipeline.encoding.encode import encode_texts  # torch: only when needed
+
+        return encode_texts(
+            self.encoder,
+            texts,
+            token_layers=layers,
+            max_length=self.max_length,
+            token_budget=budget,
+        )
 
     def postprocess(
         self, prep: _Prepared, out: dict[str, Any], j: int, explain: bool

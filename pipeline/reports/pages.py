@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from pipeline.analytics.attention import attention_examples, highlight_html, top_attention_words
 from pipeline.analytics.embedding import DEFAULT_CAP, tsne_points
 from pipeline.analytics.league import league_table
+from pipeline.analytics.quantify import run_film_estimates
 from pipeline.analytics.stars import (
     STARS,
     accuracy_summary,
@@ -61,15 +62,17 @@ from pipeline.run import Run
 
 log = logging.getLogger(__name__)
 
-ANALYTICS_VERSION = 2  # bump when what a FilmReport holds changes: cached artifacts are rebuilt
+ANALYTICS_VERSION = 3  # bump when what a FilmReport holds changes: cached artifacts are rebuilt
 CLOUD_WORDS = 100
 MIN_EVALUATED = 30  # fewer evaluated reviews: the numbers carry a visible small-sample note
 MIN_MAP_REVIEWS = 30  # fewer reviews: no t-SNE map (a map of 15 dots shows noise)
 MIN_WORD_COUNT = 2  # a word said once is not "what the film's reviews say"
 BOOTSTRAP = 1000
+MIN_EM_REVIEWS = 30  # fewer: EM re-estimation chases noise; the mean probability (PCC) is steadier
 SECTIONS = {
     "numbers": "Key numbers",
     "stars": "Star distribution",
+    "estimate": "Star mix estimated from the text",
     "confusion": "Confusion matrix",
     "tsne": "Map of the reviews (t-SNE)",
     "words": "Words that set the film apart",
@@ -124,6 +127,7 @@ class FilmReport:
     trend: pd.DataFrame | None
     likes: dict[str, Any] | None
     league: pd.DataFrame
+    star_estimate: dict[str, Any] | None  # see _star_estimate
 
     @property
     def small_sample(self) -> bool:
@@ -184,6 +188,7 @@ class FilmReport:
             trend=monthly_trend(reviews, preds),
             likes=_with_predictions(likes_agreement(reviews), preds),
             league=_league(run, model),
+            star_estimate=_star_estimate(run, model, film),
         )
 
     # ------------------------------------------------------------------ artifact on disk
@@ -357,6 +362,41 @@ def _same_evaluation(preds: pd.DataFrame, evaluated_on: str) -> pd.DataFrame:
     """Rows of every model from the evaluation and split named ``evaluation/split``."""
     evaluation, _, split = evaluated_on.partition("/")
     return preds[(preds["evaluation"] == evaluation) & (preds["split"] == split)]
+
+
+def _star_estimates(run: Run, model: str | None) -> pd.DataFrame | None:
+    """Every film's EM and PCC estimate of its star mix on the test split (memoised per run);
+    None when the model gives no star probabilities."""
+    if model is None:
+        return None
+
+    def compute() -> pd.DataFrame | None:
+        try:
+            return run_film_estimates(run, model, methods=("pcc", "em")).set_index("film")
+        except InputError:
+            return None
+
+    return run.memo(("star_estimates", model), compute)
+
+
+def _star_estimate(run: Run, model: str | None, film: str) -> dict[str, Any] | None:
+    """The film's star mix estimated from the model's probabilities alone, beside the true mix
+    of the same test reviews: what a crawl without stars would tell about the film. EM
+    re-estimation of the priors, or PCC on fewer than ``MIN_EM_REVIEWS`` reviews."""
+    table = _star_estimates(run, model)
+    if table is None or film not in table.index:
+        return None
+    row = table.loc[film]
+    method = "em" if row["n"] >= MIN_EM_REVIEWS else "pcc"
+    return {
+        "method": method,
+        "n": int(row["n"]),
+        "true": [float(x) for x in row["true"]],
+        "estimated": [float(x) for x in row[method]],
+        "true_mean": float(row["true_mean"]),
+        "estimated_mean": float(row[f"{method}_mean"]),
+        "abs_error": float(row[f"{method}_abs_error"]),
+    }
 
 
 def _corpus_top_words(run: Run) -> dict[object, pd.DataFrame]:
@@ -549,6 +589,7 @@ def render_index(
     overall = accuracy_summary(preds)
     league = _league(run, model)
     per_film = {f: accuracy_summary(g) for f, g in preds.groupby("film")}
+    estimates = {f: _star_estimate(run, model, f) or {} for f in run.films["film"]}
     columns = ["film", "mean_star", "evaluated", "mean_true", "mean_pred", "error"]
     films = run.films.merge(league[columns], on="film")
     table = pd.DataFrame(
@@ -563,6 +604,8 @@ def render_index(
             "error": films["error"],
             "exact": [per_film.get(f, {}).get("exact", np.nan) for f in films["film"]],
             "mae": [per_film.get(f, {}).get("mae", np.nan) for f in films["film"]],
+            "estimated_mean": [estimates[f].get("estimated_mean", np.nan) for f in films["film"]],
+            "estimate_error": [estimates[f].get("abs_error", np.nan) for f in films["film"]],
         }
     )
     points, map_note = corpus_map(run, model, tsne_cap, seed)

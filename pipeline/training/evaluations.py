@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.analytics.quantify import film_estimates, summarise
 from pipeline.artifacts import read_json, write_json
 from pipeline.config import Settings
 from pipeline.encoding.load import pick_device
@@ -35,6 +34,7 @@ from pipeline.modeling.bundle import needs_tokens
 from pipeline.modeling.inputs import Predictions
 from pipeline.modeling.metrics import NUM_CLASSES, headline, star_metrics
 from pipeline.modeling.prior import adapt_predictions, fit_temperature, prior_of
+from pipeline.modeling.quantify import film_estimates, summarise
 from pipeline.training.data import TrainingData
 from pipeline.training.train import (
     ALL_MODELS,

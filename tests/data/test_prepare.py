@@ -17,8 +17,9 @@ from pipeline.config import Settings, load_settings
 from pipeline.data.ingest import DatasetError
 from pipeline.data.prepare import REVIEWS_SCHEMA, prepare_run
 from pipeline.errors import InputError
+from pipeline.run import Run
 
-SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(__file__).parents[2].parent / "shared" / "data"
 HEADER = ["Movie_Name_EN", "Movie_Name_CN", "Date", "Star", "Comment", "Like"]
 FILMS = [("Iron Man", "钢铁侠1"), ("The Great Wall", "长城"), ("Lost In Thailand", "泰囧")]
 PHRASES = ["特效震撼", "剧情拖沓", "演员演技在线", "笑点密集", "配乐一般", "结局仓促", "值回票价"]
@@ -175,6 +176,12 @@ def test_user_dictionary_is_used_and_checked(tmp_path: Path, csv_path: Path) -> 
     prepare_run(settings, [csv_path], progress=False)
     tokens = pq.read_table(settings.paths.reviews, columns=["tokens"])["tokens"].to_pylist()
     assert any("剧情拖沓" in t for t in tokens)
+    # the run keeps its own copy, so new text segments as the reviews did once the file is gone
+    copy = settings.paths.prepared / "user_dict.txt"
+    assert copy.read_bytes() == words.read_bytes()
+    assert "user_dict.txt" in read_manifest(settings.paths.prepared)["files"]
+    words.unlink()
+    assert "剧情拖沓" in Run.open(settings.paths.root).segmenter.tokens("剧情拖沓，不推荐")
 
 
 def test_demo_corpus_is_flagged(tmp_path: Path) -> None:

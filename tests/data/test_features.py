@@ -31,7 +31,7 @@ from pipeline.features import extract
 from pipeline.features.extract import extract_features
 from pipeline.features.store import FeatureStore, RowConcat, StaleFeaturesError
 
-SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(__file__).parents[2].parent / "shared" / "data"
 TEXTS = demo_reviews(9, seed=3)[0] + ["好看" * 30, "", "这部电影剧情一般，演员还行！"]
 LAYERS = 3  # transformer layers of the tiny BERT: hidden states 0..3
 

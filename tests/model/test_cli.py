@@ -23,7 +23,7 @@ from pipeline.errors import InputError, InputNotFoundError, RunNameError
 from pipeline.predict.files import read_texts
 from pipeline.terminal import json_line, printable
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BAD_RUN_NAMES = ["", " ", ".", "..", "../outside", "a/b", "a\\b", "/tmp/x", "C:x", "a\x00b",
                  "a\x1b[31mb", "x" * 300, " padded", "\u202eevil"]  # fmt: skip
 

@@ -1,0 +1,54 @@
+"""`douban score -i FILE` reads the encodings ingest detects: UTF-8, GB18030 and UTF-16/32 with
+or without a byte-order mark (a BOM-less UTF-16 file was decoded as UTF-8: a NUL after every
+character, "no review column")."""
+
+from __future__ import annotations
+
+import codecs
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.predict.files import read_texts
+
+REVIEWS = ["好看，演员很棒", "难看, 浪费时间", "一般般"]
+CSV = "id,Comment\n" + "".join(f'{i},"{text}"\n' for i, text in enumerate(REVIEWS))
+BOMS = {"utf-16-le": codecs.BOM_UTF16_LE, "utf-16-be": codecs.BOM_UTF16_BE,
+        "utf-32-le": codecs.BOM_UTF32_LE, "utf-32-be": codecs.BOM_UTF32_BE}  # fmt: skip
+
+
+@pytest.mark.parametrize("bom", [True, False], ids=["bom", "no-bom"])
+@pytest.mark.parametrize("encoding", [*BOMS, "gb18030", "utf-8"])
+def test_csv_and_txt_decode_in_every_detected_encoding(tmp_path, encoding, bom):
+    prefix = BOMS.get(encoding, codecs.BOM_UTF8 if encoding == "utf-8" else b"") if bom else b""
+    csv_file, txt_file = tmp_path / "in.csv", tmp_path / "in.txt"
+    csv_file.write_bytes(prefix + CSV.encode(encoding))
+    # without a BOM, UTF-16/32 shows by the NULs of its ASCII (header, digits, commas): a text
+    # of Chinese alone has none, so the lines carry a number as a real list would
+    lines = [f"{i}. {text}" for i, text in enumerate(REVIEWS)]
+    txt_file.write_bytes(prefix + "\n".join(lines).encode(encoding))
+    assert read_texts(csv_file) == REVIEWS
+    assert read_texts(txt_file) == lines
+
+
+def test_a_truncated_utf16_file_keeps_its_whole_rows(tmp_path):
+    """An odd byte count (a cut-off copy): the rows before the cut are intact."""
+    path = tmp_path / "cut.txt"
+    path.write_bytes("\n".join(REVIEWS).encode("utf-16-le")[:-1])
+    texts = read_texts(path)
+    assert texts[:2] == REVIEWS[:2] and texts[2].startswith(REVIEWS[2][:-1])
+
+
+@pytest.mark.slow
+def test_douban_score_reads_a_utf16_file(demo_run, tmp_path):
+    """Through the CLI, as the user runs it on a file saved as "Unicode" by a Windows editor."""
+    path = tmp_path / "reviews.csv"
+    path.write_bytes(codecs.BOM_UTF16_LE + CSV.encode("utf-16-le"))
+    args = ["--run", demo_run.run_name, "--runs-dir", str(demo_run.runs_dir)]
+    result = CliRunner().invoke(app, ["score", *args, "--json", "-i", str(path)])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["text"] for r in records] == REVIEWS
+    assert all(r["pred_star"] in range(1, 6) and not r.get("error") for r in records)
