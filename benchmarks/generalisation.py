@@ -112,12 +112,18 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--head-epochs", type=int, default=8, help="cap per head fit (CPU time)")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--tfidf-balanced", type=int, choices=(0, 1), default=1, help="head.tfidf_balanced"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     run_dir = args.run or build_run(args.runs_dir, args)
     settings = load_settings(
-        None, run_name=run_dir.name, runs_dir=run_dir.parent, **{"head.epochs": args.head_epochs}
+        None,
+        run_name=run_dir.name,
+        runs_dir=run_dir.parent,
+        **{"head.epochs": args.head_epochs, "head.tfidf_balanced": bool(args.tfidf_balanced)},
     )
     models = args.models.split(",")
     if read_manifest(settings.paths.features) is None:

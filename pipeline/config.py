@@ -77,6 +77,7 @@ class HeadSettings(_Section):
     patience: int = Field(default=3, ge=0)
     batch_size: int = Field(default=64, ge=1)
     class_weights: bool = False
+    tfidf_balanced: bool = True  # tfidf_lr weighs stars as equals: travels better (docs/heads.md)
     layer_mix: bool = True  # learned softmax-weighted mix of the stored layers
     layers: list[int] | None = None  # token-state layers the heads read; None: all stored
     pooled_input: bool = False  # also feed the last layer's mean-pooled vector to the MLP

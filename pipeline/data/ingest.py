@@ -263,7 +263,7 @@ def _nul_pattern(head: bytes) -> str | None:
     """UTF-16/32 without a BOM: ASCII characters (the header, commas, digits, line ends) put
     their NUL bytes at fixed positions; stray NULs in a byte file fall anywhere."""
     head = head[: 4096 - 4096 % 4]
-    if len(head) < 8 or head.count(0) < len(head) // 10:
+    if len(head) < 8 or head.count(0) < max(4, len(head) / 10):  # a stray NUL is not UTF-16
         return None
     share = [head[i::4].count(0) / len(head[i::4]) for i in range(4)]
     if min(share[2:]) > 0.9 and share[0] < 0.1:  # the top two bytes of a BMP character are 0

@@ -47,9 +47,8 @@ from pipeline.config import Settings
 from pipeline.data.ingest import DatasetError, IngestStats, ingest, is_demo_input, resolve_inputs
 from pipeline.data.sources import sample_ingested, source_summary
 from pipeline.data.splits import SPLITS, assign_splits, resolve_holdout, split_counts
-from pipeline.data.text import film_words, require_user_dict, segment_chunks
+from pipeline.data.text import USER_DICT, film_words, require_user_dict, segment_chunks
 from pipeline.errors import InputError
-from pipeline.modeling.spec import USER_DICT
 from pipeline.terminal import printable
 
 log = logging.getLogger(__name__)

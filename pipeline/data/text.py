@@ -42,6 +42,7 @@ import jieba
 from pipeline.config import RESOURCES
 from pipeline.errors import InputError, InputNotFoundError
 
+USER_DICT = "user_dict.txt"  # a copy of prepare's jieba user dictionary, when prepare keeps one
 STOPWORDS_FILE = RESOURCES / "stopwords_zh.txt"
 FILM_WORD_FREQ = 100_000  # high enough that a title beats any split of it in jieba's DAG
 SEGMENT_BATCH = 1_000  # texts per task sent to a worker process

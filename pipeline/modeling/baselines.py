@@ -226,8 +226,12 @@ class LinearStarModel:
         regression: bool = False,
         grid: Sequence[float] = (1.0,),
         seed: int = 0,
+        balanced: bool = False,
     ) -> LinearStarModel:
         """TF-IDF (jieba 1-2 grams, min_df 2) + logistic regression, or ridge for regression.
+
+        ``balanced``: weight the classes inversely to their training share (sklearn's
+        ``class_weight="balanced"``), so the training star mix weighs less on a new corpus.
 
         ``grid``: inverse regularisation strengths tried, the best on validation kept. On the
         DMSC sample C in 0.5..2 scored within 0.1 point on validation (4 was worse), and each LR
@@ -236,7 +240,9 @@ class LinearStarModel:
         x_tr = vec.transform(source.tokens(train))
         x_val = vec.transform(source.tokens(val))
         kind = "tfidf_ridge" if regression else "tfidf_lr"
-        return cls._fit_linear(kind, x_tr, x_val, stars[train], stars[val], grid, seed, vec=vec)
+        return cls._fit_linear(
+            kind, x_tr, x_val, stars[train], stars[val], grid, seed, vec=vec, balanced=balanced
+        )
 
     @classmethod
     def fit_pooled(
@@ -282,11 +288,15 @@ class LinearStarModel:
                 est = Ridge(alpha=1.0 / c, random_state=seed).fit(x_tr, y_tr.astype(np.float64))
                 w, b = est.coef_[None, :], np.atleast_1d(est.intercept_)
             else:
-                est = LogisticRegression(C=c, max_iter=1000, random_state=seed).fit(x_tr, y_tr)
+                weight = "balanced" if parts.get("balanced") else None
+                est = LogisticRegression(
+                    C=c, max_iter=1000, random_state=seed, class_weight=weight
+                ).fit(x_tr, y_tr)
                 w, b = _full_classes(est.coef_, est.intercept_, est.classes_)
             return cls(
                 kind, w, b, vectoriser=parts.get("vec"), layers=parts.get("layers", ()),
-                mean=parts.get("mean"), scale=parts.get("scale"), extra={"C": c},
+                mean=parts.get("mean"), scale=parts.get("scale"),
+                extra={"C": c, **({"balanced": True} if parts.get("balanced") else {})},
             )  # fmt: skip
 
         def score(model: LinearStarModel) -> float:

@@ -18,13 +18,12 @@ from typing import Any
 from pipeline.artifacts import MODEL_CONFIG as CONFIG
 from pipeline.artifacts import read_json, read_manifest
 from pipeline.config import RunPaths
-from pipeline.data.text import Segmenter
+from pipeline.data.text import USER_DICT, Segmenter
 from pipeline.errors import CorruptArtifactError, StageMissingError, StaleArtifactError
 
 SCORING = "scoring"  # config.json section that makes a model directory self-contained
 # when a run records no default and has no validation figures: the first of these it has
 FALLBACK_MODELS = ("ensemble_head_tfidf", "head_cls", "head_ord", "tfidf_lr")
-USER_DICT = "user_dict.txt"  # a copy of prepare's jieba user dictionary, when prepare keeps one
 
 
 def retrain_hint(model_dir: Path) -> str:

@@ -202,7 +202,7 @@ def _fit_ensemble(name: str) -> Fitter:
 FITTERS: dict[str, Fitter] = {
     "majority": lambda d, f, s, _: MajorityModel.fit(d.stars[f.train]),
     "tfidf_lr": lambda d, f, s, _: LinearStarModel.fit_tfidf(
-        d.source, f.train, f.val, d.stars, seed=s.seed
+        d.source, f.train, f.val, d.stars, seed=s.seed, balanced=s.head.tfidf_balanced
     ),
     "tfidf_ridge": lambda d, f, s, _: LinearStarModel.fit_tfidf(
         d.source, f.train, f.val, d.stars, True, seed=s.seed

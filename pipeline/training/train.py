@@ -252,7 +252,11 @@ def train_models(
     if "majority" in names:
         keep("majority", MajorityModel.fit(stars[train]))
     if "tfidf_lr" in names:
-        keep("tfidf_lr", LinearStarModel.fit_tfidf(source, train, val, stars, seed=settings.seed))
+        balanced = settings.head.tfidf_balanced
+        model = LinearStarModel.fit_tfidf(
+            source, train, val, stars, seed=settings.seed, balanced=balanced
+        )
+        keep("tfidf_lr", model)
     if "tfidf_ridge" in names:
         model = LinearStarModel.fit_tfidf(source, train, val, stars, True, seed=settings.seed)
         keep("tfidf_ridge", model)

@@ -194,7 +194,7 @@ def trained(prepared: Path, local_store: FeatureStore) -> Settings:
     """The local run with a small classification head (it reads the encoder when scoring)."""
     from pipeline.workflow import train_run
 
-    settings = settings_for(local_store.root.parents[2], "local", **{"head.epochs": 2})
+    settings = settings_for(local_store.root.parents[1], "local", **{"head.epochs": 2})
     train_run(settings, ["head_cls"], progress=False)
     return settings
 

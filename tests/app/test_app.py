@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 from pipeline import Run, model_name
 from pipeline.config import load_settings
 
-HOME = Path(__file__).resolve().parents[1] / "app" / "Home.py"
+HOME = Path(__file__).resolve().parents[2] / "app" / "Home.py"
 TIMEOUT = 180  # the first score loads the encoder; t-SNE and reports take seconds on 2 cores
 FILM_SECTIONS = ["Stars", "Map", "Words", "Attention", "Time & likes", "League"]
 

@@ -293,3 +293,40 @@ def test_fit_temperature_undoes_a_known_flattening() -> None:
     assert fit_temperature(flat, stars) == pytest.approx(0.5, abs=0.08)
     assert np.allclose(sharpen(flat, 0.5), probs, atol=1e-6)
     assert fit_temperature(probs, stars) == pytest.approx(1.0, abs=0.15)
+
+
+def test_balanced_tfidf_predicts_the_rare_stars_more_often(demo_run) -> None:
+    from pipeline.modeling.baselines import LinearStarModel
+
+    data = TrainingData.load(demo_run.paths)
+    split = data.reviews["split"].to_numpy()
+    train, val = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
+    # a skewed training mix: keep every 5-star review, a third of the rest
+    train = train[(data.stars[train] == 5) | (train % 3 == 0)]
+    models = [LinearStarModel.fit_tfidf(data.source, train, val, data.stars, balanced=b)
+              for b in (False, True)]  # fmt: skip
+    assert models[1].config["balanced"] and "balanced" not in models[0].config
+    fives = [float((m.predict(data.source, val).pred_star == 5).mean()) for m in models]
+    assert fives[1] < fives[0]  # the over-represented star is no longer the easy answer
+
+
+def test_film_report_shows_the_estimated_beside_the_true_star_mix(demo_run) -> None:
+    from pipeline.reports.pages import FilmReport, render_film, render_index
+    from pipeline.run import Run
+
+    run = Run.open(demo_run.run_name, demo_run.runs_dir)
+    film = run.films["film"].iloc[0]
+    report = FilmReport.build(run, film, "tfidf_lr", tsne_cap=50)
+    est = report.star_estimate
+    test = run.reviews[(run.reviews["split"] == "test") & (run.reviews["film"] == film)]
+    assert est["n"] == len(test)
+    true = np.bincount(test["star"] - 1, minlength=5) / len(test)
+    assert np.allclose(est["true"], true)
+    assert sum(est["estimated"]) == pytest.approx(1.0)
+    assert est["abs_error"] == pytest.approx(abs(est["estimated_mean"] - test["star"].mean()))
+    assert est["method"] == ("em" if len(test) >= 30 else "pcc")
+    page = render_film(report)
+    assert "Star mix estimated from the text" in page
+    assert f"estimated ({est['method'].upper()})" in page
+    assert FilmReport.build(run, film, "tfidf_ridge", tsne_cap=50).star_estimate is None
+    assert "Estimate" in render_index(run, "tfidf_lr", {}, tsne_cap=50)
