@@ -148,7 +148,8 @@ def _scorer(key: str, model: str | None, _run: Run) -> Any:
 
 
 def scorer_for(ctx: Context) -> Any:
-    """The scorer of the sidebar's model (loaded once per run and model, for every session)."""
+    """The scorer of the sidebar's model (loaded once per run and model, for every session). The
+    models of a run share one encoder session, so switching model loads only the small model."""
     return _scorer(ctx.key, ctx.model, ctx.data)
 
 

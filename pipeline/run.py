@@ -10,6 +10,7 @@ features manifest's, the segmenter is prepare's (same film words, same user dict
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -77,6 +78,8 @@ class Run:
 
     paths: RunPaths
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
+    _locks: dict[Any, threading.Lock] = field(default_factory=dict, repr=False)
+    _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         self.paths = self.paths.pinned()  # one model set for everything this Run reads
@@ -299,7 +302,11 @@ class Run:
         return preds.merge(review_cols, on="review_id", how="left")
 
     def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
-        """Compute once per run: corpus-wide results shared by every film's report."""
-        if key not in self._memo:
-            self._memo[key] = compute()
-        return self._memo[key]
+        """Compute once per run: corpus-wide results shared by every film's report. Thread-safe:
+        a second caller of the same key waits for the first instead of computing again."""
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._memo:
+                self._memo[key] = compute()
+            return self._memo[key]

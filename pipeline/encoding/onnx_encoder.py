@@ -12,6 +12,7 @@ benchmarks/score.py).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -165,12 +166,25 @@ class OnnxEncoder:
         return results  # type: ignore[return-value]
 
 
+@functools.lru_cache(maxsize=4)
+def _session(path: str, threads: int) -> Any:
+    """One ONNX Runtime session per graph and process: every model of a run reads the same
+    encoder, so switching model (app, service) reuses it instead of loading ~0.5 GB again;
+    ``InferenceSession.run`` is thread-safe."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # shared cores
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
 def load_onnx_encoder(
     spec: EncoderSpec, token_layers: Sequence[int], threads: int = THREADS
 ) -> OnnxEncoder:
     """The ONNX Runtime encoder of ``spec`` returning token states of ``token_layers``,
     exporting it first when the cache has no graph for these weights and layers."""
-    import onnxruntime as ort
     from tokenizers import Tokenizer
 
     directory = Path(spec.path)
@@ -183,14 +197,9 @@ def load_onnx_encoder(
     if not path.exists():
         log.warning("exporting encoder %s to ONNX once (cached at %s)", spec.name, path)
         export_onnx(spec, layers, path)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # shared cores
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return OnnxEncoder(
         spec=spec,
-        session=session,
+        session=_session(str(path), threads),
         tokenizer=Tokenizer.from_file(str(directory / "tokenizer.json")),
         layers=layers,
         num_layers=num_layers,

@@ -330,3 +330,32 @@ def test_film_report_shows_the_estimated_beside_the_true_star_mix(demo_run) -> N
     assert f"estimated ({est['method'].upper()})" in page
     assert FilmReport.build(run, film, "tfidf_ridge", tsne_cap=50).star_estimate is None
     assert "Estimate" in render_index(run, "tfidf_lr", {}, tsne_cap=50)
+
+
+def test_star_cutpoints_reproduce_the_training_star_mix() -> None:
+    from pipeline.modeling.baselines import _from_values, star_cutpoints
+
+    rng = np.random.default_rng(0)
+    stars = rng.choice(np.arange(1, 6), size=2000, p=[0.4, 0.1, 0.1, 0.1, 0.3])
+    scores = 3.0 + 0.3 * (stars - 3) + rng.normal(0, 0.2, size=2000)  # squeezed towards 3
+    cut = _from_values(scores, star_cutpoints(scores, stars)).pred_star
+    rounded = _from_values(scores).pred_star
+    share = np.bincount(cut, minlength=6)[1:] / len(cut)
+    assert np.allclose(share, [0.4, 0.1, 0.1, 0.1, 0.3], atol=0.02)
+    assert set(rounded) <= {2, 3, 4}  # rounding never reaches the ends
+    assert quadratic_weighted_kappa(stars, cut) > quadratic_weighted_kappa(stars, rounded)
+
+
+def test_ridge_keeps_its_cutpoints_through_save_and_load(demo_run) -> None:
+    from pipeline.modeling.baselines import LinearStarModel
+
+    data = TrainingData.load(demo_run.paths)
+    split = data.reviews["split"].to_numpy()
+    train, val = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
+    model = LinearStarModel.fit_tfidf(data.source, train, val, data.stars, True, grid=(1 / 3, 1.0))
+    assert model.cutpoints is not None and np.all(np.diff(model.cutpoints) >= 0)
+    assert set(model.config["validation"]) == {str(1 / 3), "1.0"}
+    again = LinearStarModel.from_saved(model.tensors(), model.config)
+    first, second = model.predict(data.source, val), again.predict(data.source, val)
+    assert np.array_equal(first.pred_star, second.pred_star)
+    assert set(first.pred_star) >= {1, 5}  # the cut reaches both ends of the scale

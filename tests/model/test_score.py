@@ -188,3 +188,13 @@ def test_cli_score_json(demo_run):
 def test_no_trained_run_says_what_to_run(tmp_path):
     with pytest.raises(StageMissingError, match="douban train"):
         Scorer.load(runs_dir=tmp_path)
+
+
+def test_models_of_a_run_share_one_encoder_session(demo_run):
+    run = Run.open(demo_run.paths.root)
+    models = [m for m in run.models if m != "majority" and "finetune" not in m][:3]
+    scorers = [run.scorer(m) for m in models]
+    assert all(s is run.scorer(m) for s, m in zip(scorers, models, strict=True))  # memoised
+    sessions = {id(s.encoder.session) for s in scorers if hasattr(s.encoder, "session")}
+    assert len(sessions) == 1
+    assert [s.explain("好看").model for s in scorers] == models
