@@ -6,6 +6,7 @@ too); this module reads a :class:`~pipeline.run.Run` for reports and the app.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -13,7 +14,9 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import InputError
+from pipeline.modeling.prior import implied_prior, prior_of
 from pipeline.modeling.quantify import METHODS, film_estimates
+from pipeline.modeling.spec import read_config
 
 if TYPE_CHECKING:
     from pipeline.run import Run
@@ -50,4 +53,9 @@ def run_film_estimates(
         train_stars=reviews.loc[reviews["split"] == "train", "star"].to_numpy(),
         val_stars=val["star"].to_numpy(), val_probs=np.stack(val["probs"].to_numpy()),
         methods=methods, min_reviews=min_reviews,
+        prior=implied_prior(
+            read_config(run.paths.models, str(model)),
+            prior_of(reviews.loc[reviews["split"] == "train", "star"].to_numpy()),
+            functools.partial(read_config, run.paths.models),
+        ),
     )  # fmt: skip

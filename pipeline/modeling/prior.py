@@ -12,7 +12,9 @@ training mix into it. Estimate the new mix from the model's probabilities alone,
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -121,6 +123,25 @@ def adapt_predictions(
         probs,
         pred.attention,
     )
+
+
+def implied_prior(
+    config: Mapping[str, Any],
+    train_prior: np.ndarray,
+    member_config: Callable[[str], Mapping[str, Any]] = lambda name: {},
+) -> np.ndarray:
+    """The star mix a model's probabilities assume, which EM and re-weighting start from: the
+    training mix, except for a class-balanced model (uniform: the classes were weighed equally)
+    and an ensemble (its members' mixes, by weight). Starting a balanced model from the training
+    mix made EM over-shoot (docs/heads.md)."""
+    members = config.get("members") or []
+    if members:
+        weights = config.get("member_weights") or [1.0 / len(members)] * len(members)
+        parts = [implied_prior(member_config(m), train_prior, member_config) for m in members]
+        return _simplex(sum(w * p for w, p in zip(weights, parts, strict=True)))
+    if config.get("balanced"):
+        return np.full(NUM_CLASSES, 1.0 / NUM_CLASSES)
+    return np.asarray(train_prior, dtype=np.float64)
 
 
 def run_train_prior(reviews_path: Path) -> np.ndarray:

@@ -75,6 +75,7 @@ def film_estimates(
     val_probs: np.ndarray,
     methods: Sequence[str] = METHODS,
     min_reviews: int = 1,
+    prior: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Estimated vs true star distribution and mean star of each film.
 
@@ -82,7 +83,9 @@ def film_estimates(
     (N, 5) model probabilities per review; put held-out films here for an honest measure).
     ``train_stars``: the stars the model learnt from (its prior, used by EM); ``val_stars`` /
     ``val_probs``: labelled reviews the model did not train on (the confusion rates ACC/PACC
-    correct by; best from films that are also unseen).
+    correct by; best from films that are also unseen). ``prior``: the mix the model's
+    probabilities assume when it is not the training mix (:func:`~pipeline.modeling.prior.
+    implied_prior`: a class-balanced model's is uniform).
 
     One row per film with at least ``min_reviews`` reviews: ``film``, ``n``, ``true`` (5 shares),
     ``true_mean``; per method m: ``m`` (5 shares), ``m_mean``, ``m_abs_error`` (|mean star
@@ -98,7 +101,7 @@ def film_estimates(
         )
     if probs.ndim != 2 or probs.shape[1] != NUM_CLASSES:
         raise ValueError(f"probs must be (N, {NUM_CLASSES}) star probabilities, got {probs.shape}")
-    train_prior = prior_of(train_stars)
+    train_prior = prior_of(train_stars) if prior is None else np.asarray(prior, dtype=np.float64)
     rows = []
     for film in pd.unique(films):
         sel = films == film

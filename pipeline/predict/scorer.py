@@ -34,7 +34,7 @@ import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,13 @@ from pipeline.errors import InputError, ModelNotFoundError, StageMissingError
 from pipeline.locate import locate_run, newest_trained_run
 from pipeline.modeling.bundle import check_encoder, load_star_model, needs_tokens
 from pipeline.modeling.inputs import EncodedSource, Predictions
-from pipeline.modeling.prior import em_prior, run_train_prior, saved_temperature, sharpen
+from pipeline.modeling.prior import (
+    em_prior,
+    implied_prior,
+    run_train_prior,
+    saved_temperature,
+    sharpen,
+)
 from pipeline.modeling.spec import (
     build_segmenter,
     choose_default_model,
@@ -498,22 +504,28 @@ class Scorer:
             self._adapt_prior(done)
         return done
 
-    def _adapt_prior(self, records: list[ScoreRecord]) -> None:
-        scored = [r for r in records if r.error is None and r.probs is not None]
-        if not scored:
-            return
+    @cached_property
+    def model_prior(self) -> np.ndarray:
+        """The star mix this model's probabilities assume (:func:`implied_prior` of the run's
+        training mix), which prior adaptation starts from."""
         if not self.paths.reviews.exists():
             raise StageMissingError(
                 f"adapting the prior needs the training star mix: run {self.paths.name} has no "
                 "prepared reviews",
                 hint="score without --adapt-prior, or with a run that keeps its prepared/ folder",
             )
-        train_prior = run_train_prior(self.paths.reviews)
+        member = partial(read_config, self.paths.models)
+        return implied_prior(self.config, run_train_prior(self.paths.reviews), member)
+
+    def _adapt_prior(self, records: list[ScoreRecord]) -> None:
+        scored = [r for r in records if r.error is None and r.probs is not None]
+        if not scored:
+            return
         calibrated = sharpen(
             np.array([r.probs for r in scored]),
             saved_temperature(self.paths.predictions, self.model_name),
         )
-        adapted, _ = em_prior(calibrated, train_prior)
+        adapted, _ = em_prior(calibrated, self.model_prior)
         for r, p in zip(scored, adapted, strict=True):
             r.probs = [float(x) for x in p]
             r.pred_star = int(p.argmax()) + 1

@@ -205,32 +205,23 @@ class ScoringService:
                 hint="GET /v1/models lists them",
             )
 
-    @cached_property
-    def train_prior(self) -> Any:
-        from pipeline.modeling.prior import run_train_prior
-
-        if not self.paths.reviews.exists():
-            raise StageMissingError(
-                f"run {self.paths.name} has no prepared reviews, so its training star mix is "
-                "unknown",
-                hint="score without adapt_prior",
-            )
-        return run_train_prior(self.paths.reviews)
-
-    def adapt(self, records: list[dict[str, Any]], adapt_prior: str | list[float]) -> list[float]:
+    def adapt(
+        self, records: list[dict[str, Any]], adapt_prior: str | list[float], model: str
+    ) -> list[float]:
         """Re-weight the records' probabilities to ``adapt_prior`` (five shares, or "em": the
         mix EM estimates for these records); stars and expected stars follow."""
         import numpy as np
 
         from pipeline.modeling.prior import em_prior, reweight
 
+        start = self._scorer(model).model_prior  # loaded already: it scored the records
         scored = [r for r in records if r["probs"] is not None]
         probs = np.array([r["probs"] for r in scored], dtype=np.float64).reshape(-1, len(STARS))
         if adapt_prior == "em":
-            adapted, prior = em_prior(probs, self.train_prior)
+            adapted, prior = em_prior(probs, start)
         else:
             prior = np.asarray(adapt_prior, dtype=np.float64) / sum(adapt_prior)
-            adapted = reweight(probs, self.train_prior, prior)
+            adapted = reweight(probs, start, prior)
         for record, p in zip(scored, adapted, strict=True):
             record["probs"] = [float(x) for x in p]
             record["pred_star"] = int(p.argmax()) + 1
@@ -433,7 +424,7 @@ def create_app(
             record["row"] = i
         prior = None
         if request.adapt_prior is not None:
-            prior = service.adapt(records, request.adapt_prior)
+            prior = service.adapt(records, request.adapt_prior, model)
         return {"model": model, "records": records, "prior": prior}
 
     return app

@@ -33,7 +33,12 @@ from pipeline.errors import StageMissingError
 from pipeline.modeling.bundle import list_models, load_star_model, needs_tokens
 from pipeline.modeling.inputs import Predictions
 from pipeline.modeling.metrics import headline, star_metrics
-from pipeline.modeling.prior import adapt_predictions, run_train_prior, saved_temperature
+from pipeline.modeling.prior import (
+    adapt_predictions,
+    implied_prior,
+    run_train_prior,
+    saved_temperature,
+)
 from pipeline.training.data import TrainingData, saved_fingerprint
 
 log = logging.getLogger(__name__)
@@ -250,7 +255,11 @@ def evaluate_models(
         section["models"][name] = model_metrics(reviews, rows, pred, splits)
         if evaluation == "cross_corpus" and pred.probs is not None:  # a new corpus: its own prior
             temperature = saved_temperature(models.predictions, name)
-            adapted = adapt_predictions(pred, run_train_prior(paths.reviews), temperature)
+            members = getattr(model, "members", {})
+            prior = implied_prior(
+                model.config, run_train_prior(paths.reviews), lambda m, ms=members: ms[m].config
+            )
+            adapted = adapt_predictions(pred, prior, temperature)
             section.setdefault("adapted", {})[name] = model_metrics(reviews, rows, adapted, splits)
         recorded[name] = pair_fingerprint(data, models, name)
     if todo:

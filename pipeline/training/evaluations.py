@@ -33,7 +33,7 @@ from pipeline.modeling.baselines import EnsembleModel, LinearStarModel, Majority
 from pipeline.modeling.bundle import needs_tokens
 from pipeline.modeling.inputs import Predictions
 from pipeline.modeling.metrics import NUM_CLASSES, headline, star_metrics
-from pipeline.modeling.prior import adapt_predictions, fit_temperature, prior_of
+from pipeline.modeling.prior import adapt_predictions, fit_temperature, implied_prior, prior_of
 from pipeline.modeling.quantify import film_estimates, summarise
 from pipeline.training.data import TrainingData
 from pipeline.training.train import (
@@ -244,6 +244,7 @@ class _Tested:
     val_rows: list[np.ndarray]
     val_probs: list[np.ndarray | None]
     train_rows: list[np.ndarray]
+    priors: list[np.ndarray]  # the star mix each fold's model assumes (implied_prior)
 
 
 def _adapt_by_source(
@@ -320,9 +321,10 @@ def _film_estimates(data: TrainingData, t: _Tested) -> pd.DataFrame:
             train_stars=data.stars[train],
             val_stars=data.stars[val],
             val_probs=val_probs,
+            prior=prior,
         )  # fmt: skip
-        for rows, pred, train, val, val_probs in zip(
-            t.rows, t.preds, t.train_rows, t.val_rows, t.val_probs, strict=True
+        for rows, pred, train, val, val_probs, prior in zip(
+            t.rows, t.preds, t.train_rows, t.val_rows, t.val_probs, t.priors, strict=True
         )
     ]
     return pd.concat(parts, ignore_index=True)
@@ -354,7 +356,7 @@ def run_evaluation(
         data.reviews = data.reviews.assign(source="")
     plan = make_folds(data.reviews, evaluation, folds, settings.seed)
     order = _fit_order(models)
-    tested = {m: _Tested([], [], [], [], [], []) for m in models}
+    tested = {m: _Tested([], [], [], [], [], [], []) for m in models}
     sources = data.reviews["source"].astype(str).to_numpy()
     started = time.perf_counter()
     described = []
@@ -388,13 +390,16 @@ def run_evaluation(
             t.rows.append(test)
             t.preds.append(pred)
             t.train_rows.append(fold.train)
+            t.priors.append(
+                implied_prior(fitted[name].config, train_prior, lambda m, fit=fitted: fit[m].config)
+            )
             t.val_rows.append(val)
             t.val_probs.append(
                 None if pred.probs is None else fitted[name].predict(data.source, val).probs
             )
             if pred.probs is not None:
                 temperature = fit_temperature(t.val_probs[-1], data.stars[val])
-                t.adapted.append(_adapt_by_source(pred, sources[test], train_prior, temperature))
+                t.adapted.append(_adapt_by_source(pred, sources[test], t.priors[-1], temperature))
     out = _section(data, tested)
     out |= {
         "evaluation": evaluation,

@@ -15,6 +15,7 @@ from pipeline.modeling.prior import (
     adjusted_prior,
     em_prior,
     fit_temperature,
+    implied_prior,
     one_hot,
     prior_of,
     reweight,
@@ -47,6 +48,28 @@ def test_em_recovers_a_shifted_prior() -> None:
     assert np.abs(prior - prior_of(stars)).sum() < 0.5 * np.abs(raw - prior_of(stars)).sum()
     assert np.allclose(adapted.sum(axis=1), 1.0)
     assert ((adapted.argmax(1) + 1) == stars).mean() > ((probs.argmax(1) + 1) == stars).mean()
+
+
+def test_a_balanced_model_starts_em_from_the_uniform_mix() -> None:
+    target = np.array([0.05, 0.05, 0.2, 0.4, 0.3])
+    rng = np.random.default_rng(3)
+    stars = rng.choice(5, size=20_000, p=target) + 1
+    x = stars + rng.normal(0.0, 0.8, size=len(stars))
+    probs = np.exp(-0.5 * ((x[:, None] - np.arange(1, 6)) / 0.8) ** 2)  # balanced: no prior
+    probs /= probs.sum(axis=1, keepdims=True)
+    start = implied_prior({"kind": "tfidf_lr", "balanced": True}, TRAIN_PRIOR)
+    assert np.allclose(start, 0.2)
+    error = {name: np.abs(em_prior(probs, p)[1] - prior_of(stars)).sum()
+             for name, p in (("implied", start), ("training mix", TRAIN_PRIOR))}  # fmt: skip
+    assert error["implied"] < 0.05 < error["training mix"]
+
+
+def test_an_ensemble_assumes_its_members_mixes_by_weight() -> None:
+    configs = {"a": {"kind": "head"}, "b": {"kind": "tfidf_lr", "balanced": True}}
+    ensemble = {"kind": "ensemble", "members": ["a", "b"], "member_weights": [0.25, 0.75]}
+    mixed = implied_prior(ensemble, TRAIN_PRIOR, configs.__getitem__)
+    assert np.allclose(mixed, 0.25 * TRAIN_PRIOR + 0.75 * 0.2)
+    assert np.allclose(implied_prior({"kind": "head"}, TRAIN_PRIOR), TRAIN_PRIOR)
 
 
 def test_em_keeps_the_prior_when_nothing_shifted() -> None:
