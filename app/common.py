@@ -162,6 +162,12 @@ def model_choices(run: Run) -> list[str]:
     return models
 
 
+def selection_metric(run: Run) -> str:
+    """What the run's default model was chosen by (the evaluate stage's ``select_by``)."""
+    chosen = (run.metrics.get("default_model") or {}).get("metric", "exact")
+    return "QWK" if chosen == "qwk" else "exact accuracy"
+
+
 def model_label(model: str | None) -> str:
     """``Display name (id)`` for captions and pickers."""
     return f"{pipeline.model_name(model)} ({model})" if model else "-"
@@ -201,7 +207,7 @@ def sidebar() -> Context | None:
             key=f"model:{run}",
             format_func=model_label,
             help="Whose predictions every page shows and which model scores reviews. The "
-            "first is the run's default, chosen on validation accuracy.",
+            f"first is the run's default, chosen on validation {selection_metric(ctx.data)}.",
         )
     else:
         st.sidebar.caption("No trained model yet:")
