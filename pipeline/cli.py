@@ -101,6 +101,16 @@ ActorsOpt = Annotated[
 ]
 
 
+SelectByOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--select-by",
+        help="How the run's default model is chosen on validation: exact (accuracy, the default) "
+        "or qwk (ordinal agreement: the model that travels best to new films, docs/heads.md).",
+    ),
+]
+
+
 @app.callback()
 def _main(
     verbose: Annotated[
@@ -239,6 +249,7 @@ def train(
     hops: Annotated[int | None, typer.Option(help="Attention hops r.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs per head.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    select_by: SelectByOpt = None,
     force: Annotated[bool, typer.Option(help="Retrain even if up to date.")] = False,
 ) -> None:
     """Train baselines and self-attentive heads side by side, then evaluate them."""
@@ -249,7 +260,7 @@ def train(
     settings = make_settings(
         config, run, runs_dir,
         **{"head.layers": head_layers, "head.hops": hops, "head.epochs": epochs,
-           "head.device": device},
+           "head.device": device, "select_by": select_by},
     )  # fmt: skip
     existing_run(settings)
     train_run(settings, models.split(",") if models else None, force=force)
@@ -278,6 +289,7 @@ def evaluate(
         ),
     ] = None,
     folds: Annotated[int, typer.Option(min=2, help="Folds of films for film_holdout.")] = 3,
+    select_by: SelectByOpt = None,
     adapt_prior: Annotated[
         bool,
         typer.Option(
@@ -298,7 +310,7 @@ def evaluate(
             "needs --external (film_holdout and source_holdout always show both)",
             param_hint="--adapt-prior",
         )
-    settings = make_settings(config, run, runs_dir)
+    settings = make_settings(config, run, runs_dir, select_by=select_by)
     existing_run(settings)
     names = models.split(",") if models else None
     if evaluation in ("film_holdout", "source_holdout"):
@@ -706,12 +718,13 @@ def run_all(
     config: ConfigOpt = None,
     run: RunOpt = None,
     runs_dir: RunsDirOpt = None,
+    select_by: SelectByOpt = None,
     force: Annotated[bool, typer.Option(help="Recompute every stage.")] = False,
 ) -> None:
     """Every stage on your own CSVs: prepare -> features -> train + evaluate -> reports."""
     from pipeline.workflow import run_pipeline
 
-    settings = make_settings(config, run, runs_dir)
+    settings = make_settings(config, run, runs_dir, select_by=select_by)
     pages = run_pipeline(settings, inputs, force=force).pages
     say(f"run ready: {settings.paths.root}; reports: {pages[-1]}", style="green")
 

@@ -291,3 +291,23 @@ def test_douban_errors_show_a_traceback_only_with_v(tmp_path):
     verbose = douban("-v", *args)
     assert verbose.exit_code == 1
     assert "Traceback" in verbose.stderr and "RunNotFoundError" in verbose.stderr
+
+
+def test_select_by_qwk_makes_the_best_validation_qwk_the_default(demo_run, tmp_path):
+    import shutil
+
+    from pipeline import Run
+
+    runs = tmp_path / "runs"
+    shutil.copytree(demo_run.paths.root, runs / "demo")
+    args = ["evaluate", "--run", "demo", "--runs-dir", str(runs), "--select-by"]
+    result = CliRunner().invoke(app, [*args, "qwk"])
+    assert result.exit_code == 0, result.output
+    run = Run.open("demo", runs)
+    models = run.metrics["evaluations"]["random"]["models"]
+    best = max(sorted(models), key=lambda m: models[m]["val"]["qwk"])
+    assert run.metrics["default_model"]["metric"] == "qwk"
+    assert run.default_model == best
+    wrong = CliRunner().invoke(app, [*args, "mae"])
+    assert wrong.exit_code == 2 and "select_by" in wrong.output  # a usage error
+    assert "Traceback" not in wrong.output
