@@ -7,22 +7,18 @@ too); this module reads a :class:`~pipeline.run.Run` for reports and the app.
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import InputError, StageMissingError
+from pipeline.errors import InputError
 from pipeline.modeling.prior import implied_prior, prior_of
 from pipeline.modeling.quantify import METHODS, film_estimates
-from pipeline.modeling.spec import read_config
 
 if TYPE_CHECKING:
     from pipeline.run import Run
-
-log = logging.getLogger(__name__)
 
 
 def run_film_estimates(
@@ -67,9 +63,4 @@ def run_film_estimates(
 def _config_or_empty(run: Run, model: str) -> dict:
     """A saved model's config; empty (the training mix is assumed) when only its predictions
     were kept, e.g. a run copied without ``trained/<gen>/models``."""
-    try:
-        return read_config(run.paths.models, model)
-    except StageMissingError:
-        log.info("run %s keeps no config of model %s: EM starts from the training mix",
-                 run.name, model)  # fmt: skip
-        return {}
+    return run.model_config(model) if model in run.saved_models else {}
