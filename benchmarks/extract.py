@@ -33,8 +33,9 @@ from rich.table import Table
 
 from pipeline.artifacts import write_json
 from pipeline.config import FeatureSettings
-from pipeline.encoding.encode import accelerate_for_cpu, count_tokens, encode_texts
+from pipeline.encoding.encode import TorchEncoder, accelerate_for_cpu, encode_texts
 from pipeline.encoding.load import EMBEDDED_ENCODER, Encoder, load_encoder
+from pipeline.encoding.tokens import count_tokens
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dmsc_sample.csv"
 RESULTS = Path(__file__).resolve().parent / "results" / "extract.json"
@@ -156,7 +157,7 @@ def main() -> None:
     texts = load_reviews(args.n)
     encoder = load_encoder(args.encoder, attn_implementation="sdpa")
     project_encoder = accelerate_for_cpu(load_encoder(args.encoder, attn_implementation="sdpa"))
-    lengths = count_tokens(encoder, texts, fs.max_length)
+    lengths = count_tokens(TorchEncoder(encoder), texts, fs.max_length)
     n_tokens, flops = int(lengths.sum()), bert_flops(lengths, encoder.model.config)
     console.print(f"{len(texts)} reviews, {n_tokens} tokens, {args.threads} threads")
 

@@ -208,6 +208,10 @@ def features(
         int | None, typer.Option(help="Keep token states for the first N reviews only.")
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(help="auto (int8 on CPU via ONNX Runtime, fp32/bf16 on GPU), fp32 or int8."),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Recompute even if up to date.")] = False,
     engine: EngineOpt = "local",
     address: AddressOpt = None,
@@ -228,6 +232,7 @@ def features(
             "features.token_budget": token_budget,
             "features.token_state_limit": token_state_limit,
             "features.device": device,
+            "features.precision": precision,
         },
     )
     existing_run(settings)

@@ -63,6 +63,9 @@ class FeatureSettings(_Section):
     token_state_limit: int | None = None  # keep token states for the first N reviews only
     shard_size: int = Field(default=4096, ge=1)
     device: str = "auto"
+    # the encoder's arithmetic: "auto" = int8 on a CPU (ONNX Runtime), fp32 (bf16 autocast) on a
+    # GPU; int8 agrees with fp32 (benchmarks/extract.py) at about twice its speed
+    precision: Literal["auto", "fp32", "int8"] = "auto"
 
 
 class HeadSettings(_Section):

@@ -47,6 +47,9 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Settings:
             "prepare.workers": 1,
             "features.token_layers": [-2, -1],
             "features.max_length": 64,
+            # fp32, so tests/model/test_onnx.py holds ONNX Runtime to torch's arithmetic; int8
+            # (the CPU default) is tested against fp32 in tests/data/test_int8.py
+            "features.precision": "fp32",
             "head.epochs": 6,
             "head.patience": 3,
             "head.hops": 2,

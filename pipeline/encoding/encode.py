@@ -15,10 +15,15 @@ from tqdm.auto import tqdm
 
 from pipeline.encoding.load import Encoder
 from pipeline.encoding.tokens import (  # re-exported: shared with the ONNX path
+    BatchOutput,
     EncodedReview,
     Tokenized,
+    check_lengths,
+    default_token_budget,
     normalize_layers,
+    padded_ids,
     plan_batches,
+    state_starts,
     tokenized_from,
 )
 from pipeline.errors import InputError
@@ -64,34 +69,8 @@ def tokenize(encoder: Encoder, texts: Sequence[str], max_length: int) -> Tokeniz
     )
 
 
-def count_tokens(
-    encoder: Encoder, texts: Sequence[str], max_length: int, chunk: int = 20_000
-) -> np.ndarray:
-    """Exact token count per text (with prefix and special tokens), for size estimates;
-    chunked, so millions of reviews never sit in memory as token lists."""
-    counts = np.empty(len(texts), dtype=np.int64)
-    for start in range(0, len(texts), chunk):
-        encoded = encoder.tokenizer(
-            [encoder.spec.prefix + text for text in texts[start : start + chunk]],
-            truncation=True,
-            max_length=max_length,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )
-        counts[start : start + len(encoded["input_ids"])] = list(map(len, encoded["input_ids"]))
-    return counts
-
-
 # ---------------------------------------------------------------------------------------------
 # the forward pass
-
-
-@dataclasses.dataclass
-class _BatchOutput:
-    pooled_mean: np.ndarray  # (B, L+1, d) float32
-    pooled_cls: np.ndarray  # (B, L+1, d) float32
-    states: np.ndarray  # (tokens of the rows that want states, k, d) float16, batch row order
-    state_starts: np.ndarray  # (B+1,) int64 into ``states``; rows without states are empty
 
 
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
@@ -108,14 +87,11 @@ def _model_device(encoder: Encoder) -> torch.device:
 
 def _forward(
     encoder: Encoder, tokenized: Tokenized, rows: np.ndarray, layers: list[int], wants: np.ndarray
-) -> _BatchOutput:
+) -> BatchOutput:
     """Run one padded batch; pool every hidden state with a masked matmul, keep the chosen
     layers' states of the rows in ``wants`` (bool per batch row) without their padding."""
     device = _model_device(encoder)
-    lengths = tokenized.lengths[rows]
-    mask = np.arange(lengths.max()) < lengths[:, None]
-    ids = np.full(mask.shape, encoder.tokenizer.pad_token_id or 0, dtype=np.int64)
-    ids[mask] = np.concatenate([tokenized.input_ids[r] for r in rows])
+    ids, mask = padded_ids(tokenized, rows, encoder.tokenizer.pad_token_id or 0)
     input_ids = torch.from_numpy(ids).to(device)
     attention = torch.from_numpy(mask).to(device)
     with torch.inference_mode():
@@ -135,31 +111,20 @@ def _forward(
         if len(states):
             for j, layer in enumerate(layers):
                 states[:, j] = hidden[layer][state_mask]
-    state_starts = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(np.where(wants, lengths, 0), out=state_starts[1:])
-    return _BatchOutput(
+    return BatchOutput(
         pooled_mean=pooled_mean.cpu().numpy(),
         pooled_cls=pooled_cls.cpu().numpy(),
         states=states.cpu().numpy(),
-        state_starts=state_starts,
+        state_starts=state_starts(tokenized.lengths[rows], wants),
     )
-
-
-CUDA_TOKEN_BUDGET = 16_384  # a GPU wants big batches
-# On CPU, batches whose activations stay in the cores' caches run faster. Measured with e5-small:
-# at 1 thread 1024-token batches beat 16k-token ones 2.5x; at 2 threads 2048 beat 1024 and 4096.
-CPU_TOKENS_PER_THREAD = 1024
 
 
 def resolve_token_budget(encoder: Encoder, token_budget: int | None, max_length: int) -> int:
     """The padded-token budget per batch; ``None`` picks one for the encoder's device."""
     if token_budget is not None:
         return token_budget
-    if _model_device(encoder).type == "cuda":
-        default = CUDA_TOKEN_BUDGET
-    else:
-        default = min(CPU_TOKENS_PER_THREAD * torch.get_num_threads(), CUDA_TOKEN_BUDGET)
-    return max(default, max_length)
+    device = _model_device(encoder).type
+    return default_token_budget(device, torch.get_num_threads(), max_length)
 
 
 class _OneDNNLinear(torch.nn.Module):
@@ -212,21 +177,6 @@ def accelerate_for_cpu(encoder: Encoder) -> Encoder:
     return encoder
 
 
-def _check_lengths(encoder: Encoder, max_length: int, token_budget: int) -> None:
-    if max_length < 2:
-        raise InputError(f"max_length must be at least 2 tokens, got {max_length}")
-    if token_budget < max_length:
-        raise InputError(
-            f"token_budget ({token_budget}) must be at least max_length ({max_length}): "
-            "raise features.token_budget or lower features.max_length"
-        )
-    limit = encoder.model.config.max_position_embeddings
-    if max_length > limit:
-        raise InputError(
-            f"max_length {max_length} exceeds what {encoder.spec.name} supports ({limit})"
-        )
-
-
 def _encode_batches(
     encoder: Encoder,
     tokenized: Tokenized,
@@ -235,7 +185,7 @@ def _encode_batches(
     token_budget: int,
     wants_states: np.ndarray,
     bar: tqdm | None = None,
-) -> Iterator[tuple[np.ndarray, _BatchOutput]]:
+) -> Iterator[tuple[np.ndarray, BatchOutput]]:
     """Yield (row indices, outputs) batch by batch, longest batch first."""
     for rows in plan_batches(tokenized.lengths, token_budget):
         yield rows, _forward(encoder, tokenized, rows, layers, wants_states[rows])
@@ -256,7 +206,7 @@ def encode_texts(
     back in input order and do not depend on it (up to float rounding). ``token_budget=None``
     picks a budget for the encoder's device."""
     token_budget = resolve_token_budget(encoder, token_budget, max_length)
-    _check_lengths(encoder, max_length, token_budget)
+    check_lengths(TorchEncoder(encoder), max_length, token_budget)
     layers = normalize_layers(token_layers, encoder.num_layers + 1)
     tokenized = tokenize(encoder, texts, max_length)
     results: list[EncodedReview | None] = [None] * len(texts)
@@ -279,3 +229,53 @@ def encode_texts(
                     pooled_cls=out.pooled_cls[j],
                 )
     return results  # type: ignore[return-value]
+
+
+@dataclasses.dataclass
+class TorchEncoder:
+    """A torch encoder as a :class:`~pipeline.encoding.tokens.FeatureEncoder`: the feature
+    stage's runtime on a GPU (bf16 autocast) or where ONNX Runtime is missing."""
+
+    encoder: Encoder
+    precision: str = "fp32"
+
+    @property
+    def spec(self) -> Any:
+        return self.encoder.spec
+
+    @property
+    def num_layers(self) -> int:
+        return self.encoder.num_layers
+
+    @property
+    def hidden_size(self) -> int:
+        return self.encoder.hidden_size
+
+    @property
+    def max_positions(self) -> int:
+        return int(self.encoder.model.config.max_position_embeddings)
+
+    @property
+    def device(self) -> str:
+        return str(_model_device(self.encoder))
+
+    def tokenize(self, texts: Sequence[str], max_length: int) -> Tokenized:
+        return tokenize(self.encoder, texts, max_length)
+
+    def batches(
+        self,
+        tokenized: Tokenized,
+        *,
+        layers: list[int],
+        token_budget: int,
+        wants_states: np.ndarray,
+        bar: tqdm | None = None,
+    ) -> Iterator[tuple[np.ndarray, BatchOutput]]:
+        return _encode_batches(
+            self.encoder,
+            tokenized,
+            layers=layers,
+            token_budget=token_budget,
+            wants_states=wants_states,
+            bar=bar,
+        )

@@ -5,10 +5,12 @@ Extraction tokenizes first (cheap), sorts reviews by length and packs batches up
 padded tokens, so almost no compute goes to padding. Pooled vectors (mean and CLS) are kept for
 every hidden state; token states only for the chosen layers, ragged (no padding stored).
 
-Two engines write the same store through the same :mod:`pipeline.features.shards` (fingerprints,
-shard plans and reuse, :func:`~pipeline.features.shards.write_shard`, the manifest): ``local``
-(this process, the default) and ``ray`` (:mod:`pipeline.features.ray_engine`, a pool of encoder
-actors on a Ray cluster); only who writes the pending shards differs.
+On a CPU the encoder runs on ONNX Runtime, int8 by default (``features.precision``; see
+:mod:`pipeline.encoding.runtime`); on a GPU on torch in bf16. Two engines write the same store
+through the same :mod:`pipeline.features.shards` (fingerprints, shard plans and reuse,
+:func:`~pipeline.features.shards.write_shard`, the manifest): ``local`` (this process, the
+default) and ``ray`` (:mod:`pipeline.features.ray_engine`, a pool of encoder actors on a Ray
+cluster); only who writes the pending shards differs.
 """
 
 from __future__ import annotations
@@ -16,14 +18,20 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-import torch
 from tqdm.auto import tqdm
 
 from pipeline.config import Settings
-from pipeline.encoding.encode import accelerate_for_cpu, resolve_token_budget
-from pipeline.encoding.load import load_encoder, pick_device, resolve_encoder
+from pipeline.encoding.load import pick_device, resolve_encoder
+from pipeline.encoding.runtime import load_feature_encoder
+from pipeline.encoding.tokens import default_token_budget
 from pipeline.errors import InputError
-from pipeline.features.shards import current_store, finish_extraction, plan_extraction, write_shard
+from pipeline.features.shards import (
+    current_store,
+    finish_extraction,
+    plan_extraction,
+    store_precision,
+    write_shard,
+)
 from pipeline.features.store import FeatureStore
 
 ENGINES = ("local", "ray")
@@ -31,12 +39,18 @@ ENGINES = ("local", "ray")
 
 def _extract_locally(settings: Settings, force: bool) -> FeatureStore:
     features = settings.features
-    device = pick_device(features.device)
-    if device.type == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
+    device, threads = str(pick_device(features.device)), os.cpu_count() or 1
     spec = resolve_encoder(features.encoder, pooling=features.pooling, prefix=features.prefix)
-    encoder = accelerate_for_cpu(load_encoder(spec, device=device))
-    token_budget = resolve_token_budget(encoder, features.token_budget, features.max_length)
+    encoder = load_feature_encoder(
+        spec,
+        device=device,
+        precision=store_precision(settings),
+        token_layers=features.token_layers,
+        threads=threads,
+    )
+    token_budget = features.token_budget or default_token_budget(
+        encoder.device, threads, features.max_length
+    )
     job = plan_extraction(settings, encoder, force=force)
     with tqdm(total=len(job.texts), initial=job.reused_rows, unit="review", desc="features") as bar:
         for plan in job.pending:
@@ -50,7 +64,8 @@ def _extract_locally(settings: Settings, force: bool) -> FeatureStore:
                 shard_dir=job.features_dir / plan.name,
                 bar=bar,
             )
-    return finish_extraction(job, engine="local", device=str(device), token_budget=token_budget)
+    runtime = f"{type(encoder).__name__} {encoder.precision} on {encoder.device}"
+    return finish_extraction(job, engine="local", device=runtime, token_budget=token_budget)
 
 
 def extract_features(

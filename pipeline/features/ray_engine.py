@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import torch
 from tqdm.auto import tqdm
 
 from pipeline.cluster import cause_of, plan_actors, ray_runtime
 from pipeline.config import Settings
-from pipeline.encoding.encode import accelerate_for_cpu, resolve_token_budget
-from pipeline.encoding.load import EncoderSpec, load_encoder, resolve_encoder
+from pipeline.encoding.load import EncoderSpec, resolve_encoder
+from pipeline.encoding.runtime import load_feature_encoder
+from pipeline.encoding.tokens import default_token_budget
 from pipeline.errors import EncoderNotAvailable
 from pipeline.features.shards import (
     Extraction,
@@ -46,6 +46,7 @@ class _EncodeJob:
 
     spec: EncoderSpec
     layers: list[int]
+    precision: str
     max_length: int
     token_budget: int | None
     features_dir: str
@@ -58,8 +59,6 @@ class ShardEncoder:
 
     def __init__(self, job: _EncodeJob) -> None:
         self.job = job
-        if job.device == "cpu":
-            torch.set_num_threads(job.threads)
         # resolved on this node (its own cache path), then checked to be the driver's weights
         spec = resolve_encoder(job.spec.name, pooling=job.spec.pooling, prefix=job.spec.prefix)
         if spec.fingerprint != job.spec.fingerprint:
@@ -68,8 +67,16 @@ class ShardEncoder:
                 f"(fingerprint {spec.fingerprint}, expected {job.spec.fingerprint})",
                 "give every node the same encoder files",
             )
-        self.encoder = accelerate_for_cpu(load_encoder(spec, device=job.device))
-        self.token_budget = resolve_token_budget(self.encoder, job.token_budget, job.max_length)
+        self.encoder = load_feature_encoder(
+            spec,
+            device=job.device,
+            precision=job.precision,
+            token_layers=job.layers,
+            threads=job.threads,
+        )
+        self.token_budget = job.token_budget or default_token_budget(
+            self.encoder.device, job.threads, job.max_length
+        )
 
     def __call__(self, batch: pa.Table) -> dict[str, list[Any]]:
         names, rows = [], []
@@ -107,7 +114,10 @@ def extract_on_ray(
     docstring); the result is the store the local engine writes."""
     features = settings.features
     spec = resolve_encoder(features.encoder, pooling=features.pooling, prefix=features.prefix)
-    job = plan_extraction(settings, load_encoder(spec, device="cpu"), force=force)
+    tokenizer = load_feature_encoder(
+        spec, device="cpu", precision="fp32", token_layers=[-1], threads=1
+    )  # plans only: tokenizes
+    job = plan_extraction(settings, tokenizer, force=force)
     with ray_runtime(address) as ray:
         pool = plan_actors(actors, features.device)
         pending = job.pending
@@ -121,6 +131,7 @@ def extract_on_ray(
         encode_job = _EncodeJob(
             job.spec,
             job.layers,
+            job.precision,
             features.max_length,
             features.token_budget,
             str(job.features_dir.resolve()),

@@ -25,14 +25,9 @@ from tqdm.auto import tqdm
 
 from pipeline import artifacts
 from pipeline.config import Settings
-from pipeline.encoding.encode import (
-    _check_lengths,
-    _encode_batches,
-    count_tokens,
-    normalize_layers,
-    tokenize,
-)
-from pipeline.encoding.load import Encoder, EncoderSpec, resolve_encoder
+from pipeline.encoding.load import EncoderSpec, pick_device, resolve_encoder
+from pipeline.encoding.runtime import resolve_precision
+from pipeline.encoding.tokens import FeatureEncoder, check_lengths, count_tokens, normalize_layers
 from pipeline.errors import InputError, StageMissingError
 from pipeline.features.store import CODE_VERSION, POOLED_KINDS, SHARD_FILES, STAGE, FeatureStore
 
@@ -41,6 +36,13 @@ console = Console(stderr=True)
 
 # ---------------------------------------------------------------------------------------------
 # fingerprints and shard plans (shared by every engine)
+
+
+def store_precision(settings: Settings) -> str:
+    """The precision the store is (to be) encoded at: ``features.precision`` resolved for the
+    device (int8 on a CPU with ONNX Runtime unless told otherwise)."""
+    features = settings.features
+    return resolve_precision(features.precision, pick_device(features.device).type)
 
 
 def _content_parts(settings: Settings, spec: EncoderSpec) -> dict[str, Any]:
@@ -60,13 +62,15 @@ def _content_parts(settings: Settings, spec: EncoderSpec) -> dict[str, Any]:
         "prefix": spec.prefix,
         "token_layers": layers if layers == "all" else sorted(set(layers)),
         "prepared": prepared["fingerprint"],
+        "precision": store_precision(settings),
         "code": CODE_VERSION,
     }
 
 
 def features_fingerprint(settings: Settings, spec: EncoderSpec) -> str:
     """Identity of a feature store: encoder, max_length, pooling, prefix, token layers,
-    token_state_limit, prepared data and code version (never the engine or device)."""
+    token_state_limit, prepared data, precision (int8 or fp32) and code version (never the
+    engine or the device itself)."""
     return artifacts.fingerprint(
         _content_parts(settings, spec), settings.features.token_state_limit
     )
@@ -159,6 +163,7 @@ class Extraction:
     plans: list[ShardPlan]
     done: set[str]
     layers: list[int]  # absolute hidden-state indices whose token states are stored
+    precision: str
     num_tokens: int
     hidden_states: int
     hidden_size: int
@@ -192,7 +197,9 @@ def current_store(settings: Settings, *, force: bool = False) -> FeatureStore | 
     return None
 
 
-def plan_extraction(settings: Settings, encoder: Encoder, *, force: bool = False) -> Extraction:
+def plan_extraction(
+    settings: Settings, encoder: FeatureEncoder, *, force: bool = False
+) -> Extraction:
     """Validate the prepared reviews, plan the shards, keep the finished ones (unless ``force``),
     report the store's size and check the disk; ``encoder`` only tokenizes here."""
     features = settings.features
@@ -202,7 +209,7 @@ def plan_extraction(settings: Settings, encoder: Encoder, *, force: bool = False
     (features_dir / artifacts.MANIFEST).unlink(missing_ok=True)  # incomplete from here on
     texts = _read_reviews(settings)["text"].tolist()
     # a budget left to each worker's device resolves to at least max_length
-    _check_lengths(encoder, features.max_length, features.token_budget or features.max_length)
+    check_lengths(encoder, features.max_length, features.token_budget or features.max_length)
     hidden_states = encoder.num_layers + 1
     layers = sorted(set(normalize_layers(features.token_layers, hidden_states)))
     content = _content_parts(settings, spec)
@@ -212,8 +219,8 @@ def plan_extraction(settings: Settings, encoder: Encoder, *, force: bool = False
 
     lengths = count_tokens(encoder, texts, features.max_length)
     job = Extraction(
-        settings, spec, fp, texts, plans, done, layers, int(lengths.sum()), hidden_states,
-        encoder.hidden_size,
+        settings, spec, fp, texts, plans, done, layers, store_precision(settings),
+        int(lengths.sum()), hidden_states, encoder.hidden_size,
     )  # fmt: skip
     size = _size_report(job, lengths)
     features_dir.mkdir(parents=True, exist_ok=True)
@@ -253,7 +260,7 @@ def _size_report(job: Extraction, lengths: np.ndarray) -> int:
 
 
 def write_shard(
-    encoder: Encoder,
+    encoder: FeatureEncoder,
     texts: list[str],
     plan: ShardPlan,
     layers: list[int],
@@ -265,7 +272,7 @@ def write_shard(
 ) -> None:
     """Encode one shard's texts straight into memory-mapped files in a temporary directory,
     then rename it into place (so a killed writer leaves no half shard behind)."""
-    tokenized = tokenize(encoder, texts, max_length)
+    tokenized = encoder.tokenize(texts, max_length)
     lengths = tokenized.lengths
     index = np.zeros(len(texts) + 1, dtype=np.int64)
     np.cumsum(lengths, out=index[1:])
@@ -287,8 +294,7 @@ def write_shard(
             np.float16,
             (int(index[plan.n_states]), len(layers), encoder.hidden_size),
         )
-        for rows, out in _encode_batches(
-            encoder,
+        for rows, out in encoder.batches(
             tokenized,
             layers=layers,
             token_budget=token_budget,
@@ -337,6 +343,7 @@ def finish_extraction(job: Extraction, **engine: Any) -> FeatureStore:
         num_hidden_states=job.hidden_states,
         hidden_size=job.hidden_size,
         token_layers=job.layers,
+        precision=job.precision,
         max_length=features.max_length,
         token_state_limit=features.token_state_limit,
         num_reviews=len(job.texts),

@@ -78,6 +78,8 @@ def scoring_spec(
         "encoder": dict(encoder if encoder is not None else features["encoder"]),
         "max_length": int(max_length if max_length is not None else features["max_length"]),
         "token_layers": list(features.get("token_layers", [])),
+        # the arithmetic the features were encoded with (int8 or fp32): scoring runs the same
+        "precision": "fp32" if encoder is not None else features.get("precision", "fp32"),
         "segmenter": segmenter_spec(paths),
     }
 

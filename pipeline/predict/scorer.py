@@ -357,7 +357,11 @@ class Scorer:
             self.backend == "auto" and self.device == "cpu" and onnx_available()
         ):
             # the stored layers (any model of the run reads a subset) and the last one
-            return load_onnx_encoder(spec, [*self.feature_spec.get("token_layers", []), -1])
+            return load_onnx_encoder(
+                spec,
+                [*self.feature_spec.get("token_layers", []), -1],
+                precision=self.feature_spec.get("precision", "fp32"),
+            )
         from pipeline.encoding.encode import accelerate_for_cpu  # as feature extraction ran it
         from pipeline.encoding.load import load_encoder  # transformers: only when needed
 

@@ -19,14 +19,15 @@ from pipeline.cli import app
 from pipeline.config import Settings, load_settings
 from pipeline.data.text import clean_text
 from pipeline.encoding.encode import (
+    TorchEncoder,
     accelerate_for_cpu,
-    count_tokens,
     encode_texts,
     normalize_layers,
     parse_layers,
     plan_batches,
 )
 from pipeline.encoding.load import load_encoder
+from pipeline.encoding.tokens import count_tokens
 from pipeline.features import extract
 from pipeline.features.extract import extract_features
 from pipeline.features.store import FeatureStore, RowConcat, StaleFeaturesError
@@ -74,6 +75,7 @@ def settings_for(runs_dir: Path, run: str, encoder_dir: Path, **features: object
         "token_budget": 96,
         "shard_size": 4,
         "device": "cpu",
+        "precision": "fp32",  # the store against torch's encode_texts; int8: test_int8.py
         **features,
     }
     return load_settings(
@@ -203,7 +205,7 @@ def test_row_concat_indexes_like_a_concatenation() -> None:
 def test_store_is_ragged_and_matches_encode_texts(tmp_path: Path, encoder_dir, encoder) -> None:
     make_run(tmp_path, "r", TEXTS)
     store = extract_features(settings_for(tmp_path, "r", encoder_dir, token_layers=[-2, -1]))
-    lengths = count_tokens(encoder, TEXTS, 32)
+    lengths = count_tokens(TorchEncoder(encoder), TEXTS, 32)
     stored_tokens = sum(
         np.load(d / "token_states.npy", mmap_mode="r").shape[0]
         for d in sorted((tmp_path / "r" / "features").glob("shard-*"))
