@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pipeline.errors import StaleArtifactError
+from pipeline.errors import StageMissingError, StaleArtifactError
 
 
 @dataclass
@@ -57,23 +57,16 @@ class FeatureSource(Protocol):
     def token_states(self, rows: Sequence[int], layers: Sequence[int]) -> list[np.ndarray]: ...
 
 
-class StoreSource:
-    """A run's reviews: jieba tokens from the prepared table, vectors from the memory-mapped store.
+class TextSource:
+    """A run's reviews without a feature store: text and jieba tokens only (what text models
+    read); asking for encoder features says how to get them."""
 
-    ``reviews`` must be the prepared table in store row order (row i is review_id i).
-    """
+    fingerprint: str | None = None
 
-    def __init__(self, store: Any, reviews: Any) -> None:
-        if len(reviews) != len(store.review_ids):
-            raise StaleArtifactError(
-                f"feature store has {len(store.review_ids)} reviews but the prepared table has "
-                f"{len(reviews)}; re-run `douban features`"
-            )
-        self.store = store
-        self.fingerprint = store.encoder.get("fingerprint")  # the encoder's, not the store's
+    def __init__(self, reviews: Any, run: str) -> None:
         self._tokens = reviews["tokens"].tolist()
         self._texts = reviews["text"].tolist()
-        self._pooled: dict[int, np.ndarray] = {}
+        self.run = run
 
     def __len__(self) -> int:
         return len(self._tokens)
@@ -83,6 +76,35 @@ class StoreSource:
 
     def tokens(self, rows: Sequence[int]) -> list[list[str]]:
         return [list(self._tokens[r]) for r in rows]
+
+    def _missing(self) -> StageMissingError:
+        return StageMissingError(
+            f"run {self.run} has no feature store", f"run `douban features --run {self.run}`"
+        )
+
+    def pooled(self, rows: Sequence[int], layers: Sequence[int]) -> np.ndarray:
+        raise self._missing()
+
+    def token_states(self, rows: Sequence[int], layers: Sequence[int]) -> list[np.ndarray]:
+        raise self._missing()
+
+
+class StoreSource(TextSource):
+    """A run's reviews: jieba tokens from the prepared table, vectors from the memory-mapped store.
+
+    ``reviews`` must be the prepared table in store row order (row i is review_id i).
+    """
+
+    def __init__(self, store: Any, reviews: Any, run: str = "") -> None:
+        if len(reviews) != len(store.review_ids):
+            raise StaleArtifactError(
+                f"feature store has {len(store.review_ids)} reviews but the prepared table has "
+                f"{len(reviews)}; re-run `douban features`"
+            )
+        super().__init__(reviews, run)
+        self.store = store
+        self.fingerprint = store.encoder.get("fingerprint")  # the encoder's, not the store's
+        self._pooled: dict[int, np.ndarray] = {}
 
     def pooled(self, rows: Sequence[int], layers: Sequence[int]) -> np.ndarray:
         idx = np.asarray(rows, dtype=np.int64)

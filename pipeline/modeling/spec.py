@@ -65,18 +65,15 @@ def build_segmenter(spec: Mapping[str, Any]) -> Segmenter:
 def scoring_spec(
     paths: RunPaths, encoder: Mapping[str, Any] | None = None, max_length: int | None = None
 ) -> dict[str, Any]:
-    """Everything a model of this run needs to score new text: the encoder and ``max_length``
-    of the run's features manifest (a fine-tuned model passes its own), the token layers stored
-    and the segmenter prepare ran. The train and finetune stages store it in each model's
-    config."""
+    """Everything a model of this run needs to score new text: the encoder, ``max_length`` and
+    precision of the run's features manifest (a fine-tuned model passes its own encoder and
+    length; a run without features records none: its text models read no encoder), the token
+    layers stored and the segmenter prepare ran. The train and finetune stages store it in each
+    model's config."""
     features = read_manifest(paths.features) or {}
-    if encoder is None and not features:
-        raise StageMissingError(
-            f"run {paths.name} has no features", hint=f"run `douban features --run {paths.name}`"
-        )
     return {
-        "encoder": dict(encoder if encoder is not None else features["encoder"]),
-        "max_length": int(max_length if max_length is not None else features["max_length"]),
+        "encoder": dict(encoder if encoder is not None else features.get("encoder", {})),
+        "max_length": int(max_length if max_length is not None else features.get("max_length", 0)),
         "token_layers": list(features.get("token_layers", [])),
         # the arithmetic the features were encoded with (int8 or fp32): scoring runs the same
         "precision": "fp32" if encoder is not None else features.get("precision", "fp32"),

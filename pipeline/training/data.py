@@ -1,4 +1,6 @@
-"""What the train and evaluate stages read: a run's prepared reviews beside its feature store."""
+"""What the train and evaluate stages read: a run's prepared reviews beside its feature store, when
+it has one. Text models (majority, TF-IDF) need none, so a run can train them on every prepared
+review before (or without) paying for the encoder."""
 
 from __future__ import annotations
 
@@ -13,43 +15,62 @@ from pipeline.artifacts import MODEL_CONFIG, read_json, read_manifest
 from pipeline.config import RunPaths
 from pipeline.errors import StageMissingError, StaleArtifactError
 from pipeline.features.store import FeatureStore
-from pipeline.modeling.inputs import StoreSource
+from pipeline.modeling.inputs import FeatureSource, StoreSource, TextSource
+
+# models that read only the prepared text: trained without a feature store
+TEXT_MODELS = ("majority", "tfidf_lr", "tfidf_ridge")
 
 
 @dataclass
 class TrainingData:
-    """A run's prepared reviews and feature store, row i = review_id i."""
+    """A run's prepared reviews and feature store (None before `douban features`), row i =
+    review_id i."""
 
     paths: RunPaths
     reviews: pd.DataFrame
-    store: FeatureStore
-    source: StoreSource
+    store: FeatureStore | None
+    source: FeatureSource
+    prepared_fingerprint: str
 
     @classmethod
     def load(cls, paths: RunPaths) -> TrainingData:
-        if not paths.reviews.exists():
+        prepared = read_manifest(paths.prepared)
+        if not paths.reviews.exists() or prepared is None:
             raise StageMissingError(
                 f"no prepared reviews in {paths.prepared}",
                 f"run `douban prepare --run {paths.name} --input <csv>`",
             )
-        if read_manifest(paths.features) is None:
-            raise StageMissingError(
-                f"run {paths.name} has no feature store",
-                f"run `douban features --run {paths.name}`",
-            )
         reviews = pd.read_parquet(paths.reviews)
+        fp = prepared["fingerprint"]
+        if read_manifest(paths.features) is None:
+            return cls(paths, reviews, None, TextSource(reviews, paths.name), fp)
         store = FeatureStore.open(paths.features)
         if not np.array_equal(store.review_ids, reviews["review_id"].to_numpy()):
             raise StaleArtifactError(
                 f"the feature store of run {paths.name} does not match its prepared reviews",
                 f"run `douban features --run {paths.name}`",
             )
-        return cls(paths, reviews, store, StoreSource(store, reviews))
+        return cls(paths, reviews, store, StoreSource(store, reviews, paths.name), fp)
 
     @property
     def fingerprint(self) -> str:
-        """The feature store's fingerprint: it covers the prepared reviews and the encoder."""
-        return self.store.fingerprint
+        """The feature store's fingerprint (it covers the prepared reviews and the encoder), or
+        the prepared reviews' for a run without features."""
+        return self.prepared_fingerprint if self.store is None else self.store.fingerprint
+
+    def require_store(self, models: str = "encoder models") -> FeatureStore:
+        if self.store is None:
+            raise StageMissingError(
+                f"run {self.paths.name} has no feature store: {models} read encoder features",
+                f"run `douban features --run {self.paths.name}` - text models train without it",
+            )
+        return self.store
+
+    def token_mask(self) -> np.ndarray:
+        """Which reviews have stored token states (none without a store)."""
+        if self.store is None:
+            return np.zeros(len(self.reviews), dtype=bool)
+        return self.store.has_tokens()
 
     @property
     def stars(self) -> np.ndarray:
@@ -58,10 +79,12 @@ class TrainingData:
     def rows(self, split: str, need_tokens: bool = False) -> np.ndarray:
         mask = self.reviews["split"].to_numpy() == split
         if need_tokens:
-            mask &= self.store.has_tokens()
+            mask &= self.token_mask()
         return np.flatnonzero(mask)
 
     def encoder_info(self) -> dict[str, Any]:
+        if self.store is None:
+            return {"name": None, "fingerprint": None, "spec": {}}
         spec = self.store.encoder
         return {"name": spec.get("name"), "fingerprint": spec.get("fingerprint"), "spec": spec}
 

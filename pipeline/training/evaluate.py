@@ -229,7 +229,7 @@ def evaluate_models(
     todo = names if force else stale_models(data, models, names, evaluation)
     encoder_fp = data.encoder_info()["fingerprint"]
     all_rows = np.arange(len(reviews))
-    token_rows = np.flatnonzero(data.store.has_tokens())
+    token_rows = np.flatnonzero(data.token_mask())
     # a text-reading model (a fine-tuned encoder) costs an encoder pass per review: it predicts
     # only the splits that metrics and the app read, not the train split
     metric_rows = np.flatnonzero(reviews["split"].isin(splits).to_numpy())

@@ -173,7 +173,7 @@ Fitter = Callable[[TrainingData, "Fold", Settings, dict[str, Any]], Any]
 
 def _fit_head(output: str) -> Fitter:
     def fit(data: TrainingData, fold: Fold, settings: Settings, fitted: dict[str, Any]) -> Any:
-        has = data.store.has_tokens()
+        has = data.token_mask()
         num_states = data.store.num_layers
         model, _ = fit_head(
             data.source, fold.train[has[fold.train]], fold.val[has[fold.val]], data.stars,
@@ -192,7 +192,7 @@ def _fit_head(output: str) -> Fitter:
 def _fit_ensemble(name: str) -> Fitter:
     def fit(data: TrainingData, fold: Fold, settings: Settings, fitted: dict[str, Any]) -> Any:
         members = {m: fitted[m] for m in ENSEMBLES[name]}
-        rows = fold.val[data.store.has_tokens()[fold.val]]
+        rows = fold.val[data.token_mask()[fold.val]]
         probs = [m.predict(data.source, rows).probs for m in members.values()]
         return EnsembleModel.fit(members, probs, data.stars[rows])
 
@@ -383,7 +383,7 @@ def run_evaluation(
                 continue
             test, val = fold.test, fold.val
             if needs_tokens(fitted[name]):  # a head (or an ensemble with one) reads token states
-                has = data.store.has_tokens()
+                has = data.token_mask()
                 test, val = test[has[test]], val[has[val]]
             pred = fitted[name].predict(data.source, test)
             t = tested[name]

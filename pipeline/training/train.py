@@ -39,7 +39,7 @@ from pipeline.modeling.bundle import (
 )
 from pipeline.modeling.heads import OUTPUT_KINDS, HeadModel, OutputKind
 from pipeline.modeling.inputs import FeatureSource
-from pipeline.training.data import TrainingData, saved_fingerprint
+from pipeline.training.data import TEXT_MODELS, TrainingData, saved_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,12 @@ ALL_MODELS = (*BASELINE_NAMES, *HEAD_NAMES.values(), ENSEMBLE_NAME)  # what `dou
 TRAINABLE = (*ALL_MODELS, FINETUNE_ENSEMBLE_NAME)
 
 
-def default_models(hs: HeadSettings) -> list[str]:
+def default_models(hs: HeadSettings, has_features: bool = True) -> list[str]:
     """What `douban train` fits unless told otherwise: every baseline, the heads of
-    ``head.outputs`` and, with ``head.ensemble``, the head + TF-IDF ensemble."""
+    ``head.outputs`` and, with ``head.ensemble``, the head + TF-IDF ensemble; only the text
+    models on a run without features."""
+    if not has_features:
+        return list(TEXT_MODELS)
     heads = [HEAD_NAMES[o] for o in OUTPUT_KINDS if o in hs.outputs]
     ensemble = [ENSEMBLE_NAME] if hs.ensemble and "head_cls" in heads else []
     return [*BASELINE_NAMES, *heads, *ensemble]
@@ -98,10 +101,12 @@ def models_to_train(
     """The wanted models (default: all of ``douban train``) that are not current in ``models``
     (all of them with ``force``), with the members a wanted ensemble needs that are not current
     either."""
-    wanted = list(wanted or default_models(settings.head))
+    wanted = list(wanted or default_models(settings.head, data.store is not None))
     unknown = sorted(set(wanted) - set(TRAINABLE))
     if unknown:
         raise InputError(f"unknown model(s) {unknown}", f"choose from {', '.join(TRAINABLE)}")
+    if data.store is None and set(wanted) - set(TEXT_MODELS):
+        data.require_store(", ".join(sorted(set(wanted) - set(TEXT_MODELS))))
     members = {m for e in wanted if e in ENSEMBLES for m in ENSEMBLES[e]} - set(wanted)
     for member in sorted(members - set(ALL_MODELS)):
         if saved_fingerprint(models.model(member)) is None:
@@ -194,10 +199,11 @@ def fit_head(
 
 
 def _head_layers(data: TrainingData, hs: HeadSettings) -> list[int]:
-    stored = list(data.store.token_layers)
+    store = data.require_store()
+    stored = list(store.token_layers)
     if hs.layers is None:
         return stored
-    wanted = normalize_layers(hs.layers, data.store.num_layers)
+    wanted = normalize_layers(hs.layers, store.num_layers)
     missing = [x for x in wanted if x not in stored]
     if missing:
         raise InputError(
@@ -238,8 +244,7 @@ def train_models(
         "seed": settings.seed,
         SCORING: scoring_spec(data.paths),
     }
-    source, num_states = data.source, data.store.num_layers
-    last = num_states - 1
+    source = data.source
     fitted: dict[str, Any] = {}
 
     def keep(name: str, model: Any, **extra: Any) -> None:
@@ -260,6 +265,8 @@ def train_models(
     if "tfidf_ridge" in names:
         model = LinearStarModel.fit_tfidf(source, train, val, stars, True, seed=settings.seed)
         keep("tfidf_ridge", model)
+    num_states = data.require_store().num_layers if set(names) - set(TEXT_MODELS) else 0
+    last = num_states - 1
     if "pooled_lr" in names:
         keep("pooled_lr", LinearStarModel.fit_pooled(source, train, val, stars, [last]))
     if "pooled_lr_layers" in names:
@@ -276,12 +283,12 @@ def train_models(
     if heads:
         layers = _head_layers(data, hs)
         device = pick_device(hs.device)
-        lengths = data.store.lengths()
+        store = data.require_store()
         for output in heads:
             model, info = fit_head(
-                source, head_train, head_val, stars, lengths, output, hs,
+                source, head_train, head_val, stars, store.lengths(), output, hs,
                 layers=layers, pooled_layers=[last] if hs.pooled_input else [],
-                hidden_size=data.store.hidden_size, seed=settings.seed, device=device,
+                hidden_size=store.hidden_size, seed=settings.seed, device=device,
                 progress=progress,
             )  # fmt: skip
             model.module.cpu()
