@@ -4,12 +4,19 @@ The same real reviews, the same encoder, one process: (a) naive: batches of 32 i
 padded to the longest in the batch, fp32, ``torch.no_grad``; (b) ``encode_texts``: length-sorted
 batches under a padded-token budget, every hidden state pooled. Reports reviews/s, tokens/s, the
 speed-up, the agreement of the pooled last-layer means, and the achieved GFLOP/s against a plain
-fp32 matmul measured in the same run (the practical ceiling). Optional variants, reported
-separately with their own accuracy (``--variants mkl,int8,bf16``): ``mkl``, encode_texts with
-the stock Linear layers (without :func:`accelerate_for_cpu`); ``int8``, dynamic int8 Linear
-layers; ``bf16``, bf16 weights. The project uses neither int8 nor bf16.
+fp32 matmul measured in the same run (the practical ceiling). Then the runtimes the feature stage
+uses on a CPU since ONNX Runtime took over: (c) ``onnx fp32`` and (d) ``onnx int8`` (the CPU
+default, :func:`pipeline.encoding.onnx_encoder.quantize_onnx`), each against (b), with the
+cosine of their pooled vectors to torch's; and, on labelled dmsc_sample reviews (``--stars N``
+train + N/4 test), what int8 does to stars: a logistic regression on the last layer's pooled
+vectors (the ``pooled_lr`` baseline) trained on fp32 features, scoring the test reviews'
+fp32 and int8 vectors (the same model: stars agree?) and one trained on int8 features (its own
+accuracy). Optional torch variants, reported separately (``--variants mkl,int8,bf16``): ``mkl``,
+encode_texts with the stock Linear layers; ``int8``, torch's dynamic int8 Linear layers;
+``bf16``, bf16 weights.
 
-    python benchmarks/extract.py [--n 2000] [--threads 2] [--token-budget N] [--variants ...]
+    python benchmarks/extract.py [--n 2000] [--threads 2] [--token-budget N] [--stars 4000]
+                                 [--variants ...]
 
 Writes benchmarks/results/extract.json and prints a table.
 """
@@ -19,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import os
 import platform
 import time
@@ -34,8 +42,8 @@ from rich.table import Table
 from pipeline.artifacts import write_json
 from pipeline.config import FeatureSettings
 from pipeline.encoding.encode import TorchEncoder, accelerate_for_cpu, encode_texts
-from pipeline.encoding.load import EMBEDDED_ENCODER, Encoder, load_encoder
-from pipeline.encoding.tokens import count_tokens
+from pipeline.encoding.load import EMBEDDED_ENCODER, Encoder, load_encoder, resolve_encoder
+from pipeline.encoding.tokens import count_tokens, default_token_budget
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dmsc_sample.csv"
 RESULTS = Path(__file__).resolve().parent / "results" / "extract.json"
@@ -128,6 +136,92 @@ def rates(
     }
 
 
+def onnx_rows(
+    texts: list[str],
+    reference: np.ndarray,
+    fs: FeatureSettings,
+    threads: int,
+    n_tokens: int,
+    flops: float,
+    torch_seconds: float,
+) -> dict[str, Any]:
+    """ONNX Runtime fp32 and int8 over the same texts: speed, speed-up over torch's
+    encode_texts and pooled cosine to it (every hidden state pooled, as the store keeps)."""
+    from pipeline.encoding.onnx_encoder import load_onnx_encoder
+
+    spec = resolve_encoder(EMBEDDED_ENCODER)
+    rows = {}
+    for precision in ("fp32", "int8"):
+        encoder = load_onnx_encoder(spec, [-1], threads=threads, precision=precision)
+        budget = fs.token_budget or default_token_budget("cpu", threads, fs.max_length)
+        run = functools.partial(
+            encoder.encode_texts, token_layers=[-1], max_length=fs.max_length, token_budget=budget
+        )
+        run(texts[:256])
+        encoded, times = timed(run, texts)
+        pooled = np.stack([r.pooled_mean[-1] for r in encoded])
+        rows[f"onnx {precision}"] = {
+            **rates(times, len(texts), n_tokens, flops),
+            "x_torch": round(torch_seconds / times[0], 2),
+            **agreement(pooled, reference),
+        }
+    return rows
+
+
+def agreement(pooled: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    cosine = (
+        (pooled * reference).sum(1)
+        / np.linalg.norm(pooled, axis=1)
+        / np.linalg.norm(reference, axis=1)
+    )
+    return {
+        "mean_cosine": round(float(cosine.mean()), 5),
+        "min_cosine": round(float(cosine.min()), 5),
+        "max_abs_diff": float(np.abs(pooled - reference).max()),
+    }
+
+
+def star_agreement(n_train: int, threads: int, seed: int = 0) -> dict[str, Any]:
+    """Stars from int8 against fp32 features on labelled real reviews (see the docstring)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from pipeline.data.text import clean_text
+    from pipeline.encoding.onnx_encoder import load_onnx_encoder
+
+    rows = pd.read_csv(DATA, usecols=["Comment", "Star"]).dropna()
+    rows = rows.assign(text=rows["Comment"].map(clean_text))
+    rows = rows[rows["text"].str.len() > 0].sample(n_train + n_train // 4, random_state=seed)
+    texts, stars = rows["text"].tolist(), rows["Star"].to_numpy()
+    spec = resolve_encoder(EMBEDDED_ENCODER)
+    pooled = {}
+    for precision in ("fp32", "int8"):
+        encoder = load_onnx_encoder(spec, [-1], threads=threads, precision=precision)
+        encoded = encoder.encode_texts(texts, token_layers=[-1], max_length=256, token_budget=2048)
+        pooled[precision] = np.stack([r.pooled_mean[-1] for r in encoded])
+    train, test = slice(0, n_train), slice(n_train, None)
+    fit = {
+        p: LogisticRegression(max_iter=3000, C=0.5).fit(x[train], stars[train])
+        for p, x in pooled.items()
+    }
+    fp32_stars = fit["fp32"].predict(pooled["fp32"][test])
+    same_model_int8 = fit["fp32"].predict(pooled["int8"][test])
+    own_int8 = fit["int8"].predict(pooled["int8"][test])
+    exact = {
+        "fp32": float((fp32_stars == stars[test]).mean()),
+        "int8": float((own_int8 == stars[test]).mean()),
+    }
+    return {
+        "train_reviews": n_train,
+        "test_reviews": len(stars[test]),
+        "same_model_agreement": round(float((same_model_int8 == fp32_stars).mean()), 4),
+        "own_model_agreement": round(float((own_int8 == fp32_stars).mean()), 4),
+        "exact_fp32": round(exact["fp32"], 4),
+        "exact_int8": round(exact["int8"], 4),
+        "exact_difference_points": round(100 * (exact["int8"] - exact["fp32"]), 2),
+        **agreement(pooled["int8"], pooled["fp32"]),
+    }
+
+
 def variant_encoder(encoder: Encoder, name: str) -> Encoder:
     """A variant of the stock (not accelerated) encoder, sharing nothing it modifies."""
     if name == "mkl":
@@ -150,6 +244,7 @@ def main() -> None:
     parser.add_argument("--encoder", default=EMBEDDED_ENCODER)
     parser.add_argument("--token-budget", type=int, default=None, help="default: the device's")
     parser.add_argument("--variants", default="", help="comma list of mkl, int8, bf16")
+    parser.add_argument("--stars", type=int, default=4000, help="labelled train reviews (0: skip)")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -197,6 +292,11 @@ def main() -> None:
         "fraction_of_matmul_at_least_0.4": result["fraction_of_matmul"] >= 0.4,
         "pooled_within_tolerance": result["max_abs_diff"] < TOLERANCE,
     }
+    result["runtimes"] = onnx_rows(texts, project, fs, args.threads, n_tokens, flops, project_t[0])
+    for row in result["runtimes"].values():
+        row["fraction_of_matmul"] = round(row["useful_gflops"] / ceiling, 3)
+    if args.stars:
+        result["int8_stars"] = star_agreement(args.stars, args.threads)
     for name in filter(None, args.variants.split(",")):
         variant = variant_encoder(encoder, name)
         project_pooled(variant, texts[:256], fs)
@@ -222,6 +322,7 @@ def print_table(result: dict[str, Any]) -> None:
     for column in (*columns, "max |diff|"):
         table.add_column(column, justify="right")
     rows = {"naive (32, file order, fp32)": result["naive"], "encode_texts": result["project"]}
+    rows |= result.get("runtimes", {})
     rows |= {f"variant {k}": v for k, v in result["variants"].items()}
     naive = result["naive"]
     for label, r in rows.items():
@@ -242,6 +343,20 @@ def print_table(result: dict[str, Any]) -> None:
         "by CPU time); naive batches were "
         f"{result['naive_padding_fraction']:.0%} padding; goals: {result['goals']}"
     )
+    for label, r in result.get("runtimes", {}).items():
+        console.print(
+            f"{label}: {r['x_torch']:.2f}x encode_texts (torch), {r['fraction_of_matmul']:.0%} of "
+            f"the fp32 matmul ceiling, pooled cosine to torch {r['mean_cosine']:.4f} "
+            f"(min {r['min_cosine']:.4f})"
+        )
+    if "int8_stars" in result:
+        s = result["int8_stars"]
+        console.print(
+            f"int8 stars on {s['test_reviews']} test reviews: the fp32-trained model gives the "
+            f"same star to int8 features on {s['same_model_agreement']:.1%}; a model trained on "
+            f"int8 agrees with the fp32 one on {s['own_model_agreement']:.1%}; exact accuracy "
+            f"{s['exact_fp32']:.1%} (fp32) vs {s['exact_int8']:.1%} (int8)"
+        )
 
 
 if __name__ == "__main__":

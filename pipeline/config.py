@@ -94,6 +94,13 @@ class HeadSettings(_Section):
 
 class FinetuneSettings(_Section):
     output: Literal["classification", "regression", "ordinal"] = "classification"
+    # "attention": Lin et al.'s self-attentive head on the last layer (head.hops, attention_dim,
+    # mlp_dim, dropout and penalty), so the studio's attention explains the tuned model too;
+    # "linear": dropout + one linear layer on the pooled vector
+    classifier: Literal["attention", "linear"] = "attention"
+    # transformer layers trained, counted from the top; None: all of them. The rest (and the
+    # word embeddings) stay frozen, so backpropagation stops below them
+    train_layers: int | None = Field(default=None, ge=1)
     # reviews (stratified sample of the train split); None or 0: all of it. The CPU default
     # (20k reviews x 1 epoch, 42 s per 1,000 on 2 quiet cores) trains in about 15 minutes and
     # evaluates in about 10 more; on a GPU use 0 (the whole split) and 2 epochs

@@ -149,6 +149,9 @@ def _hub_snapshot(repo_id: str) -> Path:
     return path
 
 
+BUNDLED_ENCODER = "bundled"  # name of an encoder that lives in a model bundle (bundled_encoder)
+
+
 def resolve_encoder(
     name: str = EMBEDDED_ENCODER, pooling: str | None = None, prefix: str | None = None
 ) -> EncoderSpec:
@@ -171,6 +174,20 @@ def resolve_encoder(
         pooling=pooling,
         prefix=prefix if prefix is not None else (E5_PREFIX if _is_e5(name) else ""),
         fingerprint=fingerprint,
+    )
+
+
+def bundled_encoder(directory: Path | str, pooling: str, prefix: str) -> EncoderSpec:
+    """The spec of an encoder kept inside a model bundle (a fine-tuned one): its fingerprint
+    covers the weights only, not the path, so a copied or moved bundle still matches it."""
+    path = Path(directory).resolve()
+    weights = _weights_digest(path)
+    return EncoderSpec(
+        name=BUNDLED_ENCODER,
+        path=str(path),
+        pooling=_check_pooling(pooling),
+        prefix=prefix,
+        fingerprint=hashlib.sha256(f"{BUNDLED_ENCODER}\n{weights}".encode()).hexdigest(),
     )
 
 

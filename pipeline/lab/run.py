@@ -42,7 +42,7 @@ from pipeline.errors import InputError, ModelNotFoundError, StageMissingError
 from pipeline.lab import attention_heads, geometry, probes, projection, word_in_context
 from pipeline.modeling.batching import stratified_subset
 from pipeline.modeling.metrics import STARS
-from pipeline.modeling.sentence import Finetuned, load_finetuned
+from pipeline.modeling.sentence import tuned_encoder
 from pipeline.run import Run
 
 log = logging.getLogger(__name__)
@@ -135,13 +135,13 @@ class Lab:
         return load_encoder(self.spec, device=self.device)
 
     @functools.cached_property
-    def finetuned(self) -> Finetuned:
+    def finetuned(self) -> Encoder:
         if self.model_name is None:
             raise RuntimeError("this run has no fine-tuned model")
-        return load_finetuned(self.paths.model(self.model_name), device=self.device)
+        return tuned_encoder(self.paths.model(self.model_name), device=self.device)
 
     def encoder(self, which: str) -> Encoder:
-        return self.frozen if which == FROZEN else self.finetuned.encoder
+        return self.frozen if which == FROZEN else self.finetuned
 
     def texts(self, rows: Sequence[int]) -> list[str]:
         text = self.reviews["text"]

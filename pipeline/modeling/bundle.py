@@ -8,6 +8,7 @@ bundle: scoring new text needs neither the feature store nor the prepared data.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,14 @@ from pipeline.modeling.metrics import LABELS
 from pipeline.modeling.spec import SCORING, list_models, read_config, retrain_hint, scoring_spec
 
 __all__ = [  # list_models .. scoring_spec: re-exported, they read no weights (see spec.py)
-    "CONFIG", "SCORING", "WEIGHTS", "EncoderMismatchError", "FinetunedTextModel", "check_encoder",
+    "CONFIG", "SCORING", "WEIGHTS", "EncoderMismatchError", "FinetunedTextModel", "TunedHeadModel",
+    "check_encoder",
     "list_models", "load_model", "load_star_model", "needs_tokens", "read_config", "retrain_hint",
     "save_model", "scoring_spec",
 ]  # fmt: skip
+
+
+FEATURE_KINDS = ("head", "pooled_lr")  # kinds that read encoder features
 
 
 class EncoderMismatchError(StaleArtifactError):
@@ -82,8 +87,16 @@ def load_star_model(
     ) == "finetune":  # carries its own encoder weights: reads text, not stored features
         return FinetunedTextModel(models_dir / name)
     tensors, config = load_model(models_dir / name)
-    check_encoder(config, fingerprint, name)
     kind = config.get("kind")
+    if kind == "head" and config.get("tuned_encoder") and not numpy_heads:
+        # a fine-tuned self-attentive model outside scoring: it encodes text with its own encoder
+        from pipeline.modeling.heads import HeadModel
+
+        head = HeadModel.from_saved(tensors, config)
+        head.config = config
+        return TunedHeadModel(models_dir, name, head)
+    if kind in FEATURE_KINDS:  # text models read none; an ensemble's members check their own
+        check_encoder(config, fingerprint, name)
     try:
         if kind == "ensemble":
             members = {
@@ -121,6 +134,58 @@ def needs_tokens(model: Any) -> bool:
     if getattr(model, "kind", None) == "ensemble":
         return any(needs_tokens(m) for m in model.members.values())
     return getattr(model, "kind", None) == "head"
+
+
+class TunedHeadModel:
+    """A fine-tuned self-attentive model (``modeling.sentence.save_tuned_head``) behind
+    ``predict(source, rows)``: it reads the reviews' cleaned text and encodes it with its own
+    tuned encoder (ONNX Runtime on a CPU, as scoring does, so evaluation and `douban score` give
+    the same stars), then runs its head."""
+
+    kind = "finetune"
+    reads_text = True  # evaluation predicts only its val/test reviews (an encoder pass each)
+
+    def __init__(self, models_dir: Path, name: str, head: Any) -> None:
+        self.models_dir, self.name, self.head = models_dir, name, head
+        self.config = head.config
+        self.layers: list[int] = list(head.layers)
+
+    @functools.cached_property
+    def encoder(self) -> Any:
+        from pipeline.encoding.load import bundled_encoder
+        from pipeline.encoding.onnx_encoder import load_onnx_encoder, onnx_available
+
+        wanted = self.config[SCORING]["encoder"]
+        spec = bundled_encoder(
+            self.models_dir / wanted["bundle"], wanted["pooling"], wanted["prefix"]
+        )
+        check_encoder({"encoder": wanted}, spec.fingerprint, self.name)
+        if onnx_available():
+            return load_onnx_encoder(spec, self.layers)
+        from pipeline.encoding.encode import TorchEncoder
+        from pipeline.encoding.load import load_encoder
+
+        return TorchEncoder(load_encoder(spec))
+
+    def predict(self, source: Any, rows: Any) -> Any:
+        from pipeline.modeling.inputs import EncodedSource
+
+        texts = source.texts(rows)
+        max_length = int(self.config[SCORING]["max_length"])
+        encoded = _encode(self.encoder, texts, self.layers, max_length)
+        mine = EncodedSource(texts, encoded, [[] for _ in texts], self.layers, None)
+        return self.head.predict(mine, list(range(len(texts))))
+
+
+def _encode(encoder: Any, texts: list[str], layers: list[int], max_length: int) -> list[Any]:
+    """Encoder features of texts on either runtime (ONNX Runtime or torch)."""
+    if hasattr(encoder, "encode_texts"):
+        return encoder.encode_texts(
+            texts, token_layers=layers, max_length=max_length, token_budget=2048
+        )
+    from pipeline.encoding.encode import encode_texts
+
+    return encode_texts(encoder.encoder, texts, token_layers=layers, max_length=max_length)
 
 
 class FinetunedTextModel:

@@ -1,5 +1,11 @@
-"""The fine-tuned sentence model: the encoder's pooled vector, dropout and one linear layer,
-with the same outputs, losses and decoding as the self-attentive heads; saved and reloaded whole.
+"""The fine-tuned sentence model: the encoder with a classifier on top, with the same outputs,
+losses and decoding as the frozen heads. The classifier is Lin et al.'s self-attentive head
+(``attention``, the default: the studio's own model, whose attention explains its scores) or
+dropout + one linear layer on the pooled vector (``linear``).
+
+A fine-tuned self-attentive model is saved as a bundle the rest of the studio already reads: the
+tuned encoder as a plain transformers directory (``encoder/``, exported to ONNX for scoring like
+any encoder) beside a ``head`` model that reads its last layer; the linear one is saved whole.
 """
 
 from __future__ import annotations
@@ -25,10 +31,16 @@ from transformers import (
 from pipeline import __version__
 from pipeline.artifacts import MODEL_CONFIG, MODEL_WEIGHTS, atomic_dir, read_json, write_json
 from pipeline.encoding.encode import plan_batches
-from pipeline.encoding.load import Encoder, EncoderSpec, pick_device
+from pipeline.encoding.load import (
+    Encoder,
+    EncoderSpec,
+    bundled_encoder,
+    load_encoder,
+    pick_device,
+)
 from pipeline.errors import InputError, StageMissingError
 from pipeline.modeling.batching import autocast, collate, module_device, token_ids
-from pipeline.modeling.heads import OUTPUT_KINDS, OutputKind, decode
+from pipeline.modeling.heads import OUTPUT_KINDS, OutputKind, SelfAttentiveHead, decode
 from pipeline.modeling.inputs import Predictions
 from pipeline.modeling.metrics import LABELS, NUM_CLASSES
 
@@ -43,6 +55,8 @@ TOKENIZER_DIR = "tokenizer"
 KIND = "finetune"
 CODE_VERSION = f"finetune-1/{__version__}"  # bump the prefix when training changes meaning
 OUT_DIM = {"classification": NUM_CLASSES, "regression": 1, "ordinal": NUM_CLASSES - 1}
+CLASSIFIERS = ("attention", "linear")
+TUNED_ENCODER_DIR = "encoder"  # the tuned encoder inside a self-attentive model's bundle
 
 
 def model_name(output: str) -> str:
@@ -62,26 +76,47 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor
 
 
 class SentenceModel(nn.Module):
-    """A BERT-family encoder with dropout + linear on its pooled sentence vector."""
+    """A BERT-family encoder with a classifier on its last hidden states (see the module)."""
 
     def __init__(
-        self, encoder: PreTrainedModel, pooling: str, output: OutputKind, dropout: float = 0.1
+        self,
+        encoder: PreTrainedModel,
+        pooling: str,
+        output: OutputKind,
+        dropout: float = 0.1,
+        classifier: str = "linear",
+        arch: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if output not in OUTPUT_KINDS:
             raise ValueError(f"output must be one of {OUTPUT_KINDS}, got {output!r}")
+        if classifier not in CLASSIFIERS:
+            raise ValueError(f"classifier must be one of {CLASSIFIERS}, got {classifier!r}")
         self.encoder = encoder
         self.pooling = pooling
         self.output = output
+        self.classifier = classifier
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(encoder.config.hidden_size, OUT_DIM[output])
-        if output == "regression":  # start at the middle of the scale, not at 0 stars
-            nn.init.zeros_(self.head.weight)
-            nn.init.constant_(self.head.bias, 3.0)
+        hidden = encoder.config.hidden_size
+        self.head: nn.Module
+        if classifier == "attention":  # one input layer: the encoder's last
+            self.head = SelfAttentiveHead(hidden, 1, output, layer_mix=False, **(arch or {}))
+        else:
+            self.head = nn.Linear(hidden, OUT_DIM[output])
+            if output == "regression":  # start at the middle of the scale, not at 0 stars
+                nn.init.zeros_(self.head.weight)
+                nn.init.constant_(self.head.bias, 3.0)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw outputs and the attention redundancy penalty (0 for the linear classifier)."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.head(self.dropout(pool(hidden, attention_mask, self.pooling)))
+        if self.classifier == "attention":
+            out = self.head(hidden.unsqueeze(2), attention_mask.bool())
+            return out.raw, out.penalty
+        raw = self.head(self.dropout(pool(hidden, attention_mask, self.pooling)))
+        return raw, raw.new_zeros(())
 
 
 @torch.no_grad()
@@ -104,7 +139,7 @@ def predict(
     for batch in tqdm(batches, desc="predict", unit="batch", disable=not progress):
         input_ids, mask = collate([ids[i] for i in batch], encoder.tokenizer.pad_token_id, device)
         with autocast(device):
-            raw[torch.as_tensor(batch)] = model(input_ids, mask).float().cpu()
+            raw[torch.as_tensor(batch)] = model(input_ids, mask)[0].float().cpu()
     d = decode(model.output, raw)
     return Predictions(d.pred_star, d.score, d.probs)
 
@@ -152,6 +187,71 @@ def save_finetuned(
         write_json(tmp / MODEL_CONFIG, full_config)
 
 
+def save_tuned_head(
+    model_dir: Path, model: SentenceModel, encoder: Encoder, config: dict[str, Any]
+) -> EncoderSpec:
+    """A fine-tuned self-attentive model as a bundle: ``encoder/`` (weights + tokenizer, a
+    plain transformers directory) and a ``head`` model reading its last layer, whose config and
+    scoring spec name that encoder relative to the models folder; written atomically. Returns
+    the bundled encoder's spec (its fingerprint covers the weights, not the path)."""
+    if model.classifier != "attention":
+        raise ValueError("save_tuned_head saves the self-attentive classifier; use save_finetuned")
+    head = model.head
+    last = model.encoder.config.num_hidden_layers
+    arch = {
+        "hops": head.hops,
+        "attention_dim": head.w_s1.out_features,
+        "mlp_dim": head.mlp[0].out_features,
+        "dropout": head.dropout.p,
+        "layer_mix": False,
+    }
+    tensors = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    with atomic_dir(model_dir) as tmp:
+        model.encoder.save_pretrained(str(tmp / TUNED_ENCODER_DIR))
+        encoder.tokenizer.save_pretrained(str(tmp / TUNED_ENCODER_DIR))
+        spec = bundled_encoder(tmp / TUNED_ENCODER_DIR, model.pooling, encoder.spec.prefix)
+        bundle = {
+            "name": spec.name,
+            "bundle": f"{model_dir.name}/{TUNED_ENCODER_DIR}",  # relative to the models folder
+            "pooling": spec.pooling,
+            "prefix": spec.prefix,
+            "fingerprint": spec.fingerprint,
+        }
+        scoring = dict(config.pop("scoring"))
+        scoring |= {"encoder": bundle, "token_layers": [last], "precision": "fp32"}
+        save_file(tensors, str(tmp / MODEL_WEIGHTS), metadata={"format": "pt"})
+        write_json(
+            tmp / MODEL_CONFIG,
+            {
+                "kind": "head",
+                "tuned_encoder": TUNED_ENCODER_DIR,
+                "labels": LABELS,
+                "output": model.output,
+                "hidden_size": model.encoder.config.hidden_size,
+                "layers": [last],
+                "pooled_layers": [],
+                "arch": arch,
+                **config,
+                "base_encoder": config.get("encoder"),
+                "encoder": bundle,
+                "scoring": scoring,
+            },
+        )
+    return spec
+
+
+def tuned_encoder(model_dir: Path, device: torch.device | str = "cpu") -> Encoder:
+    """The fine-tuned encoder of a model bundle, whichever classifier it was tuned with."""
+    config = read_json(Path(model_dir) / MODEL_CONFIG)
+    if config.get("tuned_encoder"):
+        encoder = config["encoder"]
+        spec = bundled_encoder(
+            Path(model_dir) / config["tuned_encoder"], encoder["pooling"], encoder["prefix"]
+        )
+        return load_encoder(spec, device=device)
+    return load_finetuned(model_dir, device=device).encoder
+
+
 def load_finetuned(
     model_dir: Path, device: torch.device | str = "cpu", attn_implementation: str | None = None
 ) -> Finetuned:
@@ -173,7 +273,7 @@ def load_finetuned(
     ):
         encoder.pooler = None  # the base checkpoint had none (e5): never trained, never saved
     model = SentenceModel(encoder, config["pooling"], config["output"], config["dropout"])
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True)  # the linear classifier (save_finetuned)
     model.to(pick_device(device) if isinstance(device, str) else device).eval()
     spec = EncoderSpec(
         name=model_dir.name,

@@ -347,11 +347,15 @@ class Scorer:
         from another machine's cache) and refused when its weights are not the bundle's: an
         :class:`~pipeline.encoding.onnx_encoder.OnnxEncoder` (no torch, no transformers) unless
         the backend is torch, the device is not the CPU or ONNX Runtime is not installed."""
-        from pipeline.encoding.load import resolve_encoder
+        from pipeline.encoding.load import bundled_encoder, resolve_encoder
         from pipeline.encoding.onnx_encoder import load_onnx_encoder, onnx_available
 
         wanted = self.feature_spec["encoder"]
-        spec = resolve_encoder(wanted["name"], pooling=wanted["pooling"], prefix=wanted["prefix"])
+        if wanted.get("bundle"):  # a fine-tuned encoder inside the model's bundle
+            where = self.paths.models / wanted["bundle"]
+            spec = bundled_encoder(where, wanted["pooling"], wanted["prefix"])
+        else:
+            spec = resolve_encoder(wanted["name"], wanted["pooling"], wanted["prefix"])
         check_encoder({"encoder": wanted}, spec.fingerprint, self.model_name)
         if self.backend == "onnx" or (
             self.backend == "auto" and self.device == "cpu" and onnx_available()

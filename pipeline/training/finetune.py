@@ -61,6 +61,7 @@ from pipeline.modeling.sentence import (
     model_name,
     predict,
     save_finetuned,
+    save_tuned_head,
 )
 from pipeline.modeling.spec import SCORING, scoring_spec
 from pipeline.training.data import saved_fingerprint
@@ -107,6 +108,28 @@ def freeze_word_embeddings(model: SentenceModel, freeze: bool) -> int:
     return weight.numel() if freeze else 0
 
 
+def freeze_lower_layers(model: SentenceModel, train_layers: int | None) -> int:
+    """Train only the top ``train_layers`` transformer layers (None: all): the embeddings and
+    the layers below are frozen, so the backward pass stops under the lowest trained layer.
+    Returns how many parameters it froze."""
+    layers = getattr(getattr(model.encoder, "encoder", None), "layer", None)
+    if train_layers is None:
+        return 0
+    if not isinstance(layers, nn.ModuleList):
+        raise InputError(
+            f"finetune.train_layers needs a BERT-style encoder (encoder.layer); "
+            f"{type(model.encoder).__name__} has none",
+            "unset finetune.train_layers to train every layer",
+        )
+    frozen = [model.encoder.embeddings, *layers[: max(len(layers) - train_layers, 0)]]
+    count = 0
+    for module in frozen:
+        for p in module.parameters():
+            count += p.numel() if p.requires_grad else 0
+            p.requires_grad_(False)
+    return count
+
+
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -135,10 +158,12 @@ def train(
     settings: FinetuneSettings,
     *,
     seed: int,
+    penalty: float = 0.0,
     progress: bool = True,
 ) -> TrainReport:
     """Fine-tune ``model`` (built on ``encoder.model``) in place, on the device it sits on; the
-    weights of the best validation check are restored at the end."""
+    weights of the best validation check are restored at the end. ``penalty`` weighs the
+    self-attentive classifier's redundancy term (Lin et al.)."""
     if model.encoder is not encoder.model:
         raise ValueError("the model must be built on encoder.model (SentenceModel(encoder.model))")
     train_stars = np.asarray(train_stars, dtype=np.int64)
@@ -157,6 +182,7 @@ def train(
         frozen_parameters=freeze_word_embeddings(model, settings.freeze_embeddings),
         device=str(device),
     )
+    report.frozen_parameters += freeze_lower_layers(model, settings.train_layers)
     report.trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
     ids = token_ids(encoder, train_texts, settings.max_length)
     lengths = [len(x) for x in ids]
@@ -197,8 +223,9 @@ def train(
         for batch in length_bucketed_batches(lengths, settings.batch_size, rng=rng):
             input_ids, mask = collate([ids[i] for i in batch], pad_id, device)
             with autocast(device):
-                raw = model(input_ids, mask)
+                raw, redundancy = model(input_ids, mask)
             loss = task_loss(model.output, raw, labels[batch].to(device))
+            loss = loss + penalty * redundancy.float()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
@@ -236,6 +263,10 @@ def finetune_fingerprint(settings: Settings, spec: EncoderSpec) -> str:
             f"run `douban prepare --run {settings.run_name} --input <csv>` first",
         )
     tuning = settings.finetune.model_dump(mode="json", exclude={"device"})
+    if settings.finetune.classifier == "attention":  # the head's shape and penalty
+        tuning["head"] = settings.head.model_dump(
+            mode="json", include={"hops", "attention_dim", "mlp_dim", "penalty"}
+        )
     return fingerprint(
         CODE_VERSION,
         spec.fingerprint,
@@ -311,7 +342,16 @@ def _train_and_save(
     device = pick_device(ft.device)
     encoder = load_encoder(spec, device=device)
     seed_everything(settings.seed)
-    model = SentenceModel(encoder.model, spec.pooling, ft.output, ft.dropout).to(device)
+    hs = settings.head
+    arch = {"hops": hs.hops, "attention_dim": hs.attention_dim, "mlp_dim": hs.mlp_dim}
+    model = SentenceModel(
+        encoder.model,
+        spec.pooling,
+        ft.output,
+        ft.dropout,
+        ft.classifier,
+        arch | {"dropout": ft.dropout},
+    ).to(device)
     log.info(
         "fine-tuning %s on %d train reviews (%d val) on %s",
         name,
@@ -330,9 +370,11 @@ def _train_and_save(
             stars[val_rows],
             ft,
             seed=settings.seed,
+            penalty=hs.penalty if ft.classifier == "attention" else 0.0,
             progress=progress,
         )
-    save_finetuned(
+    save = save_tuned_head if ft.classifier == "attention" else save_finetuned
+    save(
         model_dir,
         model,
         encoder,

@@ -302,5 +302,8 @@ def train_models(
         }
         rows = head_val if any(needs_tokens(m) for m in members.values()) else val
         val_probs = [m.predict(source, rows).probs for m in members.values()]
-        keep(name, EnsembleModel.fit(members, val_probs, stars[rows]))
+        # a fine-tuned self-attentive member brings its own encoder: the ensemble scores with it
+        tuned = [m.config for m in members.values() if m.config.get("tuned_encoder")]
+        own = {"encoder": tuned[0]["encoder"], SCORING: tuned[0][SCORING]} if tuned else {}
+        keep(name, EnsembleModel.fit(members, val_probs, stars[rows]), **own)
     return {name: m.config for name, m in fitted.items()}

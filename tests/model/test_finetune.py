@@ -58,7 +58,7 @@ def _mean_loss(model: SentenceModel, encoder: Encoder, texts, stars) -> float:
     input_ids, mask = _batch(encoder, texts)
     model.eval()
     with torch.no_grad():
-        return float(task_loss(model.output, model(input_ids, mask), torch.as_tensor(stars - 1)))
+        return float(task_loss(model.output, model(input_ids, mask)[0], torch.as_tensor(stars - 1)))
 
 
 def _hidden_states(model: SentenceModel, encoder: Encoder, texts) -> list[np.ndarray]:

@@ -13,17 +13,18 @@ import torch
 from tiny_bert import demo_reviews, tiny_bert, tiny_tokenizer
 from typer.testing import CliRunner
 
-from pipeline import artifacts
+from pipeline import Run, Scorer, artifacts
 from pipeline.cli import app
 from pipeline.config import load_settings
-from pipeline.data.text import word_spans
+from pipeline.data.text import clean_text, word_spans
 from pipeline.encoding.load import load_encoder
+from pipeline.encoding.onnx_encoder import OnnxEncoder
 from pipeline.features.extract import extract_features
 from pipeline.lab import attention_heads as ah
 from pipeline.lab import geometry, probes, projection
 from pipeline.lab import word_in_context as wic
 from pipeline.lab.run import findings, read_lab, run_lab
-from pipeline.modeling.sentence import load_finetuned
+from pipeline.modeling.head_numpy import NumpyHead
 from pipeline.workflow import finetune_run, train_run
 
 torch.set_num_threads(1)
@@ -301,7 +302,21 @@ def test_finetune_then_lab_end_to_end_and_cached(tmp_path, encoder_dir):
     stamp = (model_dir / "model.safetensors").stat().st_mtime_ns
     assert finetune_run(settings, evaluate=False, progress=False) == model_dir  # up to date
     assert (model_dir / "model.safetensors").stat().st_mtime_ns == stamp
-    assert load_finetuned(model_dir).predict(["好看好看"]).pred_star.shape == (1,)
+    # the self-attentive classifier's bundle: the tuned encoder beside a head that reads it;
+    # Scorer runs it on ONNX Runtime + numpy and gives the stars evaluation stored
+    assert config_doc["kind"] == "head" and (model_dir / "encoder" / "tokenizer.json").is_file()
+    scorer = Scorer.load("tiny", model="finetune_cls", runs_dir=runs_dir)
+    assert isinstance(scorer.encoder, OnnxEncoder) and isinstance(scorer.model, NumpyHead)
+    assert scorer.attention_model_name == "finetune_cls"  # it explains itself
+    test = pd.read_parquet(settings.paths.reviews).query("split == 'test'")
+    test = test[test["text"].map(clean_text) == test["text"]]  # what prepare would have kept
+    assert len(test) > 10
+    stored = predictions.query("model == 'finetune_cls' and evaluation == 'random'")
+    stored = stored.set_index("review_id").loc[test["review_id"]]
+    records = scorer.score_records(test["text"].tolist())
+    assert [r["pred_star"] for r in records] == stored["pred_star"].tolist()
+    got = np.array([r["probs"] for r in records])
+    assert np.abs(got - np.stack(stored["probs"])).max() < 1e-4
 
     lab_cli = ["--config", str(runs_dir / "tiny-lab.toml"), *cli[2:]]  # default encoder: e5
     result = CliRunner().invoke(app, ["lab", "all", *lab_cli])
@@ -322,7 +337,9 @@ def test_finetune_then_lab_end_to_end_and_cached(tmp_path, encoder_dir):
     assert lab["words_arrays"]["w0_frozen_similarity"].shape[0] == layers
     assert lab["heads_arrays"]["shares_finetuned"].shape == (len(ah.PATTERNS), 3, 4)
     versus = lab["heads"]["vs_attentive_head"]["finetuned"]
-    assert versus["head_model"] == "head_cls" and versus["reviews"] == 8
+    run = Run.open("tiny", runs_dir=runs_dir)  # the default model's own attention (or head_cls)
+    assert versus["head_model"] == run.attention_model(run.default_model)
+    assert versus["reviews"] == 8
     assert -1.0 <= versus["cls"]["spearman"] <= 1.0
     per_layer = summary["findings"]["per_layer"]
     assert [r["layer"] for r in per_layer] == list(range(layers))
