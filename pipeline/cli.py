@@ -622,6 +622,13 @@ def finetune(
             "--freeze-embeddings/--train-embeddings", help="Keep the word-embedding matrix fixed."
         ),
     ] = None,
+    classifier: Annotated[
+        str | None,
+        typer.Option(help="attention (Lin et al.'s self-attentive head, default) or linear."),
+    ] = None,
+    train_layers: Annotated[
+        int | None, typer.Option(help="Train only the top N transformer layers (default: all).")
+    ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     evaluate: Annotated[
         bool, typer.Option(help="Evaluate into metrics.json / predictions.parquet afterwards.")
@@ -631,7 +638,7 @@ def finetune(
     ] = None,
     force: Annotated[bool, typer.Option(help="Retrain even if up to date.")] = False,
 ) -> None:
-    """Fine-tune the whole encoder with a small head: models/finetune_<cls|reg|ord>/."""
+    """Fine-tune the encoder with the self-attentive head on top: models/finetune_<cls|reg|ord>/."""
     from pipeline.workflow import finetune_run
 
     settings = make_settings(
@@ -640,6 +647,7 @@ def finetune(
            "finetune.output": output, "finetune.train_limit": train_limit,
            "finetune.epochs": epochs, "finetune.lr": lr, "finetune.batch_size": batch_size,
            "finetune.max_length": max_length, "finetune.freeze_embeddings": freeze_embeddings,
+           "finetune.classifier": classifier, "finetune.train_layers": train_layers,
            "finetune.device": device},
     )  # fmt: skip
     existing_run(settings)
@@ -691,6 +699,16 @@ for _name, (_parts, _doc) in LAB_COMMANDS.items():
     lab_app.command(_name)(_lab_command(_parts, _doc))
 
 
+FinetuneOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--finetune/--no-finetune",
+        help="Fine-tune the encoder with the self-attentive head after the frozen-feature models "
+        "(default: finetune.in_run, on).",
+    ),
+]
+
+
 @app.command()
 def demo(
     config: ConfigOpt = None,
@@ -701,14 +719,15 @@ def demo(
         bool, typer.Option("--app/--no-app", help="Open the app when the reports are written.")
     ] = True,
     port: Annotated[int, typer.Option(help="App port.")] = 8501,
+    finetune: FinetuneOpt = None,
     force: Annotated[bool, typer.Option(help="Regenerate and recompute every stage.")] = False,
 ) -> None:
-    """The main job: demo corpus -> prepare -> features -> heads -> reports -> app.
+    """The main job: demo corpus -> prepare -> features -> heads -> fine-tune -> reports -> app.
 
     Runs on the generated demo corpus with the embedded encoder, so it works offline."""
     from pipeline.workflow import run_demo
 
-    settings = make_settings(config, run, runs_dir)
+    settings = make_settings(config, run, runs_dir, **{"finetune.in_run": finetune})
     pages = run_demo(settings, n_reviews=reviews, force=force).pages
     say(f"demo run ready: {settings.paths.root}; reports: {pages[-1]}", style="green")
     if open_app:
@@ -724,12 +743,16 @@ def run_all(
     run: RunOpt = None,
     runs_dir: RunsDirOpt = None,
     select_by: SelectByOpt = None,
+    finetune: FinetuneOpt = None,
     force: Annotated[bool, typer.Option(help="Recompute every stage.")] = False,
 ) -> None:
-    """Every stage on your own CSVs: prepare -> features -> train + evaluate -> reports."""
+    """Every stage on your own CSVs: prepare -> features -> train + evaluate -> fine-tune ->
+    reports."""
     from pipeline.workflow import run_pipeline
 
-    settings = make_settings(config, run, runs_dir, select_by=select_by)
+    settings = make_settings(
+        config, run, runs_dir, select_by=select_by, **{"finetune.in_run": finetune}
+    )
     pages = run_pipeline(settings, inputs, force=force).pages
     say(f"run ready: {settings.paths.root}; reports: {pages[-1]}", style="green")
 

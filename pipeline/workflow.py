@@ -1,4 +1,4 @@
-"""The journey in order: prepare -> features -> train -> evaluate -> reports.
+"""The journey in order: prepare -> features -> train -> evaluate -> fine-tune -> reports.
 
 Each stage does one thing and is skipped when its inputs' fingerprint is unchanged (the one
 caching rule: prepare and features check their manifests, a model its config.json, an
@@ -251,8 +251,11 @@ def run_pipeline(settings: Settings, inputs: list[Path], *, force: bool = False)
         "prepare": lambda: prepare_run(settings, inputs, force=force),
         "features": lambda: extract_features(settings, force=force),
         "train + evaluate": lambda: train_run(settings, force=force),
+        "fine-tune + evaluate": lambda: finetune_run(settings, force=force),
         "reports": lambda: result.pages.extend(reports_run(settings, force=force)),
     }
+    if not settings.finetune.in_run:
+        del stages["fine-tune + evaluate"]
     for stage, work in stages.items():
         start = time.perf_counter()
         work()

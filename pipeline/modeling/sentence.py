@@ -99,8 +99,9 @@ class SentenceModel(nn.Module):
         self.dropout = nn.Dropout(dropout)
         hidden = encoder.config.hidden_size
         self.head: nn.Module
-        if classifier == "attention":  # one input layer: the encoder's last
-            self.head = SelfAttentiveHead(hidden, 1, output, layer_mix=False, **(arch or {}))
+        if classifier == "attention":  # one input layer, the encoder's last: shaped like the
+            # frozen head of a run that stores only it, so it can start from that head
+            self.head = SelfAttentiveHead(hidden, 1, output, layer_mix=True, **(arch or {}))
         else:
             self.head = nn.Linear(hidden, OUT_DIM[output])
             if output == "regression":  # start at the middle of the scale, not at 0 stars
@@ -203,7 +204,7 @@ def save_tuned_head(
         "attention_dim": head.w_s1.out_features,
         "mlp_dim": head.mlp[0].out_features,
         "dropout": head.dropout.p,
-        "layer_mix": False,
+        "layer_mix": True,
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
     with atomic_dir(model_dir) as tmp:

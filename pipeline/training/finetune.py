@@ -33,13 +33,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from safetensors.numpy import load_file
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import (
     get_linear_schedule_with_warmup,
 )
 
-from pipeline.artifacts import fingerprint, read_manifest
+from pipeline.artifacts import MODEL_CONFIG, MODEL_WEIGHTS, fingerprint, read_json, read_manifest
 from pipeline.config import FinetuneSettings, ModelSet, Settings
 from pipeline.encoding.load import Encoder, EncoderSpec, load_encoder, pick_device, resolve_encoder
 from pipeline.errors import InputError, StageMissingError
@@ -65,6 +66,7 @@ from pipeline.modeling.sentence import (
 )
 from pipeline.modeling.spec import SCORING, scoring_spec
 from pipeline.training.data import saved_fingerprint
+from pipeline.training.train import HEAD_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -108,38 +110,80 @@ def freeze_word_embeddings(model: SentenceModel, freeze: bool) -> int:
     return weight.numel() if freeze else 0
 
 
+CPU_TRAIN_LAYERS = 4  # finetune.train_layers="auto" on a CPU
+
+
+def resolve_train_layers(settings: FinetuneSettings) -> int | None:
+    """``finetune.train_layers`` for the device it trains on ("auto": the top 4 on a CPU)."""
+    if settings.train_layers != "auto":
+        return settings.train_layers
+    return CPU_TRAIN_LAYERS if pick_device(settings.device).type == "cpu" else None
+
+
 def freeze_lower_layers(model: SentenceModel, train_layers: int | None) -> int:
-    """Train only the top ``train_layers`` transformer layers (None: all): the embeddings and
-    the layers below are frozen, so the backward pass stops under the lowest trained layer.
-    Returns how many parameters it froze."""
+    """Train only the top ``train_layers`` transformer layers (None, or at least as many as
+    the encoder has: all): the embeddings and the layers below are frozen, so the backward pass
+    stops under the lowest trained layer. Returns how many parameters it froze."""
     layers = getattr(getattr(model.encoder, "encoder", None), "layer", None)
     if train_layers is None:
         return 0
     if not isinstance(layers, nn.ModuleList):
-        raise InputError(
-            f"finetune.train_layers needs a BERT-style encoder (encoder.layer); "
-            f"{type(model.encoder).__name__} has none",
-            "unset finetune.train_layers to train every layer",
+        log.warning(
+            "finetune.train_layers=%s: %s has no BERT-style encoder.layer list, so every layer "
+            "trains",
+            train_layers,
+            type(model.encoder).__name__,
         )
-    frozen = [model.encoder.embeddings, *layers[: max(len(layers) - train_layers, 0)]]
+        return 0
+    if train_layers >= len(layers):
+        return 0
     count = 0
-    for module in frozen:
+    for module in (model.encoder.embeddings, *layers[: len(layers) - train_layers]):
         for p in module.parameters():
             count += p.numel() if p.requires_grad else 0
             p.requires_grad_(False)
     return count
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
+def _param_groups(
+    model: nn.Module, weight_decay: float, lr: float, head_lr: float
+) -> list[dict[str, Any]]:
+    """AdamW groups: no decay on biases and LayerNorms; the classifier (``head.*``) at its own
+    learning rate."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
+        if p.requires_grad:
+            decay = not (p.ndim < 2 or "LayerNorm" in name)
+            groups.setdefault((name.startswith("head."), decay), []).append(p)
     return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {
+            "params": ps,
+            "weight_decay": weight_decay if decay else 0.0,
+            "lr": head_lr if head else lr,
+        }
+        for (head, decay), ps in groups.items()
     ]
+
+
+def warm_start_head(model: SentenceModel, models_dir: Path) -> str | None:
+    """Start the self-attentive classifier from the run's frozen head of the same output when
+    it read the encoder's last layer alone with the same shape: it already knows what the
+    pretrained features say, so fine-tuning starts where the frozen model ended. Returns the
+    head's name, or None (then it starts from scratch)."""
+    name = HEAD_NAMES[model.output]
+    try:
+        config = read_json(models_dir / name / MODEL_CONFIG)
+        weights = load_file(str(models_dir / name / MODEL_WEIGHTS))
+    except (OSError, ValueError):
+        return None
+    last = model.encoder.config.num_hidden_layers
+    if config.get("layers") != [last] or config.get("pooled_layers") or config.get("tuned_encoder"):
+        return None
+    try:
+        model.head.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    except RuntimeError:  # another hops / attention_dim / mlp_dim
+        return None
+    return name
 
 
 def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -182,15 +226,18 @@ def train(
         frozen_parameters=freeze_word_embeddings(model, settings.freeze_embeddings),
         device=str(device),
     )
-    report.frozen_parameters += freeze_lower_layers(model, settings.train_layers)
+    report.frozen_parameters += freeze_lower_layers(model, resolve_train_layers(settings))
     report.trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    head_lr = settings.head_lr if model.classifier == "attention" else settings.lr
     ids = token_ids(encoder, train_texts, settings.max_length)
     lengths = [len(x) for x in ids]
     labels = torch.as_tensor(train_stars - 1)
     total = math.ceil(len(ids) / settings.batch_size) * settings.epochs
     report.planned_steps = total
     optimizer = torch.optim.AdamW(
-        _param_groups(model, settings.weight_decay), lr=settings.lr, fused=device.type == "cuda"
+        _param_groups(model, settings.weight_decay, settings.lr, head_lr),
+        lr=settings.lr,
+        fused=device.type == "cuda",
     )
     scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_frac * total), total)
     pad_id = encoder.tokenizer.pad_token_id
@@ -255,18 +302,24 @@ def train(
 # --------------------------------------------------------------------------- the stage
 
 
-def finetune_fingerprint(settings: Settings, spec: EncoderSpec) -> str:
+def finetune_fingerprint(
+    settings: Settings, spec: EncoderSpec, models: ModelSet | None = None
+) -> str:
     prepared = read_manifest(settings.paths.prepared)
     if prepared is None:
         raise StageMissingError(
             f"no prepared data in {settings.paths.prepared}",
             f"run `douban prepare --run {settings.run_name} --input <csv>` first",
         )
-    tuning = settings.finetune.model_dump(mode="json", exclude={"device"})
+    tuning = settings.finetune.model_dump(mode="json", exclude={"device", "in_run"})
+    tuning["train_layers"] = resolve_train_layers(settings.finetune)
     if settings.finetune.classifier == "attention":  # the head's shape and penalty
         tuning["head"] = settings.head.model_dump(
             mode="json", include={"hops", "attention_dim", "mlp_dim", "penalty"}
         )
+        if models is not None:  # the frozen head it may start from
+            head = HEAD_NAMES[settings.finetune.output]
+            tuning["warm_start"] = saved_fingerprint(models.model(head))
     return fingerprint(
         CODE_VERSION,
         spec.fingerprint,
@@ -300,17 +353,18 @@ def all_cpu_threads(device: torch.device) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def finetune_target(settings: Settings) -> tuple[EncoderSpec, str]:
-    """The encoder to fine-tune and the fingerprint the fine-tuned model records."""
+def finetune_target(settings: Settings, models: ModelSet) -> tuple[EncoderSpec, str]:
+    """The encoder to fine-tune and the fingerprint the fine-tuned model records (in
+    ``models``, whose frozen head it may start from)."""
     features = settings.features
     spec = resolve_encoder(features.encoder, pooling=features.pooling, prefix=features.prefix)
-    return spec, finetune_fingerprint(settings, spec)
+    return spec, finetune_fingerprint(settings, spec, models)
 
 
 def is_current(settings: Settings, models: ModelSet) -> bool:
     """Whether ``models`` holds the fine-tuned model these settings would train."""
     model_dir = models.model(model_name(settings.finetune.output))
-    return saved_fingerprint(model_dir) == finetune_target(settings)[1]
+    return saved_fingerprint(model_dir) == finetune_target(settings, models)[1]
 
 
 def finetune_model(
@@ -321,16 +375,21 @@ def finetune_model(
     returns that directory. Skipped when the model there records the same fingerprint.
     Evaluating it and fitting its ensemble are the workflow's next steps."""
     model_dir = models.model(model_name(settings.finetune.output))
-    spec, fp = finetune_target(settings)
+    spec, fp = finetune_target(settings, models)
     if not force and saved_fingerprint(model_dir) == fp:
         log.info("%s is up to date (fingerprint %s): not retrained", model_dir.name, fp)
     else:
-        _train_and_save(settings, spec, fp, model_dir, progress)
+        _train_and_save(settings, spec, fp, model_dir, progress, models.models)
     return model_dir
 
 
 def _train_and_save(
-    settings: Settings, spec: EncoderSpec, fp: str, model_dir: Path, progress: bool
+    settings: Settings,
+    spec: EncoderSpec,
+    fp: str,
+    model_dir: Path,
+    progress: bool,
+    models_dir: Path,
 ) -> None:
     ft = settings.finetune
     name = model_dir.name
@@ -352,12 +411,15 @@ def _train_and_save(
         ft.classifier,
         arch | {"dropout": ft.dropout},
     ).to(device)
+    warm = warm_start_head(model, models_dir) if ft.classifier == "attention" else None
     log.info(
-        "fine-tuning %s on %d train reviews (%d val) on %s",
+        "fine-tuning %s on %d train reviews (%d val) on %s, classifier %s%s",
         name,
         len(train_rows),
         len(val_rows),
         device,
+        ft.classifier,
+        f" starting from {warm}" if warm else "",
     )
     texts, stars = reviews["text"].tolist(), reviews["star"].to_numpy(np.int64)
     with all_cpu_threads(device):
@@ -386,6 +448,7 @@ def _train_and_save(
             SCORING: scoring_spec(settings.paths, asdict(spec), ft.max_length),
             "settings": ft.model_dump(mode="json"),
             "seed": settings.seed,
+            "warm_start": warm,
             "train": report.to_dict(),
             "data": {
                 "train_reviews": len(train_rows),

@@ -230,3 +230,47 @@ def test_saved_model_reloads_to_identical_outputs(tmp_path):
 def test_loading_a_missing_model_says_what_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="douban finetune"):
         load_finetuned(tmp_path / "runs" / "x" / "models" / "finetune_cls")
+
+
+@pytest.mark.parametrize("output", ["classification", "ordinal"])
+def test_self_attentive_classifier_learns_with_only_the_top_layer(output):
+    """The studio's classifier on the tuned encoder: the loss falls, the top layer and the head
+    move, the frozen layers below (and the embeddings) do not."""
+    encoder = tiny_encoder()
+    texts, stars = demo_reviews(192, seed=0)
+    arch = {"hops": 2, "attention_dim": 16, "mlp_dim": 32, "dropout": 0.0}
+    model = SentenceModel(encoder.model, "mean", output, 0.0, "attention", arch)
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    before_loss = _mean_loss(model, encoder, texts, stars)
+    report = train(
+        model, encoder, texts, stars, texts[:48], stars[:48],
+        _settings(train_layers=1, head_lr=1e-2), seed=0, penalty=0.1, progress=False,
+    )  # fmt: skip
+    assert _mean_loss(model, encoder, texts, stars) < 0.9 * before_loss
+    after = model.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("encoder.encoder.layer.2.") for k in moved)
+    assert any(k.startswith("head.w_s1") for k in moved)
+    assert not any(k.startswith(("encoder.embeddings.", "encoder.encoder.layer.0.")) for k in moved)
+    assert not any(k.startswith("encoder.encoder.layer.1.") for k in moved)
+    assert report.trainable_parameters < sum(p.numel() for p in model.parameters()) / 2
+
+
+def test_the_tuned_head_starts_from_the_frozen_one(tmp_path):
+    from pipeline.modeling.bundle import save_model
+    from pipeline.modeling.heads import HeadModel
+    from pipeline.training.finetune import warm_start_head
+
+    encoder = tiny_encoder()
+    arch = {"hops": 2, "attention_dim": 16, "mlp_dim": 32, "dropout": 0.0}
+    last = encoder.model.config.num_hidden_layers
+    frozen = HeadModel.build("classification", 32, [last], [], arch | {"layer_mix": True})
+    save_model(tmp_path / "head_cls", frozen.tensors(), frozen.config)
+    model = SentenceModel(encoder.model, "mean", "classification", 0.0, "attention", arch)
+    assert warm_start_head(model, tmp_path) == "head_cls"
+    for key, value in frozen.module.state_dict().items():
+        assert torch.equal(model.head.state_dict()[key], value), key
+    other = SentenceModel(
+        encoder.model, "mean", "classification", 0.0, "attention", arch | {"hops": 3}
+    )
+    assert warm_start_head(other, tmp_path) is None  # another shape: starts from scratch

@@ -305,6 +305,7 @@ def test_finetune_then_lab_end_to_end_and_cached(tmp_path, encoder_dir):
     # the self-attentive classifier's bundle: the tuned encoder beside a head that reads it;
     # Scorer runs it on ONNX Runtime + numpy and gives the stars evaluation stored
     assert config_doc["kind"] == "head" and (model_dir / "encoder" / "tokenizer.json").is_file()
+    assert config_doc["warm_start"] == "head_cls"  # it started where the frozen head ended
     scorer = Scorer.load("tiny", model="finetune_cls", runs_dir=runs_dir)
     assert isinstance(scorer.encoder, OnnxEncoder) and isinstance(scorer.model, NumpyHead)
     assert scorer.attention_model_name == "finetune_cls"  # it explains itself
