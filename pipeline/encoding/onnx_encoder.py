@@ -50,6 +50,7 @@ THREADS = 2  # intra-op threads: the machine's two cores
 OPSET = 17
 OUTPUTS = ("pooled_mean", "pooled_cls", "states")
 PRECISIONS = ("fp32", "int8")
+CACHED_GRAPHS = 12  # exported graphs kept in the cache (the least recently used go first)
 INT8_RECIPE = "q1"  # in the cached file's name: bump when quantize_onnx changes
 
 
@@ -252,6 +253,23 @@ class OnnxEncoder:
         return results  # type: ignore[return-value]
 
 
+def _keep_recent(used: Path, keep: int = CACHED_GRAPHS) -> None:
+    """Mark ``used`` as just used and evict all but the ``keep`` most recently used graphs:
+    every fine-tuned encoder exports its own (~0.5 GB for e5-small), so the cache would
+    otherwise grow with each fine-tune."""
+    os.utime(used)
+    graphs = sorted(used.parent.glob("*.onnx"), key=_last_used, reverse=True)
+    for old in graphs[keep:]:
+        old.unlink(missing_ok=True)
+
+
+def _last_used(graph: Path) -> float:
+    try:
+        return graph.stat().st_mtime
+    except OSError:  # evicted meanwhile by another process
+        return 0.0
+
+
 @functools.lru_cache(maxsize=4)
 def _session(path: str, threads: int) -> Any:
     """One ONNX Runtime session per graph and process: every model of a run reads the same
@@ -295,6 +313,7 @@ def load_onnx_encoder(
         if not path.exists():
             log.warning("quantising encoder %s to int8 once (cached at %s)", spec.name, path)
             quantize_onnx(source, path)
+    _keep_recent(path)
     return OnnxEncoder(
         spec=spec,
         session=_session(str(path), threads),
