@@ -20,6 +20,7 @@ from pipeline.encoding.tokens import (  # re-exported: shared with the ONNX path
     Tokenized,
     check_lengths,
     default_token_budget,
+    encoded_reviews,
     normalize_layers,
     padded_ids,
     plan_batches,
@@ -177,22 +178,6 @@ def accelerate_for_cpu(encoder: Encoder) -> Encoder:
     return encoder
 
 
-def _encode_batches(
-    encoder: Encoder,
-    tokenized: Tokenized,
-    *,
-    layers: list[int],
-    token_budget: int,
-    wants_states: np.ndarray,
-    bar: tqdm | None = None,
-) -> Iterator[tuple[np.ndarray, BatchOutput]]:
-    """Yield (row indices, outputs) batch by batch, longest batch first."""
-    for rows in plan_batches(tokenized.lengths, token_budget):
-        yield rows, _forward(encoder, tokenized, rows, layers, wants_states[rows])
-        if bar is not None:
-            bar.update(len(rows))
-
-
 def encode_texts(
     encoder: Encoder,
     texts: list[str],
@@ -209,26 +194,12 @@ def encode_texts(
     check_lengths(TorchEncoder(encoder), max_length, token_budget)
     layers = normalize_layers(token_layers, encoder.num_layers + 1)
     tokenized = tokenize(encoder, texts, max_length)
-    results: list[EncodedReview | None] = [None] * len(texts)
     wants = np.ones(len(texts), dtype=bool)
     with tqdm(total=len(texts), unit="review", desc="encoding", disable=not progress) as bar:
-        for rows, out in _encode_batches(
-            encoder,
-            tokenized,
-            layers=layers,
-            token_budget=token_budget,
-            wants_states=wants,
-            bar=bar,
-        ):
-            for j, row in enumerate(rows):
-                results[row] = EncodedReview(
-                    input_ids=tokenized.input_ids[row],
-                    offsets=tokenized.offsets[row],
-                    token_states=out.states[out.state_starts[j] : out.state_starts[j + 1]],
-                    pooled_mean=out.pooled_mean[j],
-                    pooled_cls=out.pooled_cls[j],
-                )
-    return results  # type: ignore[return-value]
+        batches = TorchEncoder(encoder).batches(
+            tokenized, layers=layers, token_budget=token_budget, wants_states=wants, bar=bar
+        )
+        return encoded_reviews(tokenized, batches)
 
 
 @dataclasses.dataclass
@@ -271,11 +242,8 @@ class TorchEncoder:
         wants_states: np.ndarray,
         bar: tqdm | None = None,
     ) -> Iterator[tuple[np.ndarray, BatchOutput]]:
-        return _encode_batches(
-            self.encoder,
-            tokenized,
-            layers=layers,
-            token_budget=token_budget,
-            wants_states=wants_states,
-            bar=bar,
-        )
+        """(row indices, outputs) batch by batch, longest batch first."""
+        for rows in plan_batches(tokenized.lengths, token_budget):
+            yield rows, _forward(self.encoder, tokenized, rows, layers, wants_states[rows])
+            if bar is not None:
+                bar.update(len(rows))

@@ -36,6 +36,7 @@ from pipeline.encoding.tokens import (
     BatchOutput,
     EncodedReview,
     Tokenized,
+    encoded_reviews,
     normalize_layers,
     padded_ids,
     plan_batches,
@@ -236,21 +237,12 @@ class OnnxEncoder:
             )
         wanted = normalize_layers(token_layers, self.num_layers + 1)
         tokenized = self.tokenize(texts, max_length)
-        results: list[EncodedReview | None] = [None] * len(texts)
         wants = np.ones(len(texts), dtype=bool)
         budget = max(token_budget, max_length)
-        for rows, out in self.batches(
-            tokenized, layers=wanted, token_budget=budget, wants_states=wants
-        ):
-            for j, row in enumerate(rows):
-                results[row] = EncodedReview(
-                    input_ids=tokenized.input_ids[row],
-                    offsets=tokenized.offsets[row],
-                    token_states=out.states[out.state_starts[j] : out.state_starts[j + 1]],
-                    pooled_mean=out.pooled_mean[j],
-                    pooled_cls=out.pooled_cls[j],
-                )
-        return results  # type: ignore[return-value]
+        return encoded_reviews(
+            tokenized,
+            self.batches(tokenized, layers=wanted, token_budget=budget, wants_states=wants),
+        )
 
 
 def _keep_recent(used: Path, keep: int = CACHED_GRAPHS) -> None:

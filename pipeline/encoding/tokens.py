@@ -151,6 +151,24 @@ class FeatureEncoder(Protocol):
     ) -> Iterator[tuple[np.ndarray, BatchOutput]]: ...
 
 
+def encoded_reviews(
+    tokenized: Tokenized, batches: Iterator[tuple[np.ndarray, BatchOutput]]
+) -> list[EncodedReview]:
+    """Each text's :class:`EncodedReview`, in input order, from an encoder's batches (every
+    row keeping its token states)."""
+    results: list[EncodedReview | None] = [None] * len(tokenized.lengths)
+    for rows, out in batches:
+        for j, row in enumerate(rows):
+            results[row] = EncodedReview(
+                input_ids=tokenized.input_ids[row],
+                offsets=tokenized.offsets[row],
+                token_states=out.states[out.state_starts[j] : out.state_starts[j + 1]],
+                pooled_mean=out.pooled_mean[j],
+                pooled_cls=out.pooled_cls[j],
+            )
+    return results  # type: ignore[return-value]
+
+
 def count_tokens(
     encoder: FeatureEncoder, texts: Sequence[str], max_length: int, chunk: int = 20_000
 ) -> np.ndarray:
