@@ -66,6 +66,10 @@ def settings_for(runs_dir: Path, run: str, **overrides: object) -> Settings:
             "features.token_layers": [-1],
             "features.shard_size": SHARD_SIZE,
             "features.device": "cpu",
+            # fp32: the engines must agree to float round-off, whatever their batches; int8
+            # quantises each batch's activations with one scale, so its figures move a little
+            # with the batch (tolerances in tests/data/test_int8.py)
+            "features.precision": "fp32",
             **overrides,
         },
     )
@@ -81,7 +85,7 @@ def cli(tmp_path: Path, *args: str) -> str:
     config = tmp_path / "settings.toml"
     config.write_text(
         "[prepare]\nworkers = 1\n[features]\nmax_length = 64\ntoken_layers = [-1]\n"
-        f'shard_size = {SHARD_SIZE}\ndevice = "cpu"\n',
+        f'shard_size = {SHARD_SIZE}\ndevice = "cpu"\nprecision = "fp32"\n',
         encoding="utf-8",
     )
     settings = ["--config", str(config)] if args[0] == "features" else []
