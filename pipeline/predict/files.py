@@ -84,6 +84,16 @@ def _read_bytes(path: str | Path) -> tuple[bytes, str, str, str]:
         raise InputError(f"cannot read input file {path}: {err.strerror or err}") from err
 
 
+def review_lines(text: str) -> list[str]:
+    """One review per line, lines ending at ``\n`` or ``\r\n`` only: form feeds, ``\x1c``,
+    NEL or U+2028 inside a review stay in it (``str.splitlines`` would cut there and shift
+    every row number after it); a final newline ends the last line without starting another."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
 def read_texts(path: str | Path) -> list[Any]:
     """Texts from a ``.csv`` (column comment / text / review / content, any case, or the only
     column), a ``.txt`` (one review per line) or ``-`` (stdin, one per line). A CSV row without
@@ -91,7 +101,7 @@ def read_texts(path: str | Path) -> list[Any]:
     data, suffix, encoding, label = _read_bytes(path)
     text = _decode(data, encoding)
     if suffix != ".csv":
-        return text.splitlines()
+        return review_lines(text)
     limit = csv.field_size_limit()
     csv.field_size_limit(MAX_FIELD_CHARS)
     try:

@@ -5,7 +5,9 @@ character, "no review column")."""
 from __future__ import annotations
 
 import codecs
+import io
 import json
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -52,3 +54,17 @@ def test_douban_score_reads_a_utf16_file(demo_run, tmp_path):
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["text"] for r in records] == REVIEWS
     assert all(r["pred_star"] in range(1, 6) and not r.get("error") for r in records)
+
+
+def test_txt_and_stdin_lines_end_at_newlines_only(tmp_path, monkeypatch):
+    """Form feed, \x1c, NEL and U+2028 inside a review do not split it: 5 lines, 5 records,
+    in order, from a .txt file and from stdin (`douban score -i -`) alike."""
+    lines = ["第一条\f还是第一条", "第二条\x1c", "第三\x85条", "第四\u2028条", "第五条"]
+    data = ("\r\n".join(lines[:2]) + "\n" + "\n".join(lines[2:]) + "\n").encode()
+    path = tmp_path / "in.txt"
+    path.write_bytes(data)
+    assert read_texts(path) == lines
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    assert read_texts("-") == lines
+    path.write_bytes(b"a\n\nb\n")
+    assert read_texts(path) == ["a", "", "b"]  # an empty line stays a record (an error one)
