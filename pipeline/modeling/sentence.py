@@ -120,6 +120,52 @@ class SentenceModel(nn.Module):
         return raw, raw.new_zeros(())
 
 
+# --------------------------------------------------------------------------- what trains
+
+
+def freeze_word_embeddings(model: SentenceModel, freeze: bool) -> int:
+    """Freeze (or not) the word-embedding matrix; returns how many parameters are frozen."""
+    weight = model.encoder.get_input_embeddings().weight
+    weight.requires_grad_(not freeze)
+    return weight.numel() if freeze else 0
+
+
+CPU_TRAIN_LAYERS = 4  # finetune.train_layers="auto" on a CPU
+
+
+def resolve_train_layers(settings: Any) -> int | None:
+    """``finetune.train_layers`` of ``settings`` (FinetuneSettings) for the device it trains
+    on ("auto": the top 4 on a CPU)."""
+    if settings.train_layers != "auto":
+        return settings.train_layers
+    return CPU_TRAIN_LAYERS if pick_device(settings.device).type == "cpu" else None
+
+
+def freeze_lower_layers(model: SentenceModel, train_layers: int | None) -> int:
+    """Train only the top ``train_layers`` transformer layers (None, or at least as many as
+    the encoder has: all): the embeddings and the layers below are frozen, so the backward pass
+    stops under the lowest trained layer. Returns how many parameters it froze."""
+    layers = getattr(getattr(model.encoder, "encoder", None), "layer", None)
+    if train_layers is None:
+        return 0
+    if not isinstance(layers, nn.ModuleList):
+        log.warning(
+            "finetune.train_layers=%s: %s has no BERT-style encoder.layer list, so every layer "
+            "trains",
+            train_layers,
+            type(model.encoder).__name__,
+        )
+        return 0
+    if train_layers >= len(layers):
+        return 0
+    count = 0
+    for module in (model.encoder.embeddings, *layers[: len(layers) - train_layers]):
+        for p in module.parameters():
+            count += p.numel() if p.requires_grad else 0
+            p.requires_grad_(False)
+    return count
+
+
 @torch.no_grad()
 def predict(
     model: SentenceModel,
