@@ -13,8 +13,7 @@ from pipeline.encoding.onnx_encoder import load_onnx_encoder, onnx_available
 from pipeline.encoding.tokens import FeatureEncoder
 from pipeline.errors import EncoderNotAvailable, InputError
 
-Precision = Literal["auto", "fp32", "int8"]
-PRECISIONS = ("auto", "fp32", "int8")
+PRECISIONS = ("auto", "fp32", "int8")  # features.precision; the graphs: onnx_encoder.PRECISIONS
 
 
 def resolve_precision(precision: str, device: str) -> str:

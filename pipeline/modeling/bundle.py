@@ -30,7 +30,7 @@ from pipeline.modeling.spec import SCORING, list_models, read_config, retrain_hi
 
 __all__ = [  # list_models .. scoring_spec: re-exported, they read no weights (see spec.py)
     "CONFIG", "SCORING", "WEIGHTS", "EncoderMismatchError", "FinetunedTextModel", "TunedHeadModel",
-    "check_encoder",
+    "check_encoder", "encode_with",
     "list_models", "load_model", "load_star_model", "needs_tokens", "read_config", "retrain_hint",
     "save_model", "scoring_spec",
 ]  # fmt: skip
@@ -162,30 +162,35 @@ class TunedHeadModel:
         check_encoder({"encoder": wanted}, spec.fingerprint, self.name)
         if onnx_available():
             return load_onnx_encoder(spec, self.layers)
-        from pipeline.encoding.encode import TorchEncoder
         from pipeline.encoding.load import load_encoder
 
-        return TorchEncoder(load_encoder(spec))
+        return load_encoder(spec)
 
     def predict(self, source: Any, rows: Any) -> Any:
         from pipeline.modeling.inputs import EncodedSource
 
         texts = source.texts(rows)
         max_length = int(self.config[SCORING]["max_length"])
-        encoded = _encode(self.encoder, texts, self.layers, max_length)
+        encoded = encode_with(self.encoder, texts, self.layers, max_length)
         mine = EncodedSource(texts, encoded, [[] for _ in texts], self.layers, None)
         return self.head.predict(mine, list(range(len(texts))))
 
 
-def _encode(encoder: Any, texts: list[str], layers: list[int], max_length: int) -> list[Any]:
-    """Encoder features of texts on either runtime (ONNX Runtime or torch)."""
+def encode_with(
+    encoder: Any, texts: list[str], layers: list[int], max_length: int, token_budget: int = 2048
+) -> list[Any]:
+    """Encoder features of clean texts on either runtime: an ONNX Runtime encoder, or a torch
+    :class:`~pipeline.encoding.load.Encoder` (imported only then)."""
+    budget = max(token_budget, max_length)
     if hasattr(encoder, "encode_texts"):
         return encoder.encode_texts(
-            texts, token_layers=layers, max_length=max_length, token_budget=2048
+            texts, token_layers=layers, max_length=max_length, token_budget=budget
         )
     from pipeline.encoding.encode import encode_texts
 
-    return encode_texts(encoder.encoder, texts, token_layers=layers, max_length=max_length)
+    return encode_texts(
+        encoder, texts, token_layers=layers, max_length=max_length, token_budget=budget
+    )
 
 
 class FinetunedTextModel:

@@ -45,7 +45,7 @@ from pipeline.config import RunPaths
 from pipeline.data.text import clean_text
 from pipeline.errors import InputError, ModelNotFoundError, StageMissingError
 from pipeline.locate import locate_run, newest_trained_run
-from pipeline.modeling.bundle import check_encoder, load_star_model, needs_tokens
+from pipeline.modeling.bundle import check_encoder, encode_with, load_star_model, needs_tokens
 from pipeline.modeling.inputs import EncodedSource, Predictions
 from pipeline.modeling.prior import (
     em_prior,
@@ -412,20 +412,7 @@ class Scorer:
 
     def encode(self, texts: list[str], layers: list[int]) -> list[Any]:
         """Encoder features of clean texts (token states of ``layers``), on this backend."""
-        budget = max(SCORE_TOKEN_BUDGET, self.max_length)
-        if hasattr(self.encoder, "encode_texts"):  # ONNX Runtime
-            return self.encoder.encode_texts(
-                texts, token_layers=layers, max_length=self.max_length, token_budget=budget
-            )
-        from pipeline.encoding.encode import encode_texts  # torch: only when needed
-
-        return encode_texts(
-            self.encoder,
-            texts,
-            token_layers=layers,
-            max_length=self.max_length,
-            token_budget=budget,
-        )
+        return encode_with(self.encoder, texts, layers, self.max_length, SCORE_TOKEN_BUDGET)
 
     def postprocess(
         self, prep: _Prepared, out: dict[str, Any], j: int, explain: bool
