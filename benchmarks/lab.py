@@ -1,7 +1,7 @@
 """Lab costs on real reviews: fine-tuning time per 1,000 reviews and the full probe sweep.
 
 1. Fine-tuning: ``--reviews`` cleaned reviews of dmsc_sample.csv, one epoch of the project's
-   ``finetune.train`` (batch 32, length-bucketed, AdamW + warm-up) with the word embeddings frozen
+   ``tuning.train`` (batch 32, length-bucketed, AdamW + warm-up) with the word embeddings frozen
    (the default) and, with ``--unfrozen``, trainable, so the cost of that choice is measured;
    plus inference time per 1,000 reviews.
 2. Probe sweep: one logistic-regression probe per layer for the frozen and the fine-tuned encoder
@@ -37,7 +37,7 @@ from pipeline.encoding.load import EMBEDDED_ENCODER, load_encoder
 from pipeline.lab.probes import probe_layers
 from pipeline.modeling.batching import stratified_subset
 from pipeline.modeling.sentence import SentenceModel, predict
-from pipeline.training.finetune import train
+from pipeline.training.tuning import train
 
 DATA = PROJECT_ROOT.parent / "shared" / "data" / "dmsc_sample.csv"
 RESULTS = Path(__file__).resolve().parent / "results" / "lab.json"

@@ -101,6 +101,14 @@ ActorsOpt = Annotated[
 ]
 
 
+EncodeBudgetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--encode-budget",
+        help="Encoder wall time on a CPU, e.g. 30m, 2h or none; beyond it a stratified sample "
+        "(by split, film and star) is encoded (default: features.encode_budget, 30m).",
+    ),
+]
 SelectByOpt = Annotated[
     str | None,
     typer.Option(
@@ -212,6 +220,7 @@ def features(
         str | None,
         typer.Option(help="auto (int8 on CPU via ONNX Runtime, fp32/bf16 on GPU), fp32 or int8."),
     ] = None,
+    encode_budget: EncodeBudgetOpt = None,
     force: Annotated[bool, typer.Option(help="Recompute even if up to date.")] = False,
     engine: EngineOpt = "local",
     address: AddressOpt = None,
@@ -233,6 +242,7 @@ def features(
             "features.token_state_limit": token_state_limit,
             "features.device": device,
             "features.precision": precision,
+            "features.encode_budget": encode_budget,
         },
     )
     existing_run(settings)
@@ -744,15 +754,15 @@ def run_all(
     runs_dir: RunsDirOpt = None,
     select_by: SelectByOpt = None,
     finetune: FinetuneOpt = None,
+    encode_budget: EncodeBudgetOpt = None,
     force: Annotated[bool, typer.Option(help="Recompute every stage.")] = False,
 ) -> None:
     """Every stage on your own CSVs: prepare -> features -> train + evaluate -> fine-tune ->
     reports."""
     from pipeline.workflow import run_pipeline
 
-    settings = make_settings(
-        config, run, runs_dir, select_by=select_by, **{"finetune.in_run": finetune}
-    )
+    overrides = {"finetune.in_run": finetune, "features.encode_budget": encode_budget}
+    settings = make_settings(config, run, runs_dir, select_by=select_by, **overrides)
     pages = run_pipeline(settings, inputs, force=force).pages
     say(f"run ready: {settings.paths.root}; reports: {pages[-1]}", style="green")
 

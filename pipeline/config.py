@@ -8,6 +8,7 @@ that knows its layout, so stages, the app and reports never build paths by hand.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 import unicodedata
 from collections.abc import Iterator
@@ -66,6 +67,14 @@ class FeatureSettings(_Section):
     # the encoder's arithmetic: "auto" = int8 on a CPU (ONNX Runtime), fp32 (bf16 autocast) on a
     # GPU; int8 agrees with fp32 (benchmarks/extract.py) at about twice its speed
     precision: Literal["auto", "fp32", "int8"] = "auto"
+    # wall time the encoder may take on a CPU ("30m", "2h", "none"): beyond it a stratified sample
+    # is encoded (pipeline/features/sample.py); no limit on a GPU or a Ray cluster
+    encode_budget: float | None = 1800.0
+
+    @field_validator("encode_budget", mode="before")
+    @classmethod
+    def _budget_is_a_duration(cls, value: Any) -> float | None:
+        return parse_duration(value)
 
 
 class HeadSettings(_Section):
@@ -161,6 +170,20 @@ class Settings(_Section):
     @property
     def paths(self) -> RunPaths:
         return RunPaths(self.runs_dir / self.run_name)
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds from ``90``, ``"90s"``, ``"30m"``, ``"1.5h"``; None from None, ``"none"`` or
+    ``"all"`` (no limit)."""
+    if value is None or isinstance(value, (int, float)):
+        return None if value is None else float(value)
+    text = str(value).strip().lower()
+    if text in ("", "none", "all", "unlimited"):
+        return None
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smh]?)", text)
+    if match is None:
+        raise ValueError(f"{value!r} is not a duration: use e.g. 90s, 30m, 2h or none")
+    return float(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2) or "s"]
 
 
 def check_run_name(name: str) -> str:

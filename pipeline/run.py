@@ -59,17 +59,22 @@ SPLIT_ORDER = ("test", "val")
 
 
 class LastLayerPooled:
-    """Row-indexable (N, d) float32 view of the last hidden state of (N, L+1, d) pooled
-    features; indexing with review_ids reads just those rows."""
+    """Review_id-indexable (N, d) float32 view of the last hidden state of a store's pooled
+    features; indexing with review_ids reads just those rows (:meth:`covers` says which reviews
+    a budgeted store encoded)."""
 
-    def __init__(self, pooled_all: Any) -> None:
-        self._all = pooled_all
+    def __init__(self, store: FeatureStore) -> None:
+        self._store = store
+        self._all = store.pooled_all(kind="mean")
 
     def __len__(self) -> int:
-        return len(self._all)
+        return self._store.num_prepared
 
-    def __getitem__(self, rows: Any) -> np.ndarray:
-        return np.asarray(self._all[rows][:, -1], dtype=np.float32)
+    def covers(self, review_ids: Any) -> np.ndarray:
+        return self._store.covers(review_ids)
+
+    def __getitem__(self, review_ids: Any) -> np.ndarray:
+        return np.asarray(self._all[self._store.rows_of(review_ids)][:, -1], dtype=np.float32)
 
 
 @dataclass
@@ -188,7 +193,7 @@ class Run:
         t-SNE sample reads 2,000 rows, not the whole memory-mapped store); None when not
         extracted."""
         store = self.feature_store
-        return None if store is None else LastLayerPooled(store.pooled_all(kind="mean"))
+        return None if store is None else LastLayerPooled(store)
 
     # ------------------------------------------------------------------ models and metrics
 

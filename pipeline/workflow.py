@@ -197,6 +197,7 @@ def external_data(settings: Settings, csv: Path) -> TrainingData:
                 token_layers=list(store.token_layers),
                 shard_size=settings.features.shard_size,
                 device=settings.features.device,
+                encode_budget=None,  # an evaluation corpus is encoded whole
             ),
         }
     )

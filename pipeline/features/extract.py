@@ -51,12 +51,13 @@ def _extract_locally(settings: Settings, force: bool) -> FeatureStore:
     token_budget = features.token_budget or default_token_budget(
         encoder.device, threads, features.max_length
     )
-    job = plan_extraction(settings, encoder, force=force)
+    job = plan_extraction(settings, encoder, force=force, token_budget=token_budget)
     with tqdm(total=len(job.texts), initial=job.reused_rows, unit="review", desc="features") as bar:
         for plan in job.pending:
             write_shard(
                 encoder,
                 job.texts[plan.start : plan.stop],
+                job.review_ids[plan.start : plan.stop],
                 plan,
                 job.layers,
                 max_length=features.max_length,
@@ -78,7 +79,9 @@ def extract_features(
 ) -> FeatureStore:
     """Build (or resume, or reuse) ``runs/<run>/features``; a no-op when nothing changed.
 
-    ``engine="ray"`` encodes the pending shards on a Ray cluster (``address``: ``auto``,
+    On a CPU with ``features.encode_budget`` the local engine encodes a stratified sample that
+    fits the budget (:mod:`pipeline.features.sample`). ``engine="ray"`` encodes every review,
+    its pending shards on a Ray cluster (``address``: ``auto``,
     ``HOST:PORT`` or None for a local runtime; ``actors``: encoder actors, default one per GPU,
     else one per CPU); the store it writes is the same as the local engine's.
     """
@@ -88,6 +91,9 @@ def extract_features(
         from pipeline.cluster import require_ray
 
         require_ray()  # say how to install it before anything else
+        # a cluster is how a corpus outgrows one CPU's budget: it encodes every review
+        features = settings.features.model_copy(update={"encode_budget": None})
+        settings = settings.model_copy(update={"features": features})
     store = current_store(settings, force=force)
     if store is not None:
         return store

@@ -18,6 +18,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
@@ -85,6 +86,7 @@ class ShardEncoder:
             write_shard(
                 self.encoder,
                 item["texts"],
+                np.asarray(item["review_ids"], dtype=np.int64),
                 plan,
                 self.job.layers,
                 max_length=self.job.max_length,
@@ -98,7 +100,11 @@ class ShardEncoder:
 
 def _shard_items(job: Extraction) -> list[dict[str, Any]]:
     return [
-        dataclasses.asdict(plan) | {"texts": job.texts[plan.start : plan.stop]}
+        dataclasses.asdict(plan)
+        | {
+            "texts": job.texts[plan.start : plan.stop],
+            "review_ids": job.review_ids[plan.start : plan.stop].tolist(),
+        }
         for plan in job.pending
     ]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,15 @@ from pipeline.encoding.load import EncoderSpec, pick_device, resolve_encoder
 from pipeline.encoding.runtime import resolve_precision
 from pipeline.encoding.tokens import FeatureEncoder, check_lengths, count_tokens, normalize_layers
 from pipeline.errors import InputError, StageMissingError
+from pipeline.features.sample import (
+    CALIBRATION_REVIEWS,
+    STRATA,
+    measure_rate,
+    plan_sample,
+    record_sample,
+    recorded_sample,
+    stratified_order,
+)
 from pipeline.features.store import CODE_VERSION, POOLED_KINDS, SHARD_FILES, STAGE, FeatureStore
 
 console = Console(stderr=True)
@@ -67,12 +77,23 @@ def _content_parts(settings: Settings, spec: EncoderSpec) -> dict[str, Any]:
     }
 
 
+def sample_budget(settings: Settings) -> float | None:
+    """The encode budget in seconds when it applies (on a CPU), else None: encode everything."""
+    features = settings.features
+    if features.encode_budget is None or pick_device(features.device).type != "cpu":
+        return None
+    return features.encode_budget
+
+
 def features_fingerprint(settings: Settings, spec: EncoderSpec) -> str:
     """Identity of a feature store: encoder, max_length, pooling, prefix, token layers,
-    token_state_limit, prepared data, precision (int8 or fp32) and code version (never the
-    engine or the device itself)."""
+    token_state_limit, prepared data, precision (int8 or fp32), code version and, on a CPU with
+    an encode budget, the budget and seed that choose its sample (never the engine or the device
+    itself)."""
+    budget = sample_budget(settings)
+    sample = [] if budget is None else [{"encode_budget": budget, "seed": settings.seed}]
     return artifacts.fingerprint(
-        _content_parts(settings, spec), settings.features.token_state_limit
+        _content_parts(settings, spec), settings.features.token_state_limit, *sample
     )
 
 
@@ -117,7 +138,7 @@ def _read_reviews(settings: Settings) -> pd.DataFrame:
             f"{path} does not exist",
             f"run `douban prepare --run {settings.run_name} --input <csv>`",
         )
-    reviews = pd.read_parquet(path, columns=["review_id", "text"])
+    reviews = pd.read_parquet(path, columns=["review_id", "text", *STRATA])
     if reviews.empty:
         raise InputError(f"{path} has no reviews: nothing to extract features from")
     redo = f"re-run `douban prepare --run {settings.run_name}`"
@@ -159,7 +180,9 @@ class Extraction:
     settings: Settings
     spec: EncoderSpec
     fingerprint: str
-    texts: list[str]
+    texts: list[str]  # of the reviews to encode, in store order
+    review_ids: np.ndarray  # their review_ids: all of them, or a budgeted sample (ascending)
+    num_prepared: int
     plans: list[ShardPlan]
     done: set[str]
     layers: list[int]  # absolute hidden-state indices whose token states are stored
@@ -197,30 +220,76 @@ def current_store(settings: Settings, *, force: bool = False) -> FeatureStore | 
     return None
 
 
+def _sample(
+    settings: Settings,
+    encoder: FeatureEncoder,
+    reviews: pd.DataFrame,
+    lengths: np.ndarray,
+    layers: list[int],
+    *,
+    fingerprint: str,
+    token_budget: int,
+    force: bool,
+) -> np.ndarray:
+    """The review_ids to encode: all of them, or the stratified sample that fits the encode
+    budget (timed here, or the interrupted run's timing when resuming)."""
+    budget = sample_budget(settings)
+    if budget is None:
+        return np.arange(len(reviews))
+    features_dir = settings.paths.features
+    order = stratified_order(reviews, settings.seed)
+    rate = None if force else recorded_sample(features_dir, fingerprint)
+    if rate is None:
+        calibration = [reviews["text"].iat[i] for i in order[:CALIBRATION_REVIEWS]]
+        max_length = settings.features.max_length
+        rate = measure_rate(encoder, calibration, layers, max_length, token_budget)
+    plan = plan_sample(order, lengths, budget=budget, rate=rate)
+    record_sample(features_dir, fingerprint, plan, budget)
+    console.print(plan.describe(budget))
+    if plan.is_subset:
+        console.print(
+            "  text models train on every review, encoder models on the sample "
+            "(--encode-budget none encodes all)"
+        )
+    return plan.review_ids
+
+
 def plan_extraction(
-    settings: Settings, encoder: FeatureEncoder, *, force: bool = False
+    settings: Settings,
+    encoder: FeatureEncoder,
+    *,
+    force: bool = False,
+    token_budget: int | None = None,
 ) -> Extraction:
-    """Validate the prepared reviews, plan the shards, keep the finished ones (unless ``force``),
-    report the store's size and check the disk; ``encoder`` only tokenizes here."""
+    """Validate the prepared reviews, choose which to encode (all, or a budgeted sample timed
+    with ``encoder`` at ``token_budget``), plan the shards, keep the finished ones (unless
+    ``force``), report the store's size and check the disk."""
     features = settings.features
     features_dir = settings.paths.features
     spec = encoder.spec
     fp = features_fingerprint(settings, spec)
     (features_dir / artifacts.MANIFEST).unlink(missing_ok=True)  # incomplete from here on
-    texts = _read_reviews(settings)["text"].tolist()
+    reviews = _read_reviews(settings)
     # a budget left to each worker's device resolves to at least max_length
     check_lengths(encoder, features.max_length, features.token_budget or features.max_length)
     hidden_states = encoder.num_layers + 1
     layers = sorted(set(normalize_layers(features.token_layers, hidden_states)))
+    lengths = count_tokens(encoder, reviews["text"].tolist(), features.max_length)
+    ids = _sample(
+        settings, encoder, reviews, lengths, layers,
+        fingerprint=fp, token_budget=token_budget or features.max_length, force=force,
+    )  # fmt: skip
+    texts, lengths = reviews["text"].to_numpy()[ids].tolist(), lengths[ids]
     content = _content_parts(settings, spec)
+    if len(ids) < len(reviews):  # a sample: shards hold other reviews than rows [start, stop)
+        content["sample"] = hashlib.sha256(ids.astype(np.int64).tobytes()).hexdigest()[:16]
     plans = _plan_shards(content, len(texts), features.shard_size, features.token_state_limit)
     done = set() if force else {p.name for p in plans if _shard_is_done(features_dir, p)}
     _clear_stale(features_dir, keep=done)
 
-    lengths = count_tokens(encoder, texts, features.max_length)
     job = Extraction(
-        settings, spec, fp, texts, plans, done, layers, store_precision(settings),
-        int(lengths.sum()), hidden_states, encoder.hidden_size,
+        settings, spec, fp, texts, ids, len(reviews), plans, done, layers,
+        store_precision(settings), int(lengths.sum()), hidden_states, encoder.hidden_size,
     )  # fmt: skip
     size = _size_report(job, lengths)
     features_dir.mkdir(parents=True, exist_ok=True)
@@ -262,6 +331,7 @@ def _size_report(job: Extraction, lengths: np.ndarray) -> int:
 def write_shard(
     encoder: FeatureEncoder,
     texts: list[str],
+    review_ids: np.ndarray,
     plan: ShardPlan,
     layers: list[int],
     *,
@@ -279,7 +349,7 @@ def write_shard(
     wants = np.arange(len(texts)) < plan.n_states
     shape = (len(texts), encoder.num_layers + 1, encoder.hidden_size)
     with artifacts.atomic_dir(shard_dir) as tmp:
-        np.save(tmp / "review_ids.npy", np.arange(plan.start, plan.stop, dtype=np.int64))
+        np.save(tmp / "review_ids.npy", np.asarray(review_ids, dtype=np.int64))
         np.save(tmp / "token_index.npy", index)
         np.save(tmp / "input_ids.npy", np.concatenate(tokenized.input_ids))
         np.save(tmp / "offsets.npy", np.concatenate(tokenized.offsets))
@@ -347,6 +417,7 @@ def finish_extraction(job: Extraction, **engine: Any) -> FeatureStore:
         max_length=features.max_length,
         token_state_limit=features.token_state_limit,
         num_reviews=len(job.texts),
+        num_prepared=job.num_prepared,
         num_tokens=job.num_tokens,
         code_version=CODE_VERSION,
         shards=[

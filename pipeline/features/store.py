@@ -3,8 +3,9 @@
 Layout of ``runs/<run>/features/``::
 
     manifest.json               fingerprint, encoder spec, layers, shard list, engine
+    sample.json                 the timing that chose a budgeted sample (features/sample.py)
     shard-00000/meta.json       shard fingerprint, rows [start, stop), rows with token states
-    shard-00000/review_ids.npy  (n,) int64
+    shard-00000/review_ids.npy  (n,) int64, ascending: all prepared reviews, or a sample
     shard-00000/token_index.npy (n+1,) int64: row i's tokens are [index[i], index[i+1])
     shard-00000/input_ids.npy   (tokens, ) int32
     shard-00000/offsets.npy     (tokens, 2) int32 character offsets into `text`; -1: not text
@@ -93,7 +94,13 @@ class _Shard:
 
 
 class FeatureStore:
-    """Memory-mapped reader of ``runs/<run>/features``; rows are review_ids (0..N-1)."""
+    """Memory-mapped reader of ``runs/<run>/features``.
+
+    A store holds every prepared review, or (with an encode budget) a sample of them. Its rows
+    are the encoded reviews in review_id order: :meth:`pooled`, :meth:`pooled_all`,
+    :meth:`has_tokens` and :meth:`lengths` are per row (``review_ids[row]`` says whose), while
+    :meth:`token_states`, :meth:`input_ids` and :meth:`offsets` take review_ids. For a store of
+    every review, rows and review_ids are the same numbers."""
 
     def __init__(self, root: Path, manifest: dict[str, Any], shards: list[_Shard]) -> None:
         self.root = root
@@ -107,6 +114,32 @@ class FeatureStore:
         self._shards = shards
         self._starts = np.array([s.start for s in shards], dtype=np.int64)
         self.review_ids = np.concatenate([s.arrays["review_ids"] for s in shards])
+        self.num_prepared: int = manifest.get("num_prepared", len(self.review_ids))
+        self._row_of = np.full(self.num_prepared, -1, dtype=np.int64)
+        self._row_of[self.review_ids] = np.arange(len(self.review_ids))
+
+    @property
+    def is_sample(self) -> bool:
+        """Whether only some of the prepared reviews were encoded (an encode budget)."""
+        return len(self.review_ids) < self.num_prepared
+
+    def covers(self, review_ids: Any) -> np.ndarray:
+        """Bool per review_id: whether it was encoded."""
+        ids = np.asarray(review_ids, dtype=np.int64)
+        inside = (ids >= 0) & (ids < self.num_prepared)
+        return inside & (self._row_of[np.where(inside, ids, 0)] >= 0)
+
+    def rows_of(self, review_ids: Any) -> np.ndarray:
+        """The store rows of ``review_ids``; a review that was not encoded is an error."""
+        ids = np.asarray(review_ids, dtype=np.int64)
+        covered = self.covers(ids)
+        if not covered.all():
+            missing = ids[~covered][:5].tolist()
+            raise IndexError(
+                f"review_id(s) {missing} are not in the feature store ({len(self):,} of "
+                f"{self.num_prepared:,} reviews encoded); check covers() first"
+            )
+        return self._row_of[ids]
 
     @classmethod
     def open(cls, features_dir: Path, expect_fingerprint: str | None = None) -> FeatureStore:
@@ -144,9 +177,8 @@ class FeatureStore:
     def __len__(self) -> int:
         return len(self.review_ids)
 
-    def _locate(self, row: int) -> tuple[_Shard, int]:
-        if not 0 <= row < len(self):
-            raise IndexError(f"row {row} out of range: the store has {len(self)} reviews")
+    def _locate(self, review_id: int) -> tuple[_Shard, int]:
+        row = int(self.rows_of([review_id])[0])
         shard = self._shards[int(np.searchsorted(self._starts, row, side="right")) - 1]
         return shard, row - shard.start
 
@@ -184,10 +216,10 @@ class FeatureStore:
         return np.concatenate([np.diff(s.arrays["token_index"]) for s in self._shards])
 
     def token_states(
-        self, rows: Sequence[int], layers: Sequence[int] | None = None
+        self, review_ids: Sequence[int], layers: Sequence[int] | None = None
     ) -> list[np.ndarray]:
-        """Per row a (n_i, len(layers), d) float16 array (memory-mapped when all stored layers
-        are asked for); ``layers`` are hidden-state indices among :attr:`token_layers`."""
+        """Per review a (n_i, len(layers), d) float16 array (memory-mapped when all stored
+        layers are asked for); ``layers`` are hidden-state indices among :attr:`token_layers`."""
         positions = None
         if layers is not None:
             wanted = normalize_layers(layers, self.num_layers)
@@ -199,11 +231,11 @@ class FeatureStore:
                 )
             positions = [self.token_layers.index(layer) for layer in wanted]
         out = []
-        for row in rows:
-            shard, local = self._locate(int(row))
+        for review_id in review_ids:
+            shard, local = self._locate(int(review_id))
             if local >= shard.n_states:
                 raise ValueError(
-                    f"review row {row} has no stored token states (features.token_state_limit="
+                    f"review {review_id} has no stored token states (features.token_state_limit="
                     f"{self.manifest['token_state_limit']}); check has_tokens() first"
                 )
             index = shard.arrays["token_index"]
@@ -211,14 +243,14 @@ class FeatureStore:
             out.append(states if positions is None else states[:, positions])
         return out
 
-    def input_ids(self, row: int) -> np.ndarray:
-        shard, local = self._locate(row)
+    def input_ids(self, review_id: int) -> np.ndarray:
+        shard, local = self._locate(review_id)
         index = shard.arrays["token_index"]
         return shard.arrays["input_ids"][index[local] : index[local + 1]]
 
-    def offsets(self, row: int) -> np.ndarray:
-        """(n, 2) character offsets of the row's tokens into its ``text``; (-1, -1) for
+    def offsets(self, review_id: int) -> np.ndarray:
+        """(n, 2) character offsets of the review's tokens into its ``text``; (-1, -1) for
         special and prefix tokens."""
-        shard, local = self._locate(row)
+        shard, local = self._locate(review_id)
         index = shard.arrays["token_index"]
         return shard.arrays["offsets"][index[local] : index[local + 1]]

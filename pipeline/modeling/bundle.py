@@ -9,6 +9,7 @@ bundle: scoring new text needs neither the feature store nor the prepared data.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,8 @@ from pipeline.modeling.spec import SCORING, list_models, read_config, retrain_hi
 
 __all__ = [  # list_models .. scoring_spec: re-exported, they read no weights (see spec.py)
     "CONFIG", "SCORING", "WEIGHTS", "EncoderMismatchError", "FinetunedTextModel", "TunedHeadModel",
-    "check_encoder", "encode_with",
-    "list_models", "load_model", "load_star_model", "needs_tokens", "read_config", "retrain_hint",
-    "save_model", "scoring_spec",
+    "check_encoder", "encode_with", "list_models", "load_model", "load_star_model", "members_need",
+    "read_config", "retrain_hint", "save_model", "scoring_spec", "store_needs",
 ]  # fmt: skip
 
 
@@ -129,11 +129,22 @@ def load_star_model(
     return model
 
 
-def needs_tokens(model: Any) -> bool:
-    """Whether the model reads token states (heads, and ensembles holding a head)."""
-    if getattr(model, "kind", None) == "ensemble":
-        return any(needs_tokens(m) for m in model.members.values())
-    return getattr(model, "kind", None) == "head"
+def store_needs(model: Any) -> str | None:
+    """What the model reads from a run's feature store: "tokens" (heads, and ensembles holding
+    one), "pooled" (pooled_lr and ensembles holding one) or None (text models, and fine-tuned
+    ones, which encode text themselves)."""
+    kind = getattr(model, "kind", None)
+    if kind == "ensemble":
+        return members_need(model.members.values())
+    if kind == "head":
+        return "tokens"
+    return "pooled" if kind == "pooled_lr" else None
+
+
+def members_need(members: Iterable[Any]) -> str | None:
+    """What a mix of ``members`` reads from the store: the most that any of them reads."""
+    needs = {store_needs(m) for m in members}
+    return "tokens" if "tokens" in needs else "pooled" if "pooled" in needs else None
 
 
 class TunedHeadModel:

@@ -92,14 +92,15 @@ class TextSource:
 class StoreSource(TextSource):
     """A run's reviews: jieba tokens from the prepared table, vectors from the memory-mapped store.
 
-    ``reviews`` must be the prepared table in store row order (row i is review_id i).
+    ``reviews`` must be the prepared table (row i is review_id i); the store may hold all of
+    them or a sample, and asking for vectors of a review it does not hold is an error.
     """
 
     def __init__(self, store: Any, reviews: Any, run: str = "") -> None:
-        if len(reviews) != len(store.review_ids):
+        if len(reviews) != store.num_prepared:
             raise StaleArtifactError(
-                f"feature store has {len(store.review_ids)} reviews but the prepared table has "
-                f"{len(reviews)}; re-run `douban features`"
+                f"feature store was made from {store.num_prepared} reviews but the prepared "
+                f"table has {len(reviews)}; re-run `douban features`"
             )
         super().__init__(reviews, run)
         self.store = store
@@ -107,7 +108,7 @@ class StoreSource(TextSource):
         self._pooled: dict[int, np.ndarray] = {}
 
     def pooled(self, rows: Sequence[int], layers: Sequence[int]) -> np.ndarray:
-        idx = np.asarray(rows, dtype=np.int64)
+        idx = self.store.rows_of(rows)
         parts = []
         for layer in layers:
             if layer not in self._pooled:

@@ -45,7 +45,7 @@ from pipeline.config import RunPaths
 from pipeline.data.text import clean_text
 from pipeline.errors import InputError, ModelNotFoundError, StageMissingError
 from pipeline.locate import locate_run, newest_trained_run
-from pipeline.modeling.bundle import check_encoder, encode_with, load_star_model, needs_tokens
+from pipeline.modeling.bundle import check_encoder, encode_with, load_star_model, store_needs
 from pipeline.modeling.inputs import EncodedSource, Predictions
 from pipeline.modeling.prior import (
     em_prior,
@@ -230,7 +230,7 @@ def _token_layers(model: Any) -> list[int]:
         return []
     if getattr(model, "kind", None) == "ensemble":
         return [x for m in model.members.values() for x in _token_layers(m)]
-    return list(getattr(model, "layers", [])) if needs_tokens(model) else []
+    return list(getattr(model, "layers", [])) if store_needs(model) == "tokens" else []
 
 
 def _reads_encoder(model: Any) -> bool:

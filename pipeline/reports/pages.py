@@ -427,6 +427,15 @@ def _tsne(
         return None, (
             f"only {len(reviews)} reviews: too few for a map (it needs {MIN_MAP_REVIEWS})"
         )
+    encoded = reviews[features.covers(reviews["review_id"].to_numpy())]
+    if len(encoded) < len(reviews):  # an encode budget: the map shows the encoded sample
+        if len(encoded) < MIN_MAP_REVIEWS:
+            return None, (
+                f"only {len(encoded)} of {len(reviews)} reviews were encoded (encode budget): "
+                f"too few for a map"
+            )
+        points = tsne_points(features, encoded, preds, cap=cap, seed=seed)
+        return points, f"{len(points):,} of {len(reviews):,} reviews (the encoded sample)"
     points = tsne_points(features, reviews, preds, cap=cap, seed=seed)
     if len(points) < len(reviews):
         return points, f"{len(points):,} of {len(reviews):,} reviews, sampled by star"

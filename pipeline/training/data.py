@@ -1,6 +1,7 @@
 """What the train and evaluate stages read: a run's prepared reviews beside its feature store, when
 it has one. Text models (majority, TF-IDF) need none, so a run can train them on every prepared
-review before (or without) paying for the encoder."""
+review before (or without) paying for the encoder; encoder models read the reviews the store
+holds (all of them, or the sample an encode budget chose)."""
 
 from __future__ import annotations
 
@@ -45,7 +46,9 @@ class TrainingData:
         if read_manifest(paths.features) is None:
             return cls(paths, reviews, None, TextSource(reviews, paths.name), fp)
         store = FeatureStore.open(paths.features)
-        if not np.array_equal(store.review_ids, reviews["review_id"].to_numpy()):
+        if store.num_prepared != len(reviews) or not np.array_equal(
+            reviews["review_id"].to_numpy(), np.arange(len(reviews))
+        ):
             raise StaleArtifactError(
                 f"the feature store of run {paths.name} does not match its prepared reviews",
                 f"run `douban features --run {paths.name}`",
@@ -66,21 +69,44 @@ class TrainingData:
             )
         return self.store
 
+    def feature_mask(self) -> np.ndarray:
+        """Which reviews the store holds (none without a store)."""
+        mask = np.zeros(len(self.reviews), dtype=bool)
+        if self.store is not None:
+            mask[self.store.review_ids] = True
+        return mask
+
     def token_mask(self) -> np.ndarray:
         """Which reviews have stored token states (none without a store)."""
-        if self.store is None:
-            return np.zeros(len(self.reviews), dtype=bool)
-        return self.store.has_tokens()
+        mask = np.zeros(len(self.reviews), dtype=bool)
+        if self.store is not None:
+            mask[self.store.review_ids] = self.store.has_tokens()
+        return mask
+
+    def token_lengths(self) -> np.ndarray:
+        """Encoder tokens per review (0 where the store does not hold it)."""
+        lengths = np.zeros(len(self.reviews), dtype=np.int64)
+        store = self.require_store()
+        lengths[store.review_ids] = store.lengths()
+        return lengths
+
+    def input_mask(self, needs: str | None) -> np.ndarray:
+        """Which reviews a model can read: ``needs`` is what it reads from the store
+        (``bundle.store_needs``: "tokens", "pooled" or None for text)."""
+        if needs == "tokens":
+            return self.token_mask()
+        if needs == "pooled":
+            return self.feature_mask()
+        return np.ones(len(self.reviews), dtype=bool)
 
     @property
     def stars(self) -> np.ndarray:
         return self.reviews["star"].to_numpy().astype(np.int64)
 
-    def rows(self, split: str, need_tokens: bool = False) -> np.ndarray:
+    def rows(self, split: str, needs: str | None = None) -> np.ndarray:
+        """The reviews of ``split`` that a model reading ``needs`` can read."""
         mask = self.reviews["split"].to_numpy() == split
-        if need_tokens:
-            mask &= self.token_mask()
-        return np.flatnonzero(mask)
+        return np.flatnonzero(mask & self.input_mask(needs))
 
     def encoder_info(self) -> dict[str, Any]:
         if self.store is None:

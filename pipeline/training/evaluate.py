@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from pipeline.artifacts import atomic_path, fingerprint, read_json, write_json
 from pipeline.config import ModelSet, RunPaths, Settings
 from pipeline.errors import StageMissingError
-from pipeline.modeling.bundle import list_models, load_star_model, needs_tokens
+from pipeline.modeling.bundle import list_models, load_star_model, store_needs
 from pipeline.modeling.inputs import Predictions
 from pipeline.modeling.metrics import headline, star_metrics
 from pipeline.modeling.prior import (
@@ -229,7 +229,6 @@ def evaluate_models(
     todo = names if force else stale_models(data, models, names, evaluation)
     encoder_fp = data.encoder_info()["fingerprint"]
     all_rows = np.arange(len(reviews))
-    token_rows = np.flatnonzero(data.token_mask())
     # a text-reading model (a fine-tuned encoder) costs an encoder pass per review: it predicts
     # only the splits that metrics and the app read, not the train split
     metric_rows = np.flatnonzero(reviews["split"].isin(splits).to_numpy())
@@ -244,12 +243,10 @@ def evaluate_models(
         model = load_star_model(models.models, name, encoder_fp)
         if getattr(model, "reads_text", False):
             rows = metric_rows
-        elif needs_tokens(model):
-            rows = token_rows
-            if len(rows) < len(all_rows):
-                log.warning("%s: %d reviews have no token states", name, len(all_rows) - len(rows))
         else:
-            rows = all_rows
+            rows = np.flatnonzero(data.input_mask(store_needs(model)))
+            if len(rows) < len(all_rows):
+                log.info("%s reads the %d encoded reviews of %d", name, len(rows), len(all_rows))
         pred = model.predict(data.source, rows)
         tables.append(prediction_table(evaluation, name, reviews, rows, pred))
         section["models"][name] = model_metrics(reviews, rows, pred, splits)
@@ -296,3 +293,10 @@ def print_table(doc: dict[str, Any], evaluation: str, split: str = "test") -> No
             f"{h['macro_f1']:.3f}",
         )
     console.print(table)
+    sizes = {models[name][split]["n"] for name, _ in rows}
+    if len(sizes) > 1:
+        console.print(
+            f"n differs: encoder models read the reviews with stored features ({min(sizes):,} "
+            f"{split} reviews: an encode budget's stratified sample or a token-state limit), "
+            f"text models every review ({max(sizes):,})"
+        )

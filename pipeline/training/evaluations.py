@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,38 +27,21 @@ import pandas as pd
 
 from pipeline.artifacts import read_json, write_json
 from pipeline.config import Settings
-from pipeline.encoding.load import pick_device
 from pipeline.errors import InputError
-from pipeline.modeling.baselines import EnsembleModel, LinearStarModel, MajorityModel
-from pipeline.modeling.bundle import needs_tokens
+from pipeline.modeling.bundle import store_needs
 from pipeline.modeling.inputs import Predictions
 from pipeline.modeling.metrics import NUM_CLASSES, headline, star_metrics
 from pipeline.modeling.prior import adapt_predictions, fit_temperature, implied_prior, prior_of
 from pipeline.modeling.quantify import film_estimates, summarise
 from pipeline.training.data import TrainingData
-from pipeline.training.train import (
-    ALL_MODELS,
-    ENSEMBLES,
-    HEAD_NAMES,
-    _head_layers,
-    fit_head,
-)
+from pipeline.training.fold_fitters import FITTERS, Fold, fit_order
+from pipeline.training.train import ALL_MODELS
 
 log = logging.getLogger(__name__)
 
 EVALUATIONS = ("random", "film_holdout", "source_holdout")
 CI_METRICS = ("accuracy", "off_by_one", "mae", "qwk")
 VAL_FILM_SHARE = 0.15  # of each training corpus's films, held out for validation
-
-
-@dataclass
-class Fold:
-    """Rows of one train / validate / test round; ``label`` names what is tested."""
-
-    label: str
-    train: np.ndarray
-    val: np.ndarray
-    test: np.ndarray
 
 
 def _deal_films(films: pd.Series, sources: pd.Series, groups: int, seed: int) -> dict[str, int]:
@@ -164,71 +147,6 @@ def _with_ci(stars: np.ndarray, pred: np.ndarray, probs: np.ndarray | None) -> d
     out = star_metrics(stars, pred, probs)
     out["ci95"] = bootstrap_ci(stars, pred)
     return out
-
-
-# --- fitting one fold ----------------------------------------------------------------------
-
-Fitter = Callable[[TrainingData, "Fold", Settings, dict[str, Any]], Any]
-
-
-def _fit_head(output: str) -> Fitter:
-    def fit(data: TrainingData, fold: Fold, settings: Settings, fitted: dict[str, Any]) -> Any:
-        has = data.token_mask()
-        num_states = data.store.num_layers
-        model, _ = fit_head(
-            data.source, fold.train[has[fold.train]], fold.val[has[fold.val]], data.stars,
-            data.store.lengths(), output, settings.head,  # type: ignore[arg-type]
-            layers=_head_layers(data, settings.head),
-            pooled_layers=[num_states - 1] if settings.head.pooled_input else [],
-            hidden_size=data.store.hidden_size, seed=settings.seed,
-            device=pick_device(settings.head.device), progress=False,
-        )  # fmt: skip
-        model.module.cpu()
-        return model
-
-    return fit
-
-
-def _fit_ensemble(name: str) -> Fitter:
-    def fit(data: TrainingData, fold: Fold, settings: Settings, fitted: dict[str, Any]) -> Any:
-        members = {m: fitted[m] for m in ENSEMBLES[name]}
-        rows = fold.val[data.token_mask()[fold.val]]
-        probs = [m.predict(data.source, rows).probs for m in members.values()]
-        return EnsembleModel.fit(members, probs, data.stars[rows])
-
-    return fit
-
-
-FITTERS: dict[str, Fitter] = {
-    "majority": lambda d, f, s, _: MajorityModel.fit(d.stars[f.train]),
-    "tfidf_lr": lambda d, f, s, _: LinearStarModel.fit_tfidf(
-        d.source, f.train, f.val, d.stars, seed=s.seed, balanced=s.head.tfidf_balanced
-    ),
-    "tfidf_ridge": lambda d, f, s, _: LinearStarModel.fit_tfidf(
-        d.source, f.train, f.val, d.stars, True, seed=s.seed
-    ),
-    "pooled_lr": lambda d, f, s, _: LinearStarModel.fit_pooled(
-        d.source, f.train, f.val, d.stars, [d.store.num_layers - 1]
-    ),
-    "pooled_lr_layers": lambda d, f, s, _: LinearStarModel.fit_pooled(
-        d.source,
-        f.train,
-        f.val,
-        d.stars,
-        [x % d.store.num_layers for x in s.head.baseline_pooled_layers],
-    ),  # fmt: skip
-    **{name: _fit_head(output) for output, name in HEAD_NAMES.items()},
-    **{name: _fit_ensemble(name) for name in ENSEMBLES if set(ENSEMBLES[name]) <= set(ALL_MODELS)},
-}
-
-
-def _fit_order(models: Sequence[str]) -> list[str]:
-    """The requested models plus the ensemble members they need, members first."""
-    unknown = sorted(set(models) - set(FITTERS))
-    if unknown:
-        raise InputError(f"cannot evaluate {unknown} by refitting; choose from {list(FITTERS)}")
-    needed = [m for name in models for m in ENSEMBLES.get(name, ())] + list(models)
-    return list(dict.fromkeys(needed))
 
 
 # --- the evaluation ------------------------------------------------------------------------
@@ -355,7 +273,7 @@ def run_evaluation(
     if "source" not in data.reviews.columns:
         data.reviews = data.reviews.assign(source="")
     plan = make_folds(data.reviews, evaluation, folds, settings.seed)
-    order = _fit_order(models)
+    order = fit_order(models)
     tested = {m: _Tested([], [], [], [], [], [], []) for m in models}
     sources = data.reviews["source"].astype(str).to_numpy()
     started = time.perf_counter()
@@ -382,9 +300,8 @@ def run_evaluation(
             if name not in tested:
                 continue
             test, val = fold.test, fold.val
-            if needs_tokens(fitted[name]):  # a head (or an ensemble with one) reads token states
-                has = data.token_mask()
-                test, val = test[has[test]], val[has[val]]
+            has = data.input_mask(store_needs(fitted[name]))  # encoder models: encoded reviews
+            test, val = test[has[test]], val[has[val]]
             pred = fitted[name].predict(data.source, test)
             t = tested[name]
             t.rows.append(test)

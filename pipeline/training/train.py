@@ -33,7 +33,7 @@ from pipeline.modeling.batching import length_bucketed_batches, seed_everything,
 from pipeline.modeling.bundle import (
     SCORING,
     load_star_model,
-    needs_tokens,
+    members_need,
     save_model,
     scoring_spec,
 )
@@ -136,6 +136,12 @@ def fit_head(
     progress: bool = True,
 ) -> tuple[HeadModel, dict[str, Any]]:
     """Train one head; returns the best-on-validation model and its training history."""
+    if len(train_rows) == 0 or len(val_rows) == 0:
+        raise InputError(
+            f"a head needs train and validation reviews with token states (has "
+            f"{len(train_rows)} / {len(val_rows)})",
+            "prepare more reviews, or encode more of them (--encode-budget)",
+        )
     seed_everything(seed)
     rng = np.random.default_rng(seed)
     device = device or torch.device("cpu")
@@ -267,13 +273,16 @@ def train_models(
         keep("tfidf_ridge", model)
     num_states = data.require_store().num_layers if set(names) - set(TEXT_MODELS) else 0
     last = num_states - 1
+    pooled_train, pooled_val = data.rows("train", "pooled"), data.rows("val", "pooled")
     if "pooled_lr" in names:
-        keep("pooled_lr", LinearStarModel.fit_pooled(source, train, val, stars, [last]))
+        model = LinearStarModel.fit_pooled(source, pooled_train, pooled_val, stars, [last])
+        keep("pooled_lr", model)
     if "pooled_lr_layers" in names:
         layers = [x % num_states for x in hs.baseline_pooled_layers]
-        keep("pooled_lr_layers", LinearStarModel.fit_pooled(source, train, val, stars, layers))
+        model = LinearStarModel.fit_pooled(source, pooled_train, pooled_val, stars, layers)
+        keep("pooled_lr_layers", model)
 
-    head_train, head_val = data.rows("train", True), data.rows("val", True)
+    head_train, head_val = data.rows("train", "tokens"), data.rows("val", "tokens")
     heads = [o for o in OUTPUT_KINDS if HEAD_NAMES[o] in names]
     if heads and (len(head_train) == 0 or len(head_val) == 0):
         raise StageMissingError(
@@ -286,7 +295,7 @@ def train_models(
         store = data.require_store()
         for output in heads:
             model, info = fit_head(
-                source, head_train, head_val, stars, store.lengths(), output, hs,
+                source, head_train, head_val, stars, data.token_lengths(), output, hs,
                 layers=layers, pooled_layers=[last] if hs.pooled_input else [],
                 hidden_size=store.hidden_size, seed=settings.seed, device=device,
                 progress=progress,
@@ -300,7 +309,7 @@ def train_models(
             or load_star_model(models.models, m, data.encoder_info()["fingerprint"])
             for m in ENSEMBLES[name]
         }
-        rows = head_val if any(needs_tokens(m) for m in members.values()) else val
+        rows = data.rows("val", members_need(members.values()))
         val_probs = [m.predict(source, rows).probs for m in members.values()]
         # a fine-tuned self-attentive member brings its own encoder: the ensemble scores with it
         tuned = [m.config for m in members.values() if m.config.get("tuned_encoder")]

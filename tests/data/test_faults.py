@@ -88,12 +88,13 @@ def prepared_state(run: Path) -> dict[str, str] | None:
 
 
 def feature_state(run: Path) -> dict[str, str]:
-    """Every file of the feature store but the manifest's timestamp."""
+    """Every file of the feature store but the manifest's timestamp and the encoder's timing
+    (``sample.json``: its reviews follow from the shards' own review_ids)."""
     root = run / "features"
     state = {
         str(p.relative_to(root)): digest(p)
         for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != "manifest.json"
+        if p.is_file() and p.name not in ("manifest.json", "sample.json")
     }
     if (root / "manifest.json").exists():
         state["fingerprint"] = json.loads((root / "manifest.json").read_text())["fingerprint"]

@@ -23,7 +23,7 @@ from pipeline.modeling.sentence import (
     predict,
     save_finetuned,
 )
-from pipeline.training.finetune import train
+from pipeline.training.tuning import train
 
 torch.set_num_threads(1)
 
@@ -259,7 +259,7 @@ def test_self_attentive_classifier_learns_with_only_the_top_layer(output):
 def test_the_tuned_head_starts_from_the_frozen_one(tmp_path):
     from pipeline.modeling.bundle import save_model
     from pipeline.modeling.heads import HeadModel
-    from pipeline.training.finetune import warm_start_head
+    from pipeline.training.tuning import saved_head, warm_start_head
 
     encoder = tiny_encoder()
     arch = {"hops": 2, "attention_dim": 16, "mlp_dim": 32, "dropout": 0.0}
@@ -267,10 +267,11 @@ def test_the_tuned_head_starts_from_the_frozen_one(tmp_path):
     frozen = HeadModel.build("classification", 32, [last], [], arch | {"layer_mix": True})
     save_model(tmp_path / "head_cls", frozen.tensors(), frozen.config)
     model = SentenceModel(encoder.model, "mean", "classification", 0.0, "attention", arch)
-    assert warm_start_head(model, tmp_path) == "head_cls"
+    assert warm_start_head(model, saved_head(tmp_path, "classification")) == "head_cls"
     for key, value in frozen.module.state_dict().items():
         assert torch.equal(model.head.state_dict()[key], value), key
     other = SentenceModel(
         encoder.model, "mean", "classification", 0.0, "attention", arch | {"hops": 3}
     )
-    assert warm_start_head(other, tmp_path) is None  # another shape: starts from scratch
+    # another shape: starts from scratch
+    assert warm_start_head(other, saved_head(tmp_path, "classification")) is None

@@ -24,6 +24,7 @@ from pipeline.modeling.prior import (
 from pipeline.modeling.quantify import METHODS, emd, film_estimates, mean_star, summarise
 from pipeline.training.data import TrainingData
 from pipeline.training.evaluations import bootstrap_ci, make_folds, run_evaluation
+from pipeline.training.fold_fitters import FITTERS, Fold, fit_order
 
 TRAIN_PRIOR = np.array([0.4, 0.15, 0.15, 0.15, 0.15])
 
@@ -179,6 +180,41 @@ def test_source_holdout_on_a_real_run(demo_run) -> None:
     est = section["films"]["tfidf_lr"]
     assert {e["film"] for e in est} == set(films)
     assert section["quantification"]["tfidf_lr"]["em"]["films"] >= 1
+
+
+def test_fit_order_puts_needs_first() -> None:
+    assert fit_order(["ensemble_finetune_tfidf"]) == [
+        "head_cls", "finetune_cls", "tfidf_lr", "ensemble_finetune_tfidf",
+    ]  # fmt: skip
+    assert fit_order(["finetune_cls"], warm_start=False) == ["finetune_cls"]
+    with pytest.raises(InputError, match="cannot evaluate"):
+        fit_order(["finetune_reg"])
+
+
+@pytest.mark.slow
+def test_the_fine_tuned_model_is_refitted_per_fold(demo_run) -> None:
+    data = TrainingData.load(demo_run.paths)
+    with_states = data.reviews[data.token_mask()]  # what the frozen head it starts from reads
+    films = with_states["film"].value_counts().index[:2]
+    one, other = (with_states.index[with_states["film"] == f].to_numpy() for f in films)
+    small = {"train_limit": 96, "val_limit": 48, "max_length": 32, "train_layers": 1,
+             "eval_every": 1000, "device": "cpu"}  # fmt: skip
+    settings = demo_run.model_copy(  # a frozen head of the last layer alone: warm-startable
+        update={
+            "finetune": demo_run.finetune.model_copy(update=small),
+            "head": demo_run.head.model_copy(update={"layers": [-1], "epochs": 2}),
+        }
+    )
+    fold = Fold(films[0], other[:-40], other[-40:], one)  # trained on another film
+    fitted: dict = {}
+    for name in fit_order(["ensemble_finetune_tfidf"]):
+        fitted[name] = FITTERS[name](data, fold, settings, fitted)
+    tuned = fitted["finetune_cls"]
+    assert tuned.config["warm_start"] == "head_cls"  # from this fold's frozen head
+    pred = tuned.predict(data.source, fold.test)
+    assert len(pred.pred_star) == len(fold.test) and np.allclose(pred.probs.sum(1), 1, atol=1e-4)
+    mixed = fitted["ensemble_finetune_tfidf"].predict(data.source, fold.test)
+    assert mixed.probs.shape == (len(fold.test), 5)
 
 
 def test_stratified_keep_caps_each_source_in_proportion() -> None:
