@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline.artifacts import current_generation, new_generation
 from pipeline.errors import InputError, InputNotFoundError, RunNameError
+from pipeline.locking import run_lock
 from pipeline.terminal import printable
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -305,8 +306,12 @@ class RunPaths:
     @contextmanager
     def new_model_set(self) -> Iterator[ModelSet]:
         """A new generation started from the current set; it becomes current when the block
-        succeeds, all at once (see :func:`pipeline.artifacts.new_generation`)."""
-        with new_generation(self.trained, self.model_set.root, ModelSet.ENTRIES) as root:
+        succeeds, all at once (see :func:`pipeline.artifacts.new_generation`). The run's write
+        lock is held meanwhile, so two trainers never share a generation."""
+        with (
+            run_lock(self.root, "models"),
+            new_generation(self.trained, self.model_set.root, ModelSet.ENTRIES) as root,
+        ):
             yield ModelSet(root)
 
     @property

@@ -72,3 +72,9 @@ class FilmNotFoundError(DoubanError, KeyError):
 
 class EncoderNotAvailable(DoubanError):
     """The encoder cannot be loaded here (no hub access, missing files, unknown name)."""
+
+
+class RunBusyError(DoubanError):
+    """Another process is writing the run (one writer per run: see ``pipeline.locking``)."""
+
+    hint = "wait for it to finish, or stop it, then run this again"

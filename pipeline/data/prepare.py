@@ -49,6 +49,7 @@ from pipeline.data.sources import sample_ingested, source_summary
 from pipeline.data.splits import SPLITS, assign_splits, resolve_holdout, split_counts
 from pipeline.data.text import USER_DICT, film_words, require_user_dict, segment_chunks
 from pipeline.errors import InputError
+from pipeline.locking import run_lock
 from pipeline.terminal import printable
 
 log = logging.getLogger(__name__)
@@ -111,65 +112,71 @@ def prepare_run(
         write_json(paths.settings, settings)
         return read_json(paths.summary)
 
-    for leftover in clean_leftovers(paths.root, only=paths.prepared.name):
-        log.info("removed %s, left by an interrupted prepare", leftover)
-    names = [p.name for p in outputs]
-    _check_replaceable(paths.prepared, names)
-    start = time.perf_counter()
-    with atomic_dir(paths.prepared) as tmp:
-        ingested = tmp / _INGESTED
-        stats = ingest(
-            files,
-            ingested,
-            tmp / paths.rejects.name,
-            encoding=settings.prepare.encoding,
-            chunk_rows=settings.prepare.chunk_rows,
-            progress=progress,
-        )
-        if stats.kept == 0:
-            read = f"{stats.rows_read} rows read" if stats.rows_read else "no rows after the header"
-            raise DatasetError(
-                f"no usable reviews in {', '.join(map(str, files))}: {read}, "
-                f"rejected {stats.rejected or 'none'}; check the file is a DMSC-format CSV "
-                f"(the reasons per row are in the rejects)"
+    with run_lock(paths.root, "prepare"):  # one writer per run
+        for leftover in clean_leftovers(paths.root, only=paths.prepared.name):
+            log.info("removed %s, left by an interrupted prepare", leftover)
+        names = [p.name for p in outputs]
+        _check_replaceable(paths.prepared, names)
+        start = time.perf_counter()
+        with atomic_dir(paths.prepared) as tmp:
+            ingested = tmp / _INGESTED
+            stats = ingest(
+                files,
+                ingested,
+                tmp / paths.rejects.name,
+                encoding=settings.prepare.encoding,
+                chunk_rows=settings.prepare.chunk_rows,
+                progress=progress,
             )
-        sample = None
-        if settings.prepare.sample:
-            sample = sample_ingested(ingested, stats, settings.prepare.sample, settings.seed)
-        try:
-            holdout = resolve_holdout(
-                settings.prepare.holdout_films,
-                {film: (v["en"], v["cn"]) for film, v in stats.films.items()},
+            if stats.kept == 0:
+                read = "no rows after the header"
+                if stats.rows_read:
+                    read = f"{stats.rows_read} rows read"
+                raise DatasetError(
+                    f"no usable reviews in {', '.join(map(str, files))}: {read}, "
+                    f"rejected {stats.rejected or 'none'}; check the file is a DMSC-format CSV "
+                    f"(the reasons per row are in the rejects)"
+                )
+            sample = None
+            if settings.prepare.sample:
+                sample = sample_ingested(ingested, stats, settings.prepare.sample, settings.seed)
+            try:
+                holdout = resolve_holdout(
+                    settings.prepare.holdout_films,
+                    {film: (v["en"], v["cn"]) for film, v in stats.films.items()},
+                )
+            except ValueError as err:
+                raise DatasetError(
+                    f"{err} (settings.prepare.holdout_films / --holdout-films)"
+                ) from err
+            codes, split_summary = _splits(ingested, settings, holdout)
+            # film titles for jieba: the summary's film keys, which is what later stages pass to
+            # pipeline.text.Segmenter to segment new text the same way
+            words = film_words(stats.films)
+            _write_reviews(ingested, tmp / paths.reviews.name, codes, words, settings, progress)
+            ingested.unlink()
+            summary = _summary(stats, files, split_summary, holdout, words)
+            summary["sample"] = sample
+            summary["sources"] = source_summary(tmp / paths.reviews.name)
+            summary["seconds"] = round(time.perf_counter() - start, 1)
+            write_json(tmp / paths.summary.name, summary)
+            written = list(names)
+            if settings.prepare.user_dict:  # new text is segmented with this copy, not the original
+                shutil.copyfile(settings.prepare.user_dict, tmp / USER_DICT)
+                written.append(USER_DICT)
+            write_manifest(
+                tmp,
+                "prepare",
+                fp,
+                code_version=CODE_VERSION,
+                inputs=[file_fingerprint(f) for f in files],
+                settings=settings.prepare,
+                seed=settings.seed,
+                files=sorted([*written, MANIFEST]),
             )
-        except ValueError as err:
-            raise DatasetError(f"{err} (settings.prepare.holdout_films / --holdout-films)") from err
-        codes, split_summary = _splits(ingested, settings, holdout)
-        # film titles for jieba: the summary's film keys, which is what later stages pass to
-        # pipeline.text.Segmenter to segment new text the same way
-        words = film_words(stats.films)
-        _write_reviews(ingested, tmp / paths.reviews.name, codes, words, settings, progress)
-        ingested.unlink()
-        summary = _summary(stats, files, split_summary, holdout, words)
-        summary["sample"] = sample
-        summary["sources"] = source_summary(tmp / paths.reviews.name)
-        summary["seconds"] = round(time.perf_counter() - start, 1)
-        write_json(tmp / paths.summary.name, summary)
-        written = list(names)
-        if settings.prepare.user_dict:  # new text is segmented with this copy, not the original
-            shutil.copyfile(settings.prepare.user_dict, tmp / USER_DICT)
-            written.append(USER_DICT)
-        write_manifest(
-            tmp,
-            "prepare",
-            fp,
-            code_version=CODE_VERSION,
-            inputs=[file_fingerprint(f) for f in files],
-            settings=settings.prepare,
-            seed=settings.seed,
-            files=sorted([*written, MANIFEST]),
-        )
-        _check_replaceable(paths.prepared, names)  # again: files may have appeared while this ran
-    write_json(paths.settings, settings)
+            # again: files may have appeared while this ran
+            _check_replaceable(paths.prepared, names)
+        write_json(paths.settings, settings)
     console.print(summary_table(summary))
     console.print(Text(printable(f"prepared {summary['kept']:,} reviews into {paths.prepared}")))
     return summary

@@ -33,6 +33,7 @@ from pipeline.features.shards import (
     write_shard,
 )
 from pipeline.features.store import FeatureStore
+from pipeline.locking import run_lock
 
 ENGINES = ("local", "ray")
 
@@ -97,8 +98,9 @@ def extract_features(
     store = current_store(settings, force=force)
     if store is not None:
         return store
-    if engine == "ray":
-        from pipeline.features.ray_engine import extract_on_ray
+    with run_lock(settings.paths.root, "features"):  # one writer per run
+        if engine == "ray":
+            from pipeline.features.ray_engine import extract_on_ray
 
-        return extract_on_ray(settings, force=force, address=address, actors=actors)
-    return _extract_locally(settings, force)
+            return extract_on_ray(settings, force=force, address=address, actors=actors)
+        return _extract_locally(settings, force)
