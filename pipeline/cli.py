@@ -156,7 +156,11 @@ def prepare(
     run: RunOpt = None,
     runs_dir: RunsDirOpt = None,
     encoding: Annotated[
-        str | None, typer.Option(help="utf-8, utf-8-sig or gb18030 (default: detect).")
+        str | None,
+        typer.Option(
+            help="Default: detect (UTF-8, GB18030 per row, UTF-16/32); or any codec, e.g. "
+            "gb18030, euc-kr, shift_jis, big5."
+        ),
     ] = None,
     holdout_films: Annotated[
         list[str] | None,

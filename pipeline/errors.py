@@ -78,3 +78,8 @@ class RunBusyError(DoubanError):
     """Another process is writing the run (one writer per run: see ``pipeline.locking``)."""
 
     hint = "wait for it to finish, or stop it, then run this again"
+
+
+class DatasetError(InputError):
+    """The input cannot be ingested as it is (missing columns, no usable rows, bad path, an
+    encoding it is not in)."""

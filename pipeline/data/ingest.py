@@ -33,7 +33,6 @@ import io
 import logging
 import math
 import re
-import unicodedata
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,21 +41,23 @@ from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from charset_normalizer import from_bytes
 from tqdm import tqdm
 
+from pipeline.data.encodings import (
+    BYTE_ENCODINGS,
+    ESCAPE,
+    ESCAPED_BYTE,
+    choose_encoding,
+    detect_encoding,
+    normalise_encoding,
+)
 from pipeline.data.text import clean_name, clean_text
-from pipeline.errors import InputError
+from pipeline.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
-BYTE_ENCODINGS = ("utf-8", "gb18030")  # decided per row
-TEXT_ENCODINGS = ("utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be")
-ENCODINGS = ("utf-8", "utf-8-sig", "gb18030", *TEXT_ENCODINGS)
-SNIFF_BYTES = 64 << 10
 DEMO_PREFIX = "demo_reviews"  # pipeline/demo.py writes data/generated/demo_reviews.csv
 DELIMITERS = (",", ";", "\t", "|")  # tried in this order on the header
-ESCAPE = "douban-escape"  # decode error handler: bad byte b -> U+DC00 + b, any byte
 
 # canonical column -> key used below; matching ignores case, spaces and underscores
 COLUMNS = {
@@ -107,25 +108,8 @@ REJECT_SCHEMA = pa.schema(
     ]
 )
 
-_ESCAPED_BYTE = re.compile("[\udc00-\udcff]")  # undecodable bytes under ESCAPE
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _DATE = re.compile(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})")
-# decoded as UTF-8, GB18030 bytes mostly become two-byte characters (Latin Extended, Greek,
-# Cyrillic, Hebrew, Arabic ...) or C1 controls; real Chinese reviews rarely contain them
-_GB_AS_UTF8 = re.compile("[\x80-\x9f\u0100-\u07ff]")
-_CJK = re.compile("[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef]")
-
-
-def _escape_errors(err: UnicodeDecodeError) -> tuple[str, int]:
-    bad = err.object[err.start : err.end]
-    return "".join(chr(0xDC00 + b) for b in bad), err.end
-
-
-codecs.register_error(ESCAPE, _escape_errors)
-
-
-class DatasetError(InputError):
-    """The input cannot be ingested as it is (missing columns, no usable rows, bad path)."""
 
 
 @dataclass
@@ -245,69 +229,6 @@ def _show(text: str, limit: int = 60) -> str:
     return shown[:limit] + "…" if len(shown) > limit else shown
 
 
-def _bom_encoding(head: bytes) -> tuple[str, int] | None:
-    """(encoding, BOM length) when ``head`` starts with a byte order mark."""
-    for bom, encoding in (
-        (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16: it starts with the UTF-16 LE BOM
-        (codecs.BOM_UTF32_BE, "utf-32"),
-        (codecs.BOM_UTF8, "utf-8-sig"),
-        (codecs.BOM_UTF16_LE, "utf-16"),
-        (codecs.BOM_UTF16_BE, "utf-16"),
-    ):
-        if head.startswith(bom):
-            return encoding, len(bom)
-    return None
-
-
-def _nul_pattern(head: bytes) -> str | None:
-    """UTF-16/32 without a BOM: ASCII characters (the header, commas, digits, line ends) put
-    their NUL bytes at fixed positions; stray NULs in a byte file fall anywhere."""
-    head = head[: 4096 - 4096 % 4]
-    if len(head) < 8 or head.count(0) < max(4, len(head) / 10):  # a stray NUL is not UTF-16
-        return None
-    share = [head[i::4].count(0) / len(head[i::4]) for i in range(4)]
-    if min(share[2:]) > 0.9 and share[0] < 0.1:  # the top two bytes of a BMP character are 0
-        return "utf-32-le"
-    if min(share[:2]) > 0.9 and share[3] < 0.1:
-        return "utf-32-be"
-    # not "no NUL at all" on the other side: U+xx00 characters (一 is U+4E00) put one there
-    even, odd = (share[0] + share[2]) / 2, (share[1] + share[3]) / 2
-    if odd > 0.1 and even < odd / 4:
-        return "utf-16-le"
-    if even > 0.1 and odd < even / 4:
-        return "utf-16-be"
-    return None
-
-
-def detect_encoding(path: Path, sniff_bytes: int = SNIFF_BYTES) -> str:
-    """The file's encoding: by BOM, by NUL pattern (UTF-16/32 without BOM), else the
-    charset-normalizer guess between UTF-8 and GB18030 (UTF-8 when it has no clear answer:
-    ingest decides each row on its own anyway)."""
-    with open(path, "rb") as f:
-        head = f.read(sniff_bytes)
-    bom = _bom_encoding(head)
-    if bom is not None:
-        return bom[0]
-    nul = _nul_pattern(head)
-    if nul is not None:
-        return nul
-    if head.isascii():
-        return "utf-8"
-    best = from_bytes(head[: head.rfind(b"\n") + 1] or head).best()
-    name = codecs.lookup(best.encoding).name if best is not None else "utf-8"
-    return "gb18030" if name in ("gb18030", "gbk", "gb2312", "hz") else "utf-8"
-
-
-def _normalise_encoding(encoding: str) -> str:
-    try:
-        name = codecs.lookup(encoding).name  # utf8 -> utf-8, GB18030 -> gb18030
-    except LookupError:
-        name = encoding
-    if name not in ENCODINGS:
-        raise DatasetError(f"unsupported encoding {encoding!r}; use one of {', '.join(ENCODINGS)}")
-    return name
-
-
 def _normalise_header(name: str) -> str:
     return clean_name(name).replace(" ", "").replace("_", "").lower()
 
@@ -350,37 +271,6 @@ def column_positions(header: list[str], source: str) -> dict[str, int]:
     return positions
 
 
-def _choose_encoding(data: bytes) -> tuple[str, str] | None:
-    """(encoding, text) of one non-ASCII row: UTF-8 when it is valid UTF-8 (unless it reads far
-    better as GB18030), GB18030 when it is valid and plausible there and is not a UTF-8 row with
-    a few bad bytes; None when it is neither."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    if text is not None and not _GB_AS_UTF8.search(text):
-        return "utf-8", text
-    try:
-        gb = data.decode("gb18030")
-    except UnicodeDecodeError:
-        return ("utf-8", text) if text is not None else None
-    if text is not None:
-        better = _cjk_share(gb) > 0.9 and _cjk_share(text) < 0.5
-        return ("gb18030", gb) if better else ("utf-8", text)
-    escaped = data.decode("utf-8", ESCAPE)
-    bad = len(_ESCAPED_BYTE.findall(escaped))
-    wide = sum(1 for c in escaped if c >= "\u0800" and not "\udc00" <= c <= "\udcff")
-    if 3 * wide >= bad:  # mostly valid UTF-8: a UTF-8 row with a few corrupt bytes
-        return None
-    plausible = not any(unicodedata.category(c) in ("Co", "Cn") for c in gb if ord(c) > 127)
-    return ("gb18030", gb) if plausible else None
-
-
-def _cjk_share(text: str) -> float:
-    wide = [c for c in text if ord(c) > 127]
-    return sum(1 for c in wide if _CJK.match(c)) / len(wide) if wide else 1.0
-
-
 class _Reject(NamedTuple):
     reason: str
     detail: str
@@ -414,7 +304,7 @@ def _plan(path: Path, forced: str | None) -> _Plan:
     with open(path, "rb") as f:
         head = f.read(len(codecs.BOM_UTF8))
     encoding = forced or detect_encoding(path)
-    if encoding in TEXT_ENCODINGS:
+    if encoding not in (*BYTE_ENCODINGS, "utf-8-sig"):  # UTF-16/32, or one the user named
         return _Plan(encoding, 0, encoding, None)
     skip = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
     row_encoding = "gb18030" if encoding == "gb18030" else "utf-8"
@@ -450,7 +340,7 @@ def _records(f: Any, plan: _Plan, delimiter: str) -> Iterator[_Record]:
 
 def _decode(fields: list[str] | None, raw: str, plan: _Plan, line: int, lines: int) -> _Record:
     if not plan.per_row:
-        bad = _ESCAPED_BYTE.search(raw) is not None
+        bad = ESCAPED_BYTE.search(raw) is not None
         reason = "invalid_encoding" if bad else None
         return _Record(None if bad else fields, raw, line, lines, reason, plan.encoding)
     if raw.isascii():
@@ -459,7 +349,7 @@ def _decode(fields: list[str] | None, raw: str, plan: _Plan, line: int, lines: i
     try:
         if plan.forced is not None:
             encoding, text = plan.forced, data.decode(plan.forced)
-        elif (chosen := _choose_encoding(data)) is not None:
+        elif (chosen := choose_encoding(data)) is not None:
             encoding, text = chosen
         else:
             raise UnicodeError
@@ -506,7 +396,7 @@ def _text_key(text: str) -> int:
 
 def _printable_raw(raw: str) -> str:
     """Raw text with undecodable bytes shown as ``\\xNN`` (parquet strings must be valid)."""
-    return _ESCAPED_BYTE.sub(lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}", raw.rstrip("\r\n"))
+    return ESCAPED_BYTE.sub(lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}", raw.rstrip("\r\n"))
 
 
 class _ChunkWriter:
@@ -572,7 +462,7 @@ def ingest(
 ) -> IngestStats:
     """Stream every input into ``reviews_path`` (schema :data:`INGEST_SCHEMA`) and
     ``rejects_path``; memory stays bounded by one chunk plus an 8-byte hash per kept review."""
-    forced = _normalise_encoding(encoding) if encoding else None
+    forced = normalise_encoding(encoding) if encoding else None
     files = resolve_inputs(inputs)
     plans = []
     for path in files:  # check every header before writing anything

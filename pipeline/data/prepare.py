@@ -44,11 +44,11 @@ from pipeline.artifacts import (
     write_manifest,
 )
 from pipeline.config import Settings
-from pipeline.data.ingest import DatasetError, IngestStats, ingest, is_demo_input, resolve_inputs
+from pipeline.data.ingest import IngestStats, ingest, is_demo_input, resolve_inputs
 from pipeline.data.sources import sample_ingested, source_summary
 from pipeline.data.splits import SPLITS, assign_splits, resolve_holdout, split_counts
 from pipeline.data.text import USER_DICT, film_words, require_user_dict, segment_chunks
-from pipeline.errors import InputError
+from pipeline.errors import DatasetError, InputError
 from pipeline.locking import run_lock
 from pipeline.terminal import printable
 

@@ -67,7 +67,7 @@ def _decode_line(line: bytes, order: tuple[str, str]) -> str:
 
 def _read_bytes(path: str | Path) -> tuple[bytes, str, str, str]:
     """``(data, suffix, encoding, label)`` of a file or ``-`` (stdin, one review per line)."""
-    from pipeline.data.ingest import detect_encoding
+    from pipeline.data.encodings import detect_encoding
 
     if str(path) == "-":
         return sys.stdin.buffer.read(), ".txt", "utf-8", "stdin"

@@ -68,7 +68,7 @@ def _review_column(names: list[str], label: str) -> str:
 
 def _read_input(ray: Any, path: Path) -> tuple[Any, int | None]:
     """A Ray dataset with the review column as ``text``, and its row count when known."""
-    from pipeline.data.ingest import detect_encoding
+    from pipeline.data.encodings import detect_encoding
 
     if not path.is_file():
         raise InputNotFoundError(f"input file {path} does not exist", "check the path")

@@ -14,9 +14,8 @@ import pytest
 import pipeline.data.prepare as prepare_module
 from pipeline.artifacts import read_json, read_manifest
 from pipeline.config import Settings, load_settings
-from pipeline.data.ingest import DatasetError
 from pipeline.data.prepare import REVIEWS_SCHEMA, prepare_run
-from pipeline.errors import InputError
+from pipeline.errors import DatasetError, InputError
 from pipeline.run import Run
 
 SHARED_DATA = Path(__file__).parents[2].parent / "shared" / "data"
@@ -250,7 +249,8 @@ def test_leftovers_of_a_killed_prepare_are_removed_at_the_next_start(
     other = root / ".notes.tmp"  # not prepare's: stays
     other.write_text("keep")
     summary = prepare_run(settings, [csv_path], progress=False)
-    assert sorted(p.name for p in root.iterdir() if p.name.startswith(".")) == [".notes.tmp"]
+    hidden = sorted(p.name for p in root.iterdir() if p.name.startswith("."))
+    assert hidden == [".lock", ".notes.tmp"]  # the run's write lock (pipeline/locking.py) stays
     assert summary["lines_read"] == 304 and summary["lines"] == {
         "header": 1, "kept": 302, "rejected": 1,
     }  # fmt: skip

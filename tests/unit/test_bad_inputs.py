@@ -25,14 +25,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.data.ingest import (
-    ESCAPE,
-    REJECT_REASONS,
-    TEXT_ENCODINGS,
-    DatasetError,
-    IngestStats,
-    ingest,
-)
+from pipeline.data.encodings import ESCAPE, TEXT_ENCODINGS
+from pipeline.data.ingest import REJECT_REASONS, IngestStats, ingest
+from pipeline.errors import DatasetError
 
 HEADER = ["Movie_Name_EN", "Movie_Name_CN", "Date", "Star", "Comment", "Like"]
 FILMS = [("Iron Man", "钢铁侠1"), ("The Great Wall", "长城")]

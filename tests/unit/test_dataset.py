@@ -11,15 +11,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.data.encodings import detect_encoding
 from pipeline.data.ingest import (
     INGEST_SCHEMA,
-    DatasetError,
     IngestStats,
-    detect_encoding,
     ingest,
     is_demo_input,
     resolve_inputs,
 )
+from pipeline.errors import DatasetError
 
 HEADER = ["Movie_Name_EN", "Movie_Name_CN", "Date", "Star", "Comment", "Like"]
 FULL_HEADER = [
@@ -187,8 +187,8 @@ def test_encoding_can_be_forced(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "a.csv", [["A", "甲", "", "5", "好看", ""]], encoding="gb18030")
     _, reviews, _ = run_ingest(tmp_path, [path], encoding="GB18030")
     assert reviews[0]["text"] == "好看"
-    with pytest.raises(DatasetError, match="unsupported encoding"):
-        ingest([path], tmp_path / "r.parquet", tmp_path / "x.parquet", encoding="latin-1")
+    with pytest.raises(DatasetError, match="unknown encoding"):
+        ingest([path], tmp_path / "r.parquet", tmp_path / "x.parquet", encoding="gb-9999")
 
 
 def test_invalid_bytes_reject_the_row_not_the_file(tmp_path: Path) -> None:
