@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -25,6 +26,8 @@ from pipeline.terminal import json_line, printable
 log = logging.getLogger(__name__)
 
 FORMATS = ("csv", "jsonl")
+# what the first line of a one-column CSV looks like when it names the column (else it is data)
+_COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,39}")
 MAX_FIELD_CHARS = 10_000_000  # a huge review is scored (truncated, with a warning), not refused
 # UTF-32 before UTF-16: FF FE 00 00 also starts with FF FE
 _BOMS = (
@@ -96,8 +99,9 @@ def review_lines(text: str) -> list[str]:
 
 def read_texts(path: str | Path) -> list[Any]:
     """Texts from a ``.csv`` (column comment / text / review / content, any case, or the only
-    column), a ``.txt`` (one review per line) or ``-`` (stdin, one per line). A CSV row without
-    the column gives None (scored as an error record, so rows stay aligned)."""
+    column: its first line is a header only when it looks like a column name), a ``.txt`` (one
+    review per line) or ``-`` (stdin, one per line). A CSV row without the column gives None
+    (scored as an error record, so rows stay aligned)."""
     data, suffix, encoding, label = _read_bytes(path)
     text = _decode(data, encoding)
     if suffix != ".csv":
@@ -114,6 +118,12 @@ def read_texts(path: str | Path) -> list[Any]:
         return []
     header, body = rows[0], rows[1:]
     names = [h.strip().lower() for h in header]
+    matches = [i for i, name in enumerate(names) if name in TEXT_COLUMNS]
+    if len(matches) > 1:
+        shown = printable(", ".join(header[i] for i in matches))
+        raise InputError(
+            f"{label} has several review columns ({shown})", "keep one, or rename the others"
+        )
     col = next((names.index(c) for c in TEXT_COLUMNS if c in names), None)
     if col is None:
         if len(header) != 1:
@@ -124,6 +134,9 @@ def read_texts(path: str | Path) -> list[Any]:
                 "with one review per line",
             )
         col = 0
+        if not _COLUMN_NAME.fullmatch(header[0].strip()):  # a review, not a column name
+            log.info("%s: one column without a header: its first line is a review", label)
+            body = rows
     return [row[col] if col < len(row) else None for row in body]
 
 

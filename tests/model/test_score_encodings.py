@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from pipeline.errors import InputError
 from pipeline.predict.files import read_texts
 
 REVIEWS = ["好看，演员很棒", "难看, 浪费时间", "一般般"]
@@ -68,3 +69,19 @@ def test_txt_and_stdin_lines_end_at_newlines_only(tmp_path, monkeypatch):
     assert read_texts("-") == lines
     path.write_bytes(b"a\n\nb\n")
     assert read_texts(path) == ["a", "", "b"]  # an empty line stays a record (an error one)
+
+
+def test_a_one_column_csv_without_a_header_keeps_its_first_review(tmp_path):
+    headless = tmp_path / "headless.csv"
+    headless.write_text("好看，演员很棒\n难看\nGreat movie\n", encoding="utf-8")
+    assert read_texts(headless) == ["好看，演员很棒", "难看", "Great movie"]
+    named = tmp_path / "named.csv"
+    named.write_text("review_text\n好看\n难看\n", encoding="utf-8")  # a column name: a header
+    assert read_texts(named) == ["好看", "难看"]
+
+
+def test_two_review_columns_are_refused_not_picked(tmp_path):
+    path = tmp_path / "both.csv"
+    path.write_text("comment,Comment\n好看,难看\n", encoding="utf-8")
+    with pytest.raises(InputError, match="several review columns"):
+        read_texts(path)
