@@ -188,9 +188,20 @@ class _Prepared:
     error: str | None = None
 
 
+def _is_missing(raw: Any) -> bool:
+    """None, NaN (any float type), pandas' NA and NaT: a missing review, not text."""
+    if raw is None or type(raw).__name__ in ("NAType", "NaTType"):
+        return True
+    return isinstance(raw, (float, np.floating)) and bool(np.isnan(raw))
+
+
 def _prepare(raw: Any) -> _Prepared:
-    if raw is None or (isinstance(raw, float) and np.isnan(raw)):
+    if _is_missing(raw):
         return _Prepared("", None, [], "empty review")
+    if isinstance(raw, (bytes, bytearray)):
+        return _Prepared("", None, [], "bytes, not text: decode them first (.decode('utf-8'))")
+    if not isinstance(raw, str):
+        return _Prepared(repr(raw)[:80], None, [], f"not text ({type(raw).__name__})")
     original = str(raw)
     if _SURROGATE.search(original):
         return _Prepared(_SURROGATE.sub("\ufffd", original), None, [], "invalid UTF-8")
@@ -479,8 +490,8 @@ class Scorer:
         """One record per input text, in order; ``explain=False`` skips the attention words
         (and never loads the head that explains); ``adapt_prior`` re-weights the probabilities
         to the star mix EM estimates for these texts together (a new corpus has its own)."""
-        if isinstance(texts, str):
-            texts = [texts]
+        texts = [texts] if isinstance(texts, str) else _texts(texts)
+        batch_size = _positive("batch_size", batch_size)
         prepared = self.preprocess(texts)
         records: list[ScoreRecord | None] = [None] * len(prepared)
         ok = [i for i, p in enumerate(prepared) if p.text is not None]
@@ -543,12 +554,14 @@ class Scorer:
         most probable stars; None: all five); a list or pandas Series gives one answer per
         text (a dict each when ``top_k=1``, else a list); a generator is scored lazily,
         ``batch_size`` texts at a time, and yields one answer per text."""
+        top_k = None if top_k is None else _positive("top_k", top_k)
+        batch_size = _positive("batch_size", batch_size)
         if isinstance(inputs, str):
             return self.score([inputs], batch_size, explain=False)[0].labels(top_k)
         if isinstance(inputs, Sequence) or hasattr(inputs, "tolist"):
-            texts = inputs.tolist() if hasattr(inputs, "tolist") else list(inputs)
+            texts = _texts(inputs)
             return [self._answer(r, top_k) for r in self.score(texts, batch_size, explain=False)]
-        return self._stream(iter(inputs), top_k, batch_size)
+        return self._stream(iter(_texts(inputs, lazy=True)), top_k, batch_size)
 
     def _stream(
         self, inputs: Iterator[Any], top_k: int | None, batch_size: int
@@ -561,6 +574,28 @@ class Scorer:
     def _answer(record: ScoreRecord, top_k: int | None) -> Any:
         labels = record.labels(top_k)
         return labels[0] if top_k == 1 else labels
+
+
+def _positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _texts(inputs: Any, lazy: bool = False) -> Any:
+    """The texts of a list, tuple, numpy array, pandas Series or (``lazy``) any iterable;
+    one string, bytes or a non-iterable is a clear error, never one answer per character."""
+    if isinstance(inputs, (bytes, bytearray)):
+        raise InputError("texts are bytes", "decode them first: data.decode('utf-8')")
+    if hasattr(inputs, "tolist"):  # numpy, pandas (NA stays NA: an error record)
+        inputs = inputs.tolist()
+    try:
+        return iter(inputs) if lazy else list(inputs)
+    except TypeError:
+        raise InputError(
+            f"cannot score a {type(inputs).__name__}",
+            "pass a review string, a list of them, a pandas Series or an iterable of strings",
+        ) from None
 
 
 _SCORERS: dict[tuple[str, str | None], tuple[float, Scorer]] = {}

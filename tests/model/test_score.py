@@ -198,3 +198,25 @@ def test_models_of_a_run_share_one_encoder_session(demo_run):
     sessions = {id(s.encoder.session) for s in scorers if hasattr(s.encoder, "session")}
     assert len(sessions) == 1
     assert [s.explain("好看").model for s in scorers] == models
+
+
+def test_the_python_api_turns_bad_input_into_record_errors_or_one_clear_error(scorer):
+    from pipeline.errors import InputError
+
+    series = pd.Series(["好看", None, "难看"], dtype="string")  # convert_dtypes(): <NA>
+    answers = scorer(series)
+    assert answers[1]["label"] is None and answers[1]["error"] == "empty review"
+    assert answers[0]["label"] in range(1, 6) and answers[2]["label"] in range(1, 6)
+    records = scorer.score_records([np.float32("nan"), 5, b"\xe5\xa5\xbd", "好看"])
+    assert [r["error"] for r in records[:3]] == [
+        "empty review", "not text (int)", "bytes, not text: decode them first (.decode('utf-8'))"
+    ]  # fmt: skip
+    assert records[3]["error"] is None and len(records) == 4
+    for bad in (b"\xe5\xa5\xbd", None, 5):
+        with pytest.raises(InputError):
+            scorer(bad)
+    for kwargs in ({"batch_size": 0}, {"batch_size": -1}, {"top_k": 0}, {"top_k": -1},
+                   {"top_k": "2"}, {"batch_size": 2.5}):  # fmt: skip
+        with pytest.raises(InputError, match="must be a positive integer"):
+            scorer(["好看"], **kwargs)
+    assert len(scorer("好看", top_k=9)) == 5  # more than five: all five
