@@ -18,14 +18,18 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any
+
+from pipeline.errors import CorruptArtifactError
 
 MANIFEST = "manifest.json"
 MODEL_WEIGHTS = "model.safetensors"  # a saved model: its weights (never pickle) ...
 MODEL_CONFIG = "config.json"  # ... and its manifest (kind, encoder, settings, fingerprint)
 POINTER = "CURRENT"  # names the current generation of a generations directory
 GENERATION_PREFIX = "gen-"
+WEIGHTS_SHA256 = "weights_sha256"  # config.json key: the checksum of model.safetensors
 
 
 def _umask() -> int:
@@ -71,6 +75,28 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+@cache
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(Path(path))
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, computed once per process per (path, size, mtime)."""
+    st = path.stat()
+    return _sha256_of(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def verify_checksum(path: Path, expected: str | None, hint: str) -> None:
+    """Refuse a weights file whose bytes changed since it was written (a bad copy, a flipped
+    bit): its answers would change silently. ``expected`` None (older files): nothing to check."""
+    if expected is not None and file_sha256(path) != expected:
+        raise CorruptArtifactError(
+            f"{path} does not match the checksum recorded when it was written ({WEIGHTS_SHA256} "
+            "in its config.json): the file changed on disk",
+            hint,
+        )
 
 
 @contextmanager

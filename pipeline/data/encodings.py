@@ -55,15 +55,16 @@ def _dictionary() -> dict[str, int]:
     return jieba.dt.FREQ
 
 
-def word_share(text: str) -> tuple[float, int]:
+def word_share(text: str, min_han: int = 1) -> tuple[float, int]:
     """(share of the Han characters of ``text`` inside multi-character words of jieba's
-    dictionary, number of Han characters): how much ``text`` reads as Chinese."""
+    dictionary, number of Han characters): how much ``text`` reads as Chinese. Below
+    ``min_han`` characters the share is not computed (0.0; the dictionary is not loaded)."""
     import jieba
 
     runs = _HAN_RUN.findall(text)
     total = sum(map(len, runs))
-    if total == 0:
-        return 0.0, 0
+    if total < max(min_han, 1):
+        return 0.0, total
     words = _dictionary()
     covered = sum(
         len(w) for run in runs for w in jieba.dt.cut(run, HMM=False) if len(w) > 1 and words.get(w)
@@ -133,7 +134,7 @@ def _refuse_unreadable(path: Path, head: bytes, guess: str) -> None:
     for line in head.splitlines():
         if not line.isascii() and (chosen := choose_encoding(line)) and chosen[0] == "gb18030":
             gb_rows.append(chosen[1])
-    share, han = word_share("\n".join(gb_rows))
+    share, han = word_share("\n".join(gb_rows), MIN_HAN)
     if han < MIN_HAN or share >= MIN_WORD_SHARE:
         return
     looks = guess if guess not in ("gb18030", "gbk", "gb2312", "utf-8", "ascii") else None
@@ -175,7 +176,7 @@ def choose_encoding(data: bytes) -> tuple[str, str] | None:
     except UnicodeDecodeError:
         return ("utf-8", text) if text is not None else None
     if text is not None:  # valid UTF-8 wins over a guess: "Очень скучно", "(ノдヽ)", "café"
-        share, han = word_share(gb)
+        share, han = word_share(gb, min_han=4)
         better = han >= 4 and share >= 0.5 and _cjk_share(text) < 0.5
         return ("gb18030", gb) if better else ("utf-8", text)
     escaped = data.decode("utf-8", ESCAPE)

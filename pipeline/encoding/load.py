@@ -14,11 +14,10 @@ import inspect
 import json
 import re
 from dataclasses import dataclass, replace
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.artifacts import sha256_file
+from pipeline.artifacts import file_sha256
 from pipeline.encoding.e5_convert import MODEL_FILE, embedded_e5_dir, read_conversion
 from pipeline.errors import EncoderNotAvailable, InputError
 
@@ -107,13 +106,12 @@ def _weight_files(directory: Path) -> list[Path]:
     return sorted(files)
 
 
-@cache
-def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
+def _file_digest(path: Path) -> str:
     """sha256 of a weight file, once per process per (path, size, mtime)."""
     real = path.resolve()
     if real.parent.name == "blobs" and re.fullmatch(r"[0-9a-f]{64}", real.name):
         return real.name  # hub cache: large files are stored under their sha256
-    return sha256_file(real)
+    return file_sha256(real)
 
 
 def _weights_digest(directory: Path) -> str:
@@ -129,7 +127,7 @@ def _weights_digest(directory: Path) -> str:
         if path.name == MODEL_FILE and all(recorded.get(k) == v for k, v in stat.items()):
             digests[path.name] = recorded["sha256"]
         else:
-            digests[path.name] = _file_digest(path, st.st_size, st.st_mtime_ns)
+            digests[path.name] = _file_digest(path)
     return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
 
 

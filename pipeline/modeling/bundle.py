@@ -18,7 +18,7 @@ from safetensors.numpy import load_file, save_file
 
 from pipeline.artifacts import MODEL_CONFIG as CONFIG
 from pipeline.artifacts import MODEL_WEIGHTS as WEIGHTS
-from pipeline.artifacts import atomic_dir, write_json
+from pipeline.artifacts import WEIGHTS_SHA256, atomic_dir, sha256_file, verify_checksum, write_json
 from pipeline.errors import (
     CorruptArtifactError,
     DoubanError,
@@ -48,7 +48,8 @@ def save_model(model_dir: Path, tensors: dict[str, np.ndarray], config: dict[str
     with atomic_dir(model_dir) as tmp:
         arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
         save_file(arrays, str(tmp / WEIGHTS))
-        write_json(tmp / CONFIG, {"labels": LABELS, **config})
+        checksum = {WEIGHTS_SHA256: sha256_file(tmp / WEIGHTS)}
+        write_json(tmp / CONFIG, {"labels": LABELS, **config, **checksum})
 
 
 def load_model(model_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -56,7 +57,10 @@ def load_model(model_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     that names it and says how to recover (never a safetensors or JSON traceback)."""
     config = read_config(model_dir.parent, model_dir.name)
     try:
+        verify_checksum(model_dir / WEIGHTS, config.get(WEIGHTS_SHA256), retrain_hint(model_dir))
         return load_file(str(model_dir / WEIGHTS)), config
+    except DoubanError:
+        raise
     except Exception as err:  # SafetensorError (truncated, not safetensors), OSError (missing)
         raise CorruptArtifactError(
             f"model weights {model_dir / WEIGHTS} cannot be read ({err})",

@@ -29,7 +29,16 @@ from transformers import (
 )
 
 from pipeline import __version__
-from pipeline.artifacts import MODEL_CONFIG, MODEL_WEIGHTS, atomic_dir, read_json, write_json
+from pipeline.artifacts import (
+    MODEL_CONFIG,
+    MODEL_WEIGHTS,
+    WEIGHTS_SHA256,
+    atomic_dir,
+    read_json,
+    sha256_file,
+    verify_checksum,
+    write_json,
+)
 from pipeline.encoding.encode import plan_batches
 from pipeline.encoding.load import (
     Encoder,
@@ -43,6 +52,7 @@ from pipeline.modeling.batching import autocast, collate, module_device, token_i
 from pipeline.modeling.heads import OUTPUT_KINDS, OutputKind, SelfAttentiveHead, decode
 from pipeline.modeling.inputs import Predictions
 from pipeline.modeling.metrics import LABELS, NUM_CLASSES
+from pipeline.modeling.spec import retrain_hint
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +241,7 @@ def save_finetuned(
     with atomic_dir(model_dir) as tmp:
         save_file(state, str(tmp / MODEL_WEIGHTS), metadata={"format": "pt"})
         encoder.tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
+        full_config[WEIGHTS_SHA256] = sha256_file(tmp / MODEL_WEIGHTS)
         write_json(tmp / MODEL_CONFIG, full_config)
 
 
@@ -282,6 +293,7 @@ def save_tuned_head(
                 "base_encoder": config.get("encoder"),
                 "encoder": bundle,
                 "scoring": scoring,
+                WEIGHTS_SHA256: sha256_file(tmp / MODEL_WEIGHTS),
             },
         )
     return spec
@@ -313,7 +325,9 @@ def load_finetuned(
     encoder_config = AutoConfig.for_model(encoder_config.pop("model_type"), **encoder_config)
     if attn_implementation:
         encoder_config._attn_implementation = attn_implementation
-    state = load_file(str(model_dir / MODEL_WEIGHTS))
+    weights = model_dir / MODEL_WEIGHTS
+    verify_checksum(weights, config.get(WEIGHTS_SHA256), retrain_hint(model_dir))
+    state = load_file(str(weights))
     encoder = AutoModel.from_config(encoder_config)
     if getattr(encoder, "pooler", None) is not None and not any(
         k.startswith("encoder.pooler.") for k in state

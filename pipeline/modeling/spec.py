@@ -30,7 +30,8 @@ def retrain_hint(model_dir: Path) -> str:
     """How to rebuild a model of the run that holds ``model_dir`` (<run>/trained/<gen>/models/
     <name>); --force, as its fingerprint says it is up to date."""
     run = next((p.parent.name for p in model_dir.parents if p.name == "trained"), None)
-    return f"retrain it: `douban train --run {run} --force`" if run else "retrain it"
+    stage = "finetune" if model_dir.name.startswith("finetune_") else "train"
+    return f"retrain it: `douban {stage} --run {run} --force`" if run else "retrain it"
 
 
 def list_models(models_dir: Path) -> list[str]:

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.config import RunPaths
+from pipeline.errors import CorruptArtifactError
 
 pytestmark = pytest.mark.slow
 
@@ -193,3 +194,21 @@ def test_missing_input_does_not_load_models(run_copy: RunPaths, tmp_path: Path) 
     base = ["score", "--run", run_copy.name, "--runs-dir", str(run_copy.root.parent)]
     result = CliRunner().invoke(app, [*base, "-i", str(tmp_path / "gone.csv")])
     assert result.exit_code == 2 and "gone.csv" in result.stderr, result.output
+
+
+def test_a_flipped_bit_in_the_weights_is_refused(run_copy: RunPaths) -> None:
+    from pipeline import Scorer
+
+    text = "剧情拖沓，浪费时间"
+    before = Scorer.load(run_copy.root, model="tfidf_lr").score_records([text])[0]
+    weights = run_copy.model("tfidf_lr") / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-7] ^= 0x10  # one bit of a float in the tensor data, not the header
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CorruptArtifactError, match="checksum") as err:
+        Scorer.load(run_copy.root, model="tfidf_lr").score_records([text])
+    assert "douban train --run demo --force" in str(err.value)
+    base = ["score", "--run", run_copy.name, "--runs-dir", str(run_copy.root.parent)]
+    result = CliRunner().invoke(app, [*base, "--model", "tfidf_lr", text])
+    assert result.exit_code == 1 and "checksum" in result.output
+    assert "Traceback" not in result.output and before["pred_star"] in range(1, 6)
