@@ -24,11 +24,23 @@ from pipeline.modeling.inputs import Predictions
 from pipeline.modeling.metrics import NUM_CLASSES, STARS
 
 _FLOOR = 1e-6  # keeps a star that vanished from a mix recoverable by the next EM step
+MIN_EM_REVIEWS = 20  # fewer reviews than this: EM's estimate runs to one star
 
 
 def _simplex(p: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(p, dtype=np.float64), _FLOOR, None)
     return p / p.sum()
+
+
+def star_shares(mix: Any) -> np.ndarray:
+    """Five non-negative finite shares (any scale, ``[1e308] * 5`` included) as a star mix."""
+    arr = np.asarray(mix, dtype=np.float64)
+    if arr.shape != (NUM_CLASSES,) or not np.isfinite(arr).all() or (arr < 0).any():
+        raise ValueError(f"a star mix is {NUM_CLASSES} finite non-negative shares, got {mix!r}")
+    if arr.max() <= 0:
+        raise ValueError("a star mix needs at least one positive share")
+    arr = arr / arr.max()  # no overflow in the sum
+    return arr / arr.sum()
 
 
 def prior_of(stars: np.ndarray) -> np.ndarray:

@@ -48,11 +48,14 @@ from pipeline.locate import locate_run, newest_trained_run
 from pipeline.modeling.bundle import check_encoder, encode_with, load_star_model, store_needs
 from pipeline.modeling.inputs import EncodedSource, Predictions
 from pipeline.modeling.prior import (
+    MIN_EM_REVIEWS,
     em_prior,
     implied_prior,
+    reweight,
     run_train_prior,
     saved_temperature,
     sharpen,
+    star_shares,
 )
 from pipeline.modeling.spec import (
     build_segmenter,
@@ -88,6 +91,11 @@ class _RecordMapping(Mapping[str, Any]):
 
     def __getitem__(self, key: str) -> Any:
         return self.to_dict()[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key not in self.to_dict():
+            raise KeyError(key)
+        setattr(self, key, value)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.to_dict())
@@ -507,7 +515,7 @@ class Scorer:
         for i, r in enumerate(done):
             r.row = i
         if adapt_prior:
-            self._adapt_prior(done)
+            self.adapt_records(done)
         return done
 
     @cached_property
@@ -523,19 +531,42 @@ class Scorer:
         member = partial(read_config, self.paths.models)
         return implied_prior(self.config, run_train_prior(self.paths.reviews), member)
 
-    def _adapt_prior(self, records: list[ScoreRecord]) -> None:
-        scored = [r for r in records if r.error is None and r.probs is not None]
+    def adapt_records(
+        self, records: Sequence[Any], target: str | Sequence[float] = "em"
+    ) -> list[float]:
+        """Re-weight the scored records' probabilities (calibrated with the model's validation
+        temperature) to ``target``: five star shares, or "em", the mix EM estimates for these
+        records together; their stars and expected stars follow. Returns the mix adapted to.
+        The CLI, the Python API and the service all adapt here."""
+        scored = [r for r in records if r["error"] is None]
+        if any(r["probs"] is None for r in scored):
+            raise InputError(
+                f"model {self.model_name} gives a star, not probabilities: there is nothing to "
+                "adapt to a star mix",
+                "choose a classification model (douban models lists them)",
+            )
+        if target == "em" and len(scored) < MIN_EM_REVIEWS:
+            raise InputError(
+                f"estimating the star mix (em) needs at least {MIN_EM_REVIEWS} scored reviews "
+                f"together, got {len(scored)}: on a handful EM runs to one star",
+                "score more reviews at once, or give the star mix (five shares)",
+            )
         if not scored:
-            return
+            return []
         calibrated = sharpen(
-            np.array([r.probs for r in scored]),
+            np.array([r["probs"] for r in scored], dtype=np.float64),
             saved_temperature(self.paths.predictions, self.model_name),
         )
-        adapted, _ = em_prior(calibrated, self.model_prior)
+        if target == "em":
+            adapted, prior = em_prior(calibrated, self.model_prior)
+        else:
+            prior = star_shares(target)
+            adapted = reweight(calibrated, self.model_prior, prior)
         for r, p in zip(scored, adapted, strict=True):
-            r.probs = [float(x) for x in p]
-            r.pred_star = int(p.argmax()) + 1
-            r.expected_star = float(p @ np.asarray(STARS, dtype=np.float64))
+            r["probs"] = [float(x) for x in p]
+            r["pred_star"] = int(p.argmax()) + 1
+            r["expected_star"] = float(p @ np.asarray(STARS, dtype=np.float64))
+        return [float(x) for x in prior]
 
     def score_records(
         self, texts: Iterable[Any] | str, batch_size: int = 64, adapt_prior: bool = False

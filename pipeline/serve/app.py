@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from pipeline.config import RunPaths
@@ -38,7 +38,8 @@ from pipeline.errors import (
     RunNotFoundError,
     StageMissingError,
 )
-from pipeline.predict.scorer import MAX_CHARS, STARS, Scorer, resolve_run
+from pipeline.modeling.prior import star_shares
+from pipeline.predict.scorer import MAX_CHARS, Scorer, resolve_run
 from pipeline.serve.batcher import MicroBatcher, Overloaded
 
 log = logging.getLogger(__name__)
@@ -58,18 +59,26 @@ ERROR_STATUS: tuple[tuple[type[DoubanError], int], ...] = (
 )
 
 
-def _positive_mix(mix: list[float]) -> list[float]:
-    if sum(mix) <= 0:
-        raise ValueError("the target star mix needs at least one positive share")
-    return mix
+def _adapt_target(value: Any) -> Any:
+    """"em" or five star shares, each refused with what is wrong (a union would answer a
+    4-number list with "Input should be 'em'")."""
+    if value is None or value == "em":
+        return value
+    if isinstance(value, str):
+        raise ValueError(f'adapt_prior is "em" or five star shares, not {value[:20]!r}')
+    if not isinstance(value, list) or not all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) for x in value
+    ):
+        raise ValueError('adapt_prior is "em" or a list of five numbers (stars 1-5)')
+    try:
+        star_shares(value)
+    except ValueError as err:
+        raise ValueError(f"adapt_prior: {err}") from None
+    return [float(x) for x in value]
 
 
 Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
-StarMix = Annotated[
-    list[Annotated[float, Field(ge=0, allow_inf_nan=False)]],
-    Field(min_length=5, max_length=5),
-    AfterValidator(_positive_mix),
-]
+AdaptTarget = Annotated[Literal["em"] | list[float] | None, BeforeValidator(_adapt_target)]
 
 
 class ScoreRequest(BaseModel):
@@ -83,7 +92,7 @@ class ScoreRequest(BaseModel):
     ]
     model: str | None = Field(None, description="A model of the run (default: its default).")
     explain: bool = Field(False, description="Add every word's attention (slower).")
-    adapt_prior: Literal["em"] | StarMix | None = Field(
+    adapt_prior: AdaptTarget = Field(
         None,
         description="Re-weight the probabilities to another star mix: five shares (stars 1-5), "
         'or "em" to estimate the mix of this request\'s texts (send many).',
@@ -208,25 +217,9 @@ class ScoringService:
     def adapt(
         self, records: list[dict[str, Any]], adapt_prior: str | list[float], model: str
     ) -> list[float]:
-        """Re-weight the records' probabilities to ``adapt_prior`` (five shares, or "em": the
-        mix EM estimates for these records); stars and expected stars follow."""
-        import numpy as np
-
-        from pipeline.modeling.prior import em_prior, reweight
-
-        start = self._scorer(model).model_prior  # loaded already: it scored the records
-        scored = [r for r in records if r["probs"] is not None]
-        probs = np.array([r["probs"] for r in scored], dtype=np.float64).reshape(-1, len(STARS))
-        if adapt_prior == "em":
-            adapted, prior = em_prior(probs, start)
-        else:
-            prior = np.asarray(adapt_prior, dtype=np.float64) / sum(adapt_prior)
-            adapted = reweight(probs, start, prior)
-        for record, p in zip(scored, adapted, strict=True):
-            record["probs"] = [float(x) for x in p]
-            record["pred_star"] = int(p.argmax()) + 1
-            record["expected_star"] = float(p @ np.asarray(STARS, dtype=np.float64))
-        return [float(x) for x in prior]
+        """Re-weight the records to ``adapt_prior`` the way every surface does
+        (:meth:`Scorer.adapt_records`)."""
+        return self._scorer(model).adapt_records(records, adapt_prior)
 
 
 def _error(status: int, error: str, message: str, **extra: Any) -> JSONResponse:

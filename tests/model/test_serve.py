@@ -99,9 +99,22 @@ def test_adapt_prior_reweights_probabilities(client):
     assert fives["prior"] == pytest.approx([0, 0, 0, 0, 1])
     for before, after in zip(plain["records"], fives["records"], strict=True):
         assert after["pred_star"] == 5 and after["expected_star"] > before["expected_star"]
-    em = client.post("/v1/score", json={"texts": texts, "adapt_prior": "em"}).json()
+    em = client.post("/v1/score", json={"texts": texts * 8, "adapt_prior": "em"}).json()
     assert sum(em["prior"]) == pytest.approx(1.0)
     assert all(sum(r["probs"]) == pytest.approx(1.0, abs=1e-6) for r in em["records"])
+    huge = client.post("/v1/score", json={"texts": texts, "adapt_prior": [1e308] * 5}).json()
+    assert huge["prior"] == pytest.approx([0.2] * 5)  # shares of any scale, no overflow to 0
+
+
+def test_adapt_prior_refuses_what_it_cannot_do_well(client):
+    few = _error(client.post("/v1/score", json={"texts": [GOOD, BAD], "adapt_prior": "em"}), 422)
+    assert "at least 20" in few["message"]
+    regression = {"texts": [GOOD] * 30, "adapt_prior": "em", "model": "head_reg"}
+    body = _error(client.post("/v1/score", json=regression), 422)
+    assert "not probabilities" in body["message"]
+    four = {"texts": [GOOD], "adapt_prior": [1, 1, 1, 1]}
+    four = _error(client.post("/v1/score", json=four), 422)
+    assert "5 finite non-negative shares" in four["message"] and "'em'" not in four["message"]
 
 
 @pytest.mark.parametrize(
