@@ -586,16 +586,24 @@ def _lines_text(first: int, count: int) -> str:
     return f"line {first}" if count == 1 else f"lines {first}-{first + count - 1}"
 
 
-def _swallowed_rows(record: _Record, positions: dict[str, int], delimiter: str) -> list[int]:
-    """Line numbers inside a multi-line record that look like rows of their own (a film and a
-    star 1..5 where the header puts them): what a stray opening quote swallows."""
+def _swallowed_rows(
+    record: _Record, n_columns: int, positions: dict[str, int], delimiter: str
+) -> list[int]:
+    """Line numbers inside a multi-line record that look like rows of their own (every column,
+    a film and a star 1..5 where the header puts them): what a stray opening quote swallows.
+    A last line whose closing quote comes before any delimiter is the record's own end (the
+    rest of the comment, then the columns after it: a star and a film when the comment comes
+    first), not a swallowed row."""
     found = []
     star_pos = positions["star"]
     film_pos = [p for p in (positions.get("film_cn"), positions.get("film_en")) if p is not None]
-    physical = _LINE_BREAK.split(record.raw)
+    physical = _LINE_BREAK.split(record.raw.rstrip("\r\n"))
+    last = physical[-1]
+    if delimiter not in last.split('"', 1)[0]:
+        physical = physical[:-1]
     for offset, line in enumerate(physical[1:], start=1):
         fields = next(csv.reader([line], delimiter=delimiter), [])
-        if len(fields) <= max(star_pos, *film_pos):
+        if len(fields) != n_columns:
             continue
         film = any(clean_name(fields[p]) and len(fields[p]) <= 200 for p in film_pos)
         if film and isinstance(_parse_star(fields[star_pos]), int):
@@ -618,7 +626,7 @@ def _parse_row(
     fields = record.fields
     assert fields is not None
     if record.lines > 1:
-        swallowed = _swallowed_rows(record, positions, delimiter)
+        swallowed = _swallowed_rows(record, n_columns, positions, delimiter)
         if swallowed:
             return _Reject(
                 "merged_rows",

@@ -247,3 +247,14 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path) -> None:
 def test_demo_corpus_is_recognised_by_its_file_name() -> None:
     assert is_demo_input(Path("data/generated/demo_reviews.csv"))
     assert not is_demo_input(Path("data/DMSC.csv"))
+
+
+def test_multi_line_comments_before_the_star_and_film_columns_are_kept(tmp_path: Path) -> None:
+    header = ["Comment", "Star", "Movie_Name_CN", "Movie_Name_EN", "Date", "Like"]
+    comments = ["第一行\n第二行，很好看", "开头\n中间\n结尾，特效不错", "一行就够了"]
+    rows = [[c, str(4 + i % 2), "长城", "The Great Wall", "2016-01-01", "1"]
+            for i, c in enumerate(comments)]  # fmt: skip
+    path = write_csv(tmp_path / "comment_first.csv", rows, header=header)
+    stats, reviews, rejects = run_ingest(tmp_path, [path])
+    assert rejects == [] and stats.kept == 3
+    assert [r["comment"] for r in reviews] == comments
