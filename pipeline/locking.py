@@ -13,14 +13,17 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import wraps
 from pathlib import Path
+from typing import Any, TypeVar
 
 from pipeline.errors import RunBusyError
 from pipeline.terminal import printable
 
 LOCK_FILE = ".lock"
+F = TypeVar("F", bound=Callable[..., Any])
 _held: dict[Path, int] = {}  # lock path -> nesting depth in this process
 _guard = threading.Lock()
 
@@ -75,3 +78,18 @@ def run_lock(root: Path, stage: str) -> Iterator[None]:
             root.rmdir()
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def writes_run(stage: str) -> Callable[[F], F]:
+    """Hold the run's lock for the whole of a stage function whose first argument is its
+    settings: its clean-up of an earlier writer's leftovers happens under the lock too."""
+
+    def decorate(function: F) -> F:
+        @wraps(function)
+        def locked(settings: Any, *args: Any, **kwargs: Any) -> Any:
+            with run_lock(settings.paths.root, stage):
+                return function(settings, *args, **kwargs)
+
+        return locked  # type: ignore[return-value]
+
+    return decorate

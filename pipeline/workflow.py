@@ -35,6 +35,7 @@ from pipeline.errors import StageMissingError
 from pipeline.features.extract import extract_features
 from pipeline.features.store import FeatureStore
 from pipeline.lab.run import run_lab
+from pipeline.locking import writes_run
 from pipeline.modeling.bundle import list_models
 from pipeline.modeling.sentence import model_name
 from pipeline.reports.pages import write_reports
@@ -57,6 +58,7 @@ class PipelineResult:
 # --------------------------------------------------------------------------- train + evaluate
 
 
+@writes_run("train")
 def train_run(
     settings: Settings,
     models: Sequence[str] | None = None,
@@ -81,6 +83,7 @@ def train_run(
         return evaluate_models(settings, data, new, progress=progress)
 
 
+@writes_run("evaluate")
 def evaluate_run(
     settings: Settings,
     models: Sequence[str] | None = None,
@@ -108,6 +111,7 @@ def evaluate_run(
         )
 
 
+@writes_run("finetune")
 def finetune_run(
     settings: Settings,
     *,

@@ -19,7 +19,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
-from functools import cached_property
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -39,6 +39,7 @@ from pipeline.errors import (
     StageMissingError,
 )
 from pipeline.modeling.prior import star_shares
+from pipeline.modeling.spec import list_models
 from pipeline.predict.scorer import MAX_CHARS, Scorer, resolve_run
 from pipeline.serve.batcher import MicroBatcher, Overloaded
 
@@ -154,21 +155,29 @@ class ErrorResponse(BaseModel):
 
 class ScoringService:
     """A run's scorers, loaded on the inference thread when first asked for, behind the
-    micro-batcher."""
+    micro-batcher. They come from one model set (generation), and the service follows the
+    run's ``CURRENT``: after a retrain the next batch is scored by the new set (batches already
+    running finish on the old one, which a retrain keeps), so cleanup never pulls a set from
+    under it."""
 
     def __init__(self, paths: RunPaths, threads: int | None = None, **batcher: Any) -> None:
-        self.paths = paths
+        self.paths = paths.pinned()
         self.threads = threads
         self.scorers: dict[str, Scorer] = {}
         self.default: str | None = None
+        self.available = list_models(self.paths.models)
         self.load_error: DoubanError | None = None
         self.batcher = MicroBatcher(self._run_batch, **batcher)
 
-    @cached_property
-    def available(self) -> list[str]:
-        from pipeline.modeling.bundle import list_models
-
-        return list_models(self.paths.models)
+    def _follow_current(self) -> None:
+        """Switch to the run's current model set when a retrain replaced it."""
+        current = replace(self.paths, generation=None).pinned()
+        if current.generation == self.paths.generation:
+            return
+        log.info("run %s has a new model set (%s): serving it", current.name, current.generation)
+        self.paths, self.scorers = current, {}
+        self.available = list_models(current.models)
+        self.default = self._scorer(None).model_name
 
     def _scorer(self, model: str | None) -> Scorer:
         name = model or self.default
@@ -202,6 +211,7 @@ class ScoringService:
 
     def _run_batch(self, key: Hashable, texts: list[str]) -> list[dict[str, Any]]:
         model, explain = key  # type: ignore[misc]
+        self._follow_current()
         scorer = self._scorer(model)
         records = scorer.score(texts, batch_size=SCORE_BATCH, explain=explain)
         return [r.explanation().to_dict() if explain else r.to_dict() for r in records]

@@ -23,6 +23,7 @@ import sys, time
 from pathlib import Path
 from pipeline.locking import run_lock
 with run_lock(Path(sys.argv[1]), "train"):
+    (Path(sys.argv[1]) / "trained" / "gen-7").mkdir(parents=True)  # its unfinished model set
     print("locked", flush=True)
     time.sleep(120)
 """
@@ -53,15 +54,17 @@ def test_a_second_writer_stops_and_a_killed_one_frees_the_run(prepared) -> None:
         assert second.returncode == 1, second.stderr
         assert "being written by" in second.stderr and f"pid {holder.pid}" in second.stderr
         assert "Traceback" not in second.stderr
-        assert not prepared.paths.trained.exists() or not any(prepared.paths.trained.iterdir())
         with pytest.raises(RunBusyError, match="being written"):
             train_run(prepared, progress=False)
+        # neither trainer touched the holder's unfinished set (its clean-up waits for the lock)
+        assert [p.name for p in prepared.paths.trained.iterdir()] == ["gen-7"]
     finally:
         os.kill(holder.pid, signal.SIGKILL)  # a writer killed mid-stage
         holder.wait()
     doc = train_run(prepared, progress=False)  # the kernel dropped the dead writer's lock
     assert doc["default_model"]["name"] in ("tfidf_lr", "tfidf_ridge")
     assert (prepared.paths.trained / "CURRENT").read_text().strip() == "gen-1"
+    assert not (prepared.paths.trained / "gen-7").exists()  # the dead writer's leftovers go
 
 
 def test_the_lock_is_reentrant_within_a_process(prepared) -> None:

@@ -330,3 +330,24 @@ def test_the_cli_and_the_serve_package_import_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_service_follows_retrains_and_keeps_answering(demo_run, tmp_path):
+    import shutil
+
+    from pipeline.workflow import train_run
+
+    runs = tmp_path / "runs"
+    shutil.copytree(demo_run.paths.root, runs / "demo")
+    settings = demo_run.model_copy(update={"runs_dir": runs})
+    first = (runs / "demo" / "trained" / "CURRENT").read_text().strip()
+    app = create_app("demo", runs, threads=1, load_in_background=False)
+    with TestClient(app) as client:
+        payload = {"texts": [GOOD, BAD], "explain": True}
+        assert client.post("/v1/score", json=payload).status_code == 200
+        for _ in range(3):  # the set the service started on is deleted by the third
+            train_run(settings, ["tfidf_lr"], force=True, progress=False)
+        assert not (runs / "demo" / "trained" / first).exists()
+        response = client.post("/v1/score", json=payload)
+        assert response.status_code == 200, response.text
+        assert all(r["pred_star"] in range(1, 6) for r in response.json()["records"])
