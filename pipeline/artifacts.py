@@ -30,6 +30,7 @@ MODEL_CONFIG = "config.json"  # ... and its manifest (kind, encoder, settings, f
 POINTER = "CURRENT"  # names the current generation of a generations directory
 GENERATION_PREFIX = "gen-"
 WEIGHTS_SHA256 = "weights_sha256"  # config.json key: the checksum of model.safetensors
+CHECK_HINT = "`douban doctor --run RUN` checks the whole run and says which stage to re-run"
 
 
 def _umask() -> int:
@@ -143,8 +144,19 @@ def write_json(path: Path, obj: Any) -> None:
     write_text(path, to_json(obj))
 
 
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object written by a stage; a file that is not one is a
+    :class:`CorruptArtifactError` naming it (a ValueError, as before)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CorruptArtifactError(f"{path} is not valid JSON ({err})", CHECK_HINT) from err
+    if not isinstance(doc, dict):
+        raise CorruptArtifactError(
+            f"{path} holds a JSON {type(doc).__name__}, not the object its stage writes",
+            CHECK_HINT,
+        )
+    return doc
 
 
 def write_manifest(stage_dir: Path, stage: str, fp: str, **extra: Any) -> None:
@@ -160,7 +172,7 @@ def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
         return None
     try:
         return read_json(path)
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # unreadable: the stage is incomplete, and runs again
         return None
 
 
@@ -202,7 +214,13 @@ def current_generation(parent: Path) -> Path | None:
     except FileNotFoundError:
         return None
     if not name.startswith(GENERATION_PREFIX) or "/" in name or not (parent / name).is_dir():
-        raise OSError(f"{parent / POINTER} names no generation ({name!r})")
+        sets = sorted(p.name for p in parent.glob(f"{GENERATION_PREFIX}*") if p.is_dir())
+        raise CorruptArtifactError(
+            f"{parent / POINTER} names no model set ({name[:40]!r}; there are: "
+            f"{', '.join(sets) or 'none'})",
+            f"write the newest of them into it, or retrain: `douban train --run "
+            f"{parent.parent.name} --force`",
+        )
     return parent / name
 
 

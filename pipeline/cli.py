@@ -467,6 +467,33 @@ def models(
     say(f"run {opened.name}; * = default model (best exact accuracy on validation)")
 
 
+@app.command()
+def doctor(
+    run: Annotated[str, typer.Option("--run", help="Run name under runs/.")],
+    runs_dir: RunsDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check every artifact of a run with the readers the stages use: whole, missing or broken,
+    and the command that rebuilds what is not whole. Exits 1 when something is broken."""
+    from pipeline.doctor import BROKEN, check_run
+    from pipeline.locate import locate_run
+
+    checks = check_run(locate_run(run, runs_dir))
+    if as_json:
+        for check in checks:
+            sys.stdout.write(json_line(check.to_dict()) + "\n")
+    else:
+        for c in checks:
+            fix = f"  -> {c.fix}" if c.status != "ok" and c.fix else ""
+            line = f"{c.status:<8}{c.stage:<10}{c.artifact:<28}{c.detail}{fix}"
+            stdout.print(Text(printable(line)), soft_wrap=True)
+    broken = [c for c in checks if c.status == BROKEN]
+    if broken:
+        say(f"run {run}: {len(broken)} broken artifact(s)", style="red")
+        raise typer.Exit(1)
+    say(f"run {run}: nothing broken")
+
+
 MODEL_FIGURES = ("accuracy", "off_by_one", "mae", "qwk")  # exact, off-by-one, MAE, QWK
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from pipeline import __version__, artifacts
 from pipeline.encoding.encode import normalize_layers
-from pipeline.errors import StageMissingError, StaleArtifactError
+from pipeline.errors import CorruptArtifactError, StageMissingError, StaleArtifactError
 
 CODE_VERSION = f"features-1/{__version__}"  # bump the prefix when stored content changes
 STAGE = "features"
@@ -83,6 +83,17 @@ class RowConcat:
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         out = np.concatenate(self._parts)
         return out if dtype is None else out.astype(dtype)
+
+
+def _load_array(path: Path, run: str) -> np.ndarray:
+    """One memory-mapped shard array; a truncated or garbled file names itself."""
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise CorruptArtifactError(
+            f"feature shard file {path} cannot be read ({err})",
+            f"run `douban features --run {run} --force`",
+        ) from err
 
 
 @dataclasses.dataclass
@@ -167,7 +178,7 @@ class FeatureStore:
                     f"run `douban features --run {run} --force`",
                 )
             arrays = {
-                f.removesuffix(".npy"): np.load(shard_dir / f, mmap_mode="r")
+                f.removesuffix(".npy"): _load_array(shard_dir / f, run)
                 for f in SHARD_FILES
                 if f.endswith(".npy")
             }

@@ -20,6 +20,8 @@ import numpy as np
 import pyarrow.parquet as pq
 from scipy.optimize import minimize_scalar, nnls
 
+from pipeline.artifacts import CHECK_HINT
+from pipeline.errors import CorruptArtifactError
 from pipeline.modeling.inputs import Predictions
 from pipeline.modeling.metrics import NUM_CLASSES, STARS
 
@@ -167,11 +169,16 @@ def saved_temperature(predictions_path: Path, model: str) -> float:
     there are none), for adapting new text the way the evaluations do."""
     if not predictions_path.exists():
         return 1.0
-    table = pq.read_table(
-        predictions_path,
-        columns=["evaluation", "split", "star", "probs"],
-        filters=[("model", "==", model), ("split", "==", "val")],
-    ).to_pandas()
+    try:
+        table = pq.read_table(
+            predictions_path,
+            columns=["evaluation", "split", "star", "probs"],
+            filters=[("model", "==", model), ("split", "==", "val")],
+        ).to_pandas()
+    except (OSError, ValueError) as err:  # truncated, not parquet, columns missing
+        raise CorruptArtifactError(
+            f"{predictions_path} cannot be read ({err})", f"re-evaluate: {CHECK_HINT}"
+        ) from err
     table = table[table["evaluation"].isin(("random", "film_holdout")) & table["probs"].notna()]
     if table.empty:
         return 1.0

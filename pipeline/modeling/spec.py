@@ -38,6 +38,8 @@ def list_models(models_dir: Path) -> list[str]:
     """Names of the saved models, in a stable order."""
     if not models_dir.exists():
         return []
+    if not models_dir.is_dir():
+        raise CorruptArtifactError(f"{models_dir} is not a folder", hint=retrain_hint(models_dir))
     return sorted(p.name for p in models_dir.iterdir() if (p / CONFIG).exists())
 
 
