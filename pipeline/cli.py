@@ -579,6 +579,7 @@ def app_command(
 ) -> None:
     """Open the Streamlit app (app/Home.py) on a run."""
     import os
+    import signal
     import subprocess
 
     from pipeline.config import PROJECT_ROOT
@@ -605,11 +606,18 @@ def app_command(
     ]
     say(f"Douban app on http://{host}:{port} (Ctrl+C stops it)")
     # cwd: streamlit reads .streamlit/config.toml from the working directory
+    child = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT)
+
+    def forward(signum: int, _frame: Any) -> None:  # SIGTERM / SIGHUP: stop streamlit too
+        child.send_signal(signum)
+
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, forward)
     try:
-        code = subprocess.call(command, env=env, cwd=PROJECT_ROOT)
+        code = child.wait()
     except KeyboardInterrupt:  # Ctrl+C reaches streamlit too, which shuts down cleanly
-        code = 0
-    raise typer.Exit(code)
+        code = child.wait()
+    raise typer.Exit(0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code)
 
 
 @app.command()
