@@ -182,6 +182,12 @@ def sidebar() -> Context | None:
     st.sidebar.html('<p class="brand">豆瓣 Douban sentiment studio</p>')
     if not runs:
         return None
+    if asked and asked not in runs:  # a mistyped ?run= or --run: say so, do not swap silently
+        st.warning(
+            plain(f"There is no run named {asked[:80]} with trained models in {root}; "
+                  f"showing {runs[0]} instead. Runs here: {', '.join(runs)}."),
+            icon=":material/warning:",
+        )  # fmt: skip
     run = st.sidebar.selectbox(
         "Run",
         runs,

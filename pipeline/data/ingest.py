@@ -206,6 +206,11 @@ def resolve_inputs(inputs: list[Path]) -> list[Path]:
             files.extend(found)
         elif item.is_file():
             files.append(item)
+        elif item.exists():  # a FIFO, a device (/dev/null), a socket: not a file to read twice
+            raise DatasetError(
+                f"input {item} is not a regular file (a pipe or a device)",
+                "save the CSV to a file first; prepare reads it more than once",
+            )
         else:
             raise DatasetError(f"input {item} does not exist; pass a DMSC-format CSV or a folder")
     if not files:

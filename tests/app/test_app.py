@@ -418,3 +418,15 @@ def test_run_picker_lists_only_runs_with_models(monkeypatch, trained, prepared_r
     at = AppTest.from_file(str(HOME), default_timeout=TIMEOUT).run()
     assert_ok(at)
     assert at.selectbox(key="run").options == ["trained"]
+
+
+def test_an_unknown_run_in_the_url_is_said(monkeypatch, trained: Path) -> None:
+    monkeypatch.setenv("DOUBAN_RUNS_DIR", str(trained.parent))
+    monkeypatch.delenv("DOUBAN_RUN", raising=False)
+    at = AppTest.from_file(str(HOME), default_timeout=TIMEOUT)
+    at.query_params["run"] = "[nope](http://evil.example)"
+    at.run()
+    assert not at.exception
+    warning = unescaped(texts(at.warning))
+    assert "no run named [nope](http://evil.example)" in warning.replace("\u200b", "")
+    assert f"showing {trained.name} instead" in warning

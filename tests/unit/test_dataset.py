@@ -258,3 +258,15 @@ def test_multi_line_comments_before_the_star_and_film_columns_are_kept(tmp_path:
     stats, reviews, rejects = run_ingest(tmp_path, [path])
     assert rejects == [] and stats.kept == 3
     assert [r["comment"] for r in reviews] == comments
+
+
+def test_a_pipe_or_a_device_is_named_as_such(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "reviews.csv"
+    os.mkfifo(fifo)
+    for item in (fifo, Path("/dev/null")):
+        with pytest.raises(DatasetError, match="not a regular file"):
+            resolve_inputs([item])
+    with pytest.raises(DatasetError, match="does not exist"):
+        resolve_inputs([tmp_path / "missing.csv"])
