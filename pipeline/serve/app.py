@@ -47,7 +47,9 @@ log = logging.getLogger(__name__)
 
 MAX_TEXTS = 256  # per request; more belongs in `douban score -i FILE`
 MAX_TEXT_CHARS = MAX_CHARS
-MAX_BODY_BYTES = 8 * 1024 * 1024  # MAX_TEXTS x MAX_TEXT_CHARS of \uXXXX-escaped JSON fits
+# the largest valid request fits: MAX_TEXTS x MAX_TEXT_CHARS characters outside the BMP, each
+# escaped by the client as a surrogate pair (\ud83d\ude00: 12 bytes), plus room for the rest
+MAX_BODY_BYTES = MAX_TEXTS * MAX_TEXT_CHARS * 12 + (1 << 16)
 SCORE_BATCH = 256  # texts per scorer call inside one micro-batch
 WARM_UP_TEXT = "这部电影的剧情很好看"
 ERROR_STATUS: tuple[tuple[type[DoubanError], int], ...] = (

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
 from pipeline import Scorer
-from pipeline.serve.app import MAX_TEXT_CHARS, MAX_TEXTS, create_app
+from pipeline.serve.app import MAX_BODY_BYTES, MAX_TEXT_CHARS, MAX_TEXTS, create_app
 from pipeline.serve.batcher import MicroBatcher, Overloaded
 
 pytestmark = pytest.mark.slow
@@ -147,7 +147,7 @@ def test_malformed_bodies_are_4xx_never_500(client):
     _error(post(b'{"texts": ["ok", NaN], "adapt_prior": [NaN, 1, 1, 1, 1]}'), 422)
     _error(post(b'{"texts": '), 422)
     assert "deeply" in _error(post(b"[" * 100_000), 400)["message"]
-    _error(client.post("/v1/score", content=b"x" * (9 * 2**20)), 413)
+    _error(client.post("/v1/score", content=b"x" * (MAX_BODY_BYTES + 1)), 413)
     _error(client.get("/v1/nothing"), 404)
     _error(client.get("/v1/score"), 405)
 
@@ -351,3 +351,14 @@ def test_the_service_follows_retrains_and_keeps_answering(demo_run, tmp_path):
         response = client.post("/v1/score", json=payload)
         assert response.status_code == 200, response.text
         assert all(r["pred_star"] in range(1, 6) for r in response.json()["records"])
+
+
+def test_the_largest_valid_request_fits_the_body_limit(client):
+    """256 texts of 5,000 emoji, escaped the way json.dumps escapes them (12 bytes each)."""
+    body = json.dumps({"texts": ["😀" * MAX_TEXT_CHARS] * MAX_TEXTS}).encode("ascii")
+    assert len(body) > 15_000_000
+    response = client.post(
+        "/v1/score", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 200, response.text[:300]
+    assert len(response.json()["records"]) == MAX_TEXTS
