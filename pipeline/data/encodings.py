@@ -121,11 +121,36 @@ def detect_encoding(path: Path, sniff_bytes: int = SNIFF_BYTES) -> str:
         return nul
     if head.isascii():
         return "utf-8"
+    utf16 = _utf16_reading(head)
+    if utf16 is not None:
+        return utf16
     whole_lines = head[: head.rfind(b"\n") + 1] or head
     best = from_bytes(whole_lines).best()
     name = codecs.lookup(best.encoding).name if best is not None else "utf-8"
     _refuse_unreadable(path, whole_lines, name)
     return "gb18030" if name in ("gb18030", "gbk", "gb2312", "hz") else "utf-8"
+
+
+def _utf16_reading(head: bytes) -> str | None:
+    """UTF-16 without a BOM whose text is mostly Chinese: too few NULs for
+    :func:`_nul_pattern` (only its ASCII has them), but it decodes cleanly and reads as words."""
+    try:
+        head.decode("utf-8")
+        return None  # valid UTF-8 (a cut character at the end aside) is UTF-8
+    except UnicodeDecodeError as err:
+        if err.start >= len(head) - 3:
+            return None
+    for codec in ("utf-16-le", "utf-16-be"):
+        try:
+            text = head[: len(head) // 2 * 2].decode(codec)
+        except UnicodeDecodeError:
+            continue
+        if "\n" not in text:
+            continue
+        share, han = word_share(text, MIN_HAN)
+        if han >= MIN_HAN and share >= 2 * MIN_WORD_SHARE:
+            return codec
+    return None
 
 
 def _refuse_unreadable(path: Path, head: bytes, guess: str) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.data.encodings import choose_encoding, normalise_encoding, word_share
+from pipeline.data.encodings import _nul_pattern, choose_encoding, normalise_encoding, word_share
 from pipeline.data.ingest import ingest
 from pipeline.errors import DatasetError
 
@@ -88,4 +88,17 @@ def test_gb18030_chinese_files_still_read(tmp_path: Path) -> None:
         "特效不错但是故事太老套了，看得很无聊",
     ] * 3
     path = write(tmp_path / "gb.csv", comments, "gb18030", film_cn="长城")
+    assert kept_comments(tmp_path, path) == comments
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_mostly_chinese_utf16_without_a_bom_is_recognised(tmp_path: Path, codec: str) -> None:
+    good = "这部电影的剧情很精彩，演员的表演也非常到位，看完以后久久不能平静，强烈推荐。"
+    bad = "特效不错但是故事太老套了，节奏拖沓，结尾也很仓促，整体来说是比较让人失望的。"
+    comments = [good * 8 + f"第{i}次看" for i in range(4)] + [
+        bad * 8 + f"第{i}遍" for i in range(4)
+    ]
+    path = write(tmp_path / f"{codec}.csv", comments, codec, film_cn="长城")
+    data = path.read_bytes()
+    assert _nul_pattern(data) is None  # too few NULs for the NUL-pattern test alone
     assert kept_comments(tmp_path, path) == comments
