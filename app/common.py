@@ -23,7 +23,6 @@ import pipeline
 from pipeline import DoubanError, Run
 
 RUN_ENV = "DOUBAN_RUN"  # set by `douban app --run X`
-RUNS_DIR_ENV = "DOUBAN_RUNS_DIR"  # set by `douban app --runs-dir D` and by the tests
 RUN_PARAM = "run"  # ?run=X in the URL picks the run too, and records the sidebar's choice
 FAVICON = Path(__file__).parent / "static" / "favicon.png"  # local: no icon font from the web
 
@@ -57,8 +56,9 @@ def plain(text: object) -> str:
 
 
 def runs_dir() -> Path:
-    """Where runs live: ``$DOUBAN_RUNS_DIR``, else the project's default."""
-    return Path(os.environ.get(RUNS_DIR_ENV) or pipeline.default_runs_dir())
+    """Where runs live: ``$DOUBAN_RUNS_DIR`` (set by `douban app --runs-dir D`), else the
+    project's default: the pipeline's one rule."""
+    return pipeline.default_runs_dir()
 
 
 def _open(root: Path, name: str) -> Run | None:

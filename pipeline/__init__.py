@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from pipeline.version import __version__
 
 # public name -> module that defines it
 _EXPORTS = {
@@ -43,7 +43,7 @@ _EXPORTS = {
     "model_name": "pipeline.reports.names",
     "glossary": "pipeline.reports.names",
     "styled_table": "pipeline.reports.names",
-    "highlight_html": "pipeline.analytics.attention",
+    "highlight_html": "pipeline.markup",
     "top_attention_words": "pipeline.analytics.attention",
     "read_texts": "pipeline.predict.files",
     "write_records": "pipeline.predict.files",
@@ -86,7 +86,7 @@ __all__ = [  # noqa: RUF022 (grouped as in _EXPORTS)
 ]
 
 if TYPE_CHECKING:
-    from pipeline.analytics.attention import highlight_html, top_attention_words
+    from pipeline.analytics.attention import top_attention_words
     from pipeline.config import Settings, default_runs_dir
     from pipeline.errors import (
         CorruptArtifactError,
@@ -102,6 +102,7 @@ if TYPE_CHECKING:
     )
     from pipeline.lab.run import read_lab
     from pipeline.locate import run_names
+    from pipeline.markup import highlight_html
     from pipeline.predict.files import read_texts, write_records
     from pipeline.predict.scorer import Explanation, Scorer, ScoreRecord, score
     from pipeline.reports import charts

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import __version__
 from pipeline.artifacts import (
     clean_generations,
     clean_leftovers,
@@ -43,6 +42,7 @@ from pipeline.training.data import TrainingData
 from pipeline.training.evaluate import evaluate_models, needs_evaluation, read_metrics
 from pipeline.training.finetune import finetune_model, is_current
 from pipeline.training.train import ENSEMBLES, FINETUNE_ENSEMBLE_NAME, models_to_train, train_models
+from pipeline.version import __version__
 
 log = logging.getLogger(__name__)
 

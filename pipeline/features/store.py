@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import __version__, artifacts
+from pipeline import artifacts
 from pipeline.encoding.encode import normalize_layers
 from pipeline.errors import CorruptArtifactError, StageMissingError, StaleArtifactError
 
-CODE_VERSION = f"features-1/{__version__}"  # bump the prefix when stored content changes
+CODE_VERSION = "features-2"  # bump when stored content changes (2: budgeted samples)
 STAGE = "features"
 POOLED_KINDS = ("mean", "cls")
 SHARD_FILES = (

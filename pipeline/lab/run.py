@@ -34,7 +34,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 from rich.console import Console
 
-from pipeline import __version__
 from pipeline.artifacts import atomic_path, fingerprint, read_json, read_manifest, write_json
 from pipeline.config import RunPaths, Settings
 from pipeline.encoding.load import Encoder, EncoderSpec, load_encoder, pick_device, resolve_encoder
@@ -47,7 +46,7 @@ from pipeline.run import Run
 
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
-LAB_VERSION = f"lab-1/{__version__}"
+LAB_VERSION = "lab-2"  # bump when a view changes meaning: every cached view recomputes
 PARTS = ("probes", "geometry", "projection", "words", "heads")
 FROZEN = "frozen"
 HEAD_VIEW_EXAMPLES = 4

@@ -45,6 +45,7 @@ from pipeline.config import RunPaths
 from pipeline.data.text import clean_text
 from pipeline.errors import InputError, ModelNotFoundError, StageMissingError
 from pipeline.locate import locate_run, newest_trained_run
+from pipeline.markup import highlight_html
 from pipeline.modeling.bundle import check_encoder, encode_with, load_star_model, store_needs
 from pipeline.modeling.inputs import EncodedSource, Predictions
 from pipeline.modeling.prior import (
@@ -164,26 +165,8 @@ class Explanation(_RecordMapping):
     def _repr_html_(self) -> str:
         if self.record.error is not None:
             return f"<p>{html.escape(self.record.error)}</p>"
-        return highlight_html(self.record.clean_text or "", self.record.words)
-
-
-def highlight_html(text: str, words: Sequence[tuple[str, int, int, float]]) -> str:
-    """``text`` with each word's background as dark as its share of the attention; every piece
-    of the text is escaped."""
-    top = max((a for *_, a in words), default=0.0) or 1.0
-    parts, pos = [], 0
-    for word, start, end, weight in sorted(words, key=lambda w: w[1]):
-        if start < pos:
-            continue
-        parts.append(html.escape(text[pos:start]))
-        alpha = round(0.85 * weight / top, 3)
-        parts.append(
-            f'<span style="background: rgba(214, 39, 40, {alpha})" '
-            f'title="{weight:.3f}">{html.escape(word)}</span>'
-        )
-        pos = end
-    parts.append(html.escape(text[pos:]))
-    return f'<div class="attention">{"".join(parts)}</div>'
+        highlighted = highlight_html(self.record.clean_text or "", self.record.words)
+        return f'<div class="attention">{highlighted}</div>'
 
 
 @dataclass

@@ -31,7 +31,7 @@ from markupsafe import Markup
 from PIL import Image
 from tqdm.auto import tqdm
 
-from pipeline.analytics.attention import attention_examples, highlight_html, top_attention_words
+from pipeline.analytics.attention import attention_examples, top_attention_words
 from pipeline.analytics.embedding import DEFAULT_CAP, tsne_points
 from pipeline.analytics.league import league_table
 from pipeline.analytics.quantify import run_film_estimates
@@ -56,6 +56,8 @@ from pipeline.artifacts import (
 from pipeline.config import Settings
 from pipeline.errors import InputError, ModelNotFoundError
 from pipeline.fonts import cjk_font_path
+from pipeline.markup import highlight_html
+from pipeline.modeling.metrics import bootstrap_ci
 from pipeline.reports import charts
 from pipeline.reports.names import METRIC_GLOSSARY, format_value, human, model_name
 from pipeline.run import Run
@@ -67,7 +69,6 @@ CLOUD_WORDS = 100
 MIN_EVALUATED = 30  # fewer evaluated reviews: the numbers carry a visible small-sample note
 MIN_MAP_REVIEWS = 30  # fewer reviews: no t-SNE map (a map of 15 dots shows noise)
 MIN_WORD_COUNT = 2  # a word said once is not "what the film's reviews say"
-BOOTSTRAP = 1000
 MIN_EM_REVIEWS = 30  # fewer: EM re-estimation chases noise; the mean probability (PCC) is steadier
 SECTIONS = {
     "numbers": "Key numbers",
@@ -172,7 +173,7 @@ class FilmReport:
             reviews=len(reviews),
             mean_star=float(reviews["star"].mean()),
             summary=accuracy_summary(preds),
-            exact_ci=bootstrap_ci(preds, seed),
+            exact_ci=exact_ci(preds, seed),
             models=model_summaries(all_models),
             distribution=star_distribution(preds),
             confusion_counts=confusion(preds),
@@ -260,14 +261,13 @@ def _model(run: Run, model: str | None) -> str | None:
     return model
 
 
-def bootstrap_ci(preds: pd.DataFrame, seed: int = 0) -> tuple[float, float] | None:
-    """95% percentile bootstrap interval of the exact accuracy; None without predictions."""
+def exact_ci(preds: pd.DataFrame, seed: int = 0) -> tuple[float, float] | None:
+    """95% bootstrap interval of the exact accuracy (:func:`bootstrap_ci`, as the evaluations
+    compute it); None without predictions."""
     if preds.empty:
         return None
-    hits = (preds["star"].to_numpy(int) == preds["pred_star"].to_numpy(int)).astype(float)
-    rng = np.random.default_rng(seed)
-    means = hits[rng.integers(0, len(hits), size=(BOOTSTRAP, len(hits)))].mean(axis=1)
-    low, high = np.quantile(means, [0.025, 0.975])
+    low, high = bootstrap_ci(preds["star"].to_numpy(int), preds["pred_star"].to_numpy(int),
+                             seed=seed)["accuracy"]  # fmt: skip
     return float(low), float(high)
 
 

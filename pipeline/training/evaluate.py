@@ -43,7 +43,6 @@ from pipeline.training.data import TrainingData, saved_fingerprint
 
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
-EVALUATIONS = ("random", "film_holdout", "cross_corpus")
 METRIC_SPLITS = ("val", "test")
 EVALUATE_VERSION = "evaluate-1"  # bump when the figures change meaning: every pair is recomputed
 SELECT_BY = {"exact": "accuracy", "qwk": "qwk"}  # Settings.select_by -> star_metrics key
@@ -65,7 +64,7 @@ PREDICTION_SCHEMA = pa.schema(
 )
 
 
-def run_evaluation(paths: RunPaths) -> str:
+def own_evaluation(paths: RunPaths) -> str:
     """``film_holdout`` when the run was prepared with held-out films, else ``random``."""
     summary = read_json(paths.summary) if paths.summary.exists() else {}
     return "film_holdout" if summary.get("holdout_films") else "random"
@@ -158,7 +157,7 @@ def read_metrics(models: ModelSet) -> dict[str, Any]:
 
 
 def _evaluation(paths: RunPaths, evaluation: str | None) -> str:
-    return evaluation or run_evaluation(paths)
+    return evaluation or own_evaluation(paths)
 
 
 def stale_models(

@@ -30,7 +30,7 @@ from pipeline.config import Settings
 from pipeline.errors import InputError
 from pipeline.modeling.bundle import store_needs
 from pipeline.modeling.inputs import Predictions
-from pipeline.modeling.metrics import NUM_CLASSES, headline, star_metrics
+from pipeline.modeling.metrics import bootstrap_ci, headline, star_metrics
 from pipeline.modeling.prior import adapt_predictions, fit_temperature, implied_prior, prior_of
 from pipeline.modeling.quantify import film_estimates, summarise
 from pipeline.training.data import TrainingData
@@ -112,35 +112,6 @@ def make_folds(reviews: pd.DataFrame, evaluation: str, folds: int = 3, seed: int
         val = _val_films(reviews, pool, seed)
         out.append(Fold(name, np.setdiff1d(pool, val), val, test))
     return out
-
-
-def bootstrap_ci(
-    y_true: np.ndarray, y_pred: np.ndarray, resamples: int = 1000, seed: int = 0
-) -> dict[str, list[float]]:
-    """95% percentile intervals of exact, off-by-one, MAE and QWK over bootstrap resamples of
-    the reviews. Every one of these is a function of the confusion matrix, so a resample is a
-    multinomial draw of its 25 cells: a thousand resamples cost milliseconds."""
-    t = np.asarray(y_true, dtype=np.int64) - 1
-    p = np.asarray(y_pred, dtype=np.int64) - 1
-    n = len(t)
-    if n == 0:
-        return {}
-    cells = np.bincount(t * NUM_CLASSES + p, minlength=NUM_CLASSES**2) / n
-    draws = np.random.default_rng(seed).multinomial(n, cells, size=resamples)
-    cm = draws.reshape(resamples, NUM_CLASSES, NUM_CLASSES).astype(np.float64)
-    idx = np.arange(NUM_CLASSES)
-    dist = np.abs(idx[:, None] - idx[None, :])
-    w = dist**2 / (NUM_CLASSES - 1) ** 2
-    expected = np.einsum("bi,bj->bij", cm.sum(axis=2), cm.sum(axis=1)) / n
-    denom = (w * expected).sum(axis=(1, 2))
-    qwk = 1.0 - (w * cm).sum(axis=(1, 2)) / np.where(denom > 0, denom, np.nan)
-    values = {
-        "accuracy": np.trace(cm, axis1=1, axis2=2) / n,
-        "off_by_one": (cm * (dist <= 1)).sum(axis=(1, 2)) / n,
-        "mae": (cm * dist).sum(axis=(1, 2)) / n,
-        "qwk": qwk,
-    }
-    return {k: np.nanpercentile(v, [2.5, 97.5]).round(4).tolist() for k, v in values.items()}
 
 
 def _with_ci(stars: np.ndarray, pred: np.ndarray, probs: np.ndarray | None) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from pipeline import FilmNotFoundError, Run, RunNotFoundError
-from pipeline.analytics.attention import attention_examples, highlight_html, top_attention_words
+from pipeline.analytics.attention import attention_examples, top_attention_words
 from pipeline.analytics.embedding import stratified_sample, tsne_points
 from pipeline.analytics.league import league_table
 from pipeline.analytics.stars import (
@@ -31,6 +31,7 @@ from pipeline.analytics.words import (
     word_cloud,
 )
 from pipeline.fonts import cjk_font_path
+from pipeline.markup import highlight_html
 from tests.synthetic_run import (
     FILMS,
     SCRIPT_REVIEW,

@@ -9,7 +9,7 @@ import pytest
 from pipeline.data.sources import stratified_keep
 from pipeline.errors import InputError
 from pipeline.modeling.inputs import Predictions
-from pipeline.modeling.metrics import quadratic_weighted_kappa
+from pipeline.modeling.metrics import bootstrap_ci, quadratic_weighted_kappa
 from pipeline.modeling.prior import (
     adapt_predictions,
     adjusted_prior,
@@ -23,7 +23,7 @@ from pipeline.modeling.prior import (
 )
 from pipeline.modeling.quantify import METHODS, emd, film_estimates, mean_star, summarise
 from pipeline.training.data import TrainingData
-from pipeline.training.evaluations import bootstrap_ci, make_folds, run_evaluation
+from pipeline.training.evaluations import make_folds, run_evaluation
 from pipeline.training.fold_fitters import FITTERS, Fold, fit_order
 
 TRAIN_PRIOR = np.array([0.4, 0.15, 0.15, 0.15, 0.15])

@@ -70,7 +70,7 @@ def test_explain_words_cover_the_text(scorer):
 
 
 def test_explanation_escapes_the_review():
-    from pipeline.predict.scorer import highlight_html
+    from pipeline.markup import highlight_html
 
     text = '<script>alert("x")</script>好看'
     page = highlight_html(text, [("好看", len(text) - 2, len(text), 1.0)])

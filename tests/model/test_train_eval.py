@@ -16,7 +16,7 @@ from pipeline.config import RunPaths
 from pipeline.modeling.baselines import TfidfVectoriser, word_ngrams
 from pipeline.modeling.bundle import EncoderMismatchError, load_model, load_star_model, save_model
 from pipeline.training.data import TrainingData
-from pipeline.training.evaluate import PREDICTION_SCHEMA, choose_default, run_evaluation
+from pipeline.training.evaluate import PREDICTION_SCHEMA, choose_default, own_evaluation
 from pipeline.training.train import ALL_MODELS
 from pipeline.workflow import evaluate_run, run_pipeline, train_run
 
@@ -158,9 +158,9 @@ def test_cross_corpus_evaluation(demo_run, tmp_path):
 def test_film_holdout_evaluation_name(tmp_path):
     paths = RunPaths(tmp_path / "run")
     write_json(paths.summary, {"holdout_films": []})
-    assert run_evaluation(paths) == "random"
+    assert own_evaluation(paths) == "random"
     write_json(paths.summary, {"holdout_films": ["钢铁侠1"]})
-    assert run_evaluation(paths) == "film_holdout"
+    assert own_evaluation(paths) == "film_holdout"
 
 
 def test_saved_baselines_round_trip(demo_run, tmp_path):

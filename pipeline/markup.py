@@ -1,0 +1,34 @@
+"""HTML of user text, in one place: every piece of a review is escaped, and the attention
+highlight looks the same in the app, the reports and a notebook."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+WordWeight = tuple[str, int, int, float]  # word, start, end (offsets in the text), weight
+
+
+def _colour(weight: float) -> str:
+    """White to orange: the background for a word with this share of the maximum weight."""
+    alpha = min(max(weight, 0.0), 1.0)
+    return f"rgba(255,140,0,{alpha:.2f})"
+
+
+def highlight_html(text: str, words: Sequence[WordWeight]) -> str:
+    """``text`` as HTML with each word in a span coloured by its weight relative to the heaviest
+    word (its weight in the tooltip); text between words stays plain. Everything is escaped."""
+    top = max((w[3] for w in words), default=0.0)
+    parts, pos = [], 0
+    for word, start, end, weight in sorted(words, key=lambda w: w[1]):
+        if start < pos or end > len(text):
+            continue  # overlapping or out-of-range span: keep the text once, unhighlighted
+        parts.append(html.escape(text[pos:start]))
+        share = weight / top if top > 0 else 0.0
+        parts.append(
+            f'<span class="att" style="background:{_colour(share)}" '
+            f'title="{html.escape(word)}: {weight:.3f}">{html.escape(text[start:end])}</span>'
+        )
+        pos = end
+    parts.append(html.escape(text[pos:]))
+    return "".join(parts)
