@@ -455,6 +455,7 @@ def models(
 ) -> None:
     """The run's models with their validation and test figures; * marks the default model
     (chosen on validation), which `douban score`, the app and the reports use."""
+    from pipeline.modeling.spec import SELECT_BY_WORDS
     from pipeline.run import Run
 
     opened = Run.open(run, runs_dir)
@@ -464,7 +465,9 @@ def models(
             sys.stdout.write(json_line(row) + "\n")
         return
     stdout.print(Text(models_table(rows)), soft_wrap=True)
-    say(f"run {opened.name}; * = default model (best exact accuracy on validation)")
+    chosen = opened.metrics.get("default_model") or {}
+    rule = SELECT_BY_WORDS.get(chosen.get("metric", "exact"), "best exact accuracy")
+    say(f"run {opened.name}; * = default model ({rule} on {chosen.get('chosen_on', 'validation')})")
 
 
 @app.command()

@@ -111,29 +111,47 @@ def read_config(models_dir: Path, name: str) -> dict[str, Any]:
         ) from err
 
 
-def validation_accuracies(
-    metrics: Mapping[str, Any], evaluation: str = "random"
-) -> dict[str, float]:
-    """``{model: exact accuracy on the validation split}`` from metrics.json."""
+SELECT_BY = {"exact": "accuracy", "qwk": "qwk"}  # Settings.select_by -> star_metrics key
+SELECT_BY_WORDS = {"exact": "best exact accuracy", "qwk": "best QWK"}
+
+
+def best_on_validation(
+    metrics: Mapping[str, Any],
+    evaluation: str = "random",
+    select_by: str = "exact",
+    available: Collection[str] | None = None,
+) -> dict[str, Any] | None:
+    """The one rule for a run's default model: the best on the validation split of
+    ``evaluation`` by ``select_by`` (exact accuracy or QWK), ties to the first name, never a
+    test figure; the majority baseline only when nothing else was evaluated. The evaluate stage
+    records its answer in metrics.json; readers take the record (:func:`choose_default_model`)."""
+    metric = SELECT_BY[select_by]
     models = metrics.get("evaluations", {}).get(evaluation, {}).get("models", {})
-    return {
-        name: float(m["val"]["accuracy"])
-        for name, m in models.items()
-        if m.get("val", {}).get("n", 1) and "accuracy" in m.get("val", {})
-    }
+    scores = {
+        name: float(m["val"][metric])
+        for name, m in sorted(models.items())
+        if metric in m.get("val", {}) and m["val"].get("n", 1)
+        and (available is None or name in available)
+    }  # fmt: skip
+    if len(scores) > 1:
+        scores.pop("majority", None)
+    if not scores:
+        return None
+    best = max(scores, key=scores.__getitem__)
+    chosen = {"chosen_on": f"{evaluation}/val", "metric": select_by}
+    return {"name": best, **chosen, "value": scores[best]}
 
 
 def choose_default_model(metrics: Mapping[str, Any], available: Sequence[str]) -> str | None:
-    """The run's one default model: the one the evaluate stage recorded (chosen on validation),
-    else, for runs evaluated before it recorded one, the best validation exact accuracy of the
-    random evaluation; never a test figure; majority only when nothing else exists."""
+    """The run's one default model: the one the evaluate stage recorded, else (a run evaluated
+    before it recorded one) :func:`best_on_validation` of its random evaluation, else the
+    first of a fixed list."""
     recorded = (metrics.get("default_model") or {}).get("name")
     if recorded in available:
         return recorded
-    scores = validation_accuracies(metrics)
-    scores = {m: s for m, s in scores.items() if m in available and m != "majority"}
-    if scores:
-        return max(sorted(scores), key=scores.__getitem__)
+    best = best_on_validation(metrics, available=available)
+    if best is not None:
+        return best["name"]
     return next((m for m in FALLBACK_MODELS if m in available), available[0] if available else None)
 
 

@@ -39,13 +39,13 @@ from pipeline.modeling.prior import (
     run_train_prior,
     saved_temperature,
 )
+from pipeline.modeling.spec import best_on_validation
 from pipeline.training.data import TrainingData, saved_fingerprint
 
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
 METRIC_SPLITS = ("val", "test")
 EVALUATE_VERSION = "evaluate-1"  # bump when the figures change meaning: every pair is recomputed
-SELECT_BY = {"exact": "accuracy", "qwk": "qwk"}  # Settings.select_by -> star_metrics key
 
 PREDICTION_SCHEMA = pa.schema(
     [
@@ -171,16 +171,9 @@ def stale_models(
 
 
 def choose_default(doc: dict[str, Any], evaluation: str, select_by: str) -> dict[str, Any] | None:
-    """The run's default model: the best on the validation split of the run's own evaluation by
-    ``select_by`` (exact accuracy or QWK); ties go to the first name. Never a test figure."""
-    metric = SELECT_BY[select_by]
-    models = doc.get("evaluations", {}).get(evaluation, {}).get("models", {})
-    scores = {n: m["val"][metric] for n, m in sorted(models.items()) if metric in m.get("val", {})}
-    if not scores:
-        return None
-    best = max(scores, key=scores.__getitem__)
-    chosen = {"chosen_on": f"{evaluation}/val", "metric": select_by}
-    return {"name": best, **chosen, "value": float(scores[best])}
+    """The default model the evaluate stage records: :func:`best_on_validation` of the run's
+    own evaluation."""
+    return best_on_validation(doc, evaluation, select_by)
 
 
 def needs_evaluation(
