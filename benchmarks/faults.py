@@ -223,7 +223,7 @@ def build_templates(root: Path, reviews: int) -> tuple[dict[str, Layout], dict[s
     old_prep = Layout(root / "old-prepare")
     run_to_end(old_prep.command("prepare", NEW_EPOCHS, ["-i", str(old_csv)]))
     ref = Layout(root / "ref")
-    prepare_cmd = ["-i", str(new_csv)]
+    prepare_cmd = ["-i", str(new_csv), "--force"]  # the trials replace another corpus's run
     seconds["prepare"] = run_to_end(ref.command("prepare", NEW_EPOCHS, prepare_cmd))
     before_features = ref.copy_to(root / "before-features")
     seconds["features"] = run_to_end(ref.command("features", NEW_EPOCHS, []))

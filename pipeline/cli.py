@@ -22,7 +22,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from pipeline.config import Settings, load_settings
-from pipeline.errors import DoubanError
+from pipeline.errors import DoubanError, InputError
 from pipeline.terminal import json_line, printable
 
 if TYPE_CHECKING:
@@ -73,7 +73,10 @@ app = typer.Typer(
 )
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML settings file.")]
-RunOpt = Annotated[str | None, typer.Option("--run", help="Run name under runs/ (default: demo).")]
+RunOpt = Annotated[
+    str | None,
+    typer.Option("--run", help="Run under runs/ (prepare and run: named after the input)."),
+]
 RunsDirOpt = Annotated[
     Path | None,
     typer.Option(
@@ -140,6 +143,54 @@ def make_settings(
     return load_settings(config, run_name=run, runs_dir=runs_dir, **kw)
 
 
+def writing_settings(
+    config: Path | None, run: str | None, runs_dir: Path | None, **kw: Any
+) -> Settings:
+    """:func:`make_settings` for a command that writes into an existing run: the run must be
+    named (--run, or the config file's run_name): writing into the demo by default is how a
+    forgotten flag replaced it."""
+    settings = make_settings(config, run, runs_dir, **kw)
+    if run is None and not _config_names_run(config):
+        from pipeline.locate import run_names
+
+        runs = run_names(settings.runs_dir) if settings.runs_dir.is_dir() else []
+        raise InputError(
+            "name the run to write: --run NAME",
+            f"runs in {settings.runs_dir}: {', '.join(runs) or 'none yet (douban prepare)'}",
+        )
+    return settings
+
+
+def _config_names_run(config: Path | None) -> bool:
+    import tomllib
+
+    try:
+        return config is not None and "run_name" in tomllib.loads(config.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+
+
+def run_for_inputs(config: Path | None, run: str | None, inputs: list[Path]) -> str | None:
+    """The run a command that reads inputs writes: ``--run``, else the config file's
+    ``run_name``, else one named after the first input (``my.csv`` -> ``my``), said aloud; never
+    a silent default that would replace the demo."""
+    import re
+    import tomllib
+
+    if run is not None or not inputs:
+        return run
+    try:
+        if config is not None and "run_name" in tomllib.loads(config.read_text(encoding="utf-8")):
+            return None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None  # load_settings says what is wrong with the file
+    first = Path(inputs[0])
+    stem = first.stem if first.suffix.lower() == ".csv" else first.name
+    name = re.sub(r"[^\w.-]+", "_", stem).strip("._-")[:60] or "run"
+    say(f"run {name} (named after {first.name}; --run NAME to choose)")
+    return name
+
+
 def existing_run(settings: Settings) -> Run:
     """The settings' run, which must exist (RunNotFoundError lists the runs there are)."""
     from pipeline.run import Run
@@ -174,12 +225,14 @@ def prepare(
     ] = None,
     force: Annotated[bool, typer.Option(help="Recompute even if up to date.")] = False,
 ) -> None:
-    """Ingest, clean, segment and split reviews into runs/<run>/prepared/."""
+    """Ingest, clean, segment and split reviews into runs/<run>/prepared/ (the run is named after
+    the input unless --run names it; a run prepared from other inputs is replaced only with
+    --force)."""
     from pipeline.data.prepare import prepare_run
 
     settings = make_settings(
         config,
-        run,
+        run_for_inputs(config, run, inputs),
         runs_dir,
         **{
             "prepare.encoding": encoding,
@@ -234,7 +287,7 @@ def features(
     from pipeline.features.extract import extract_features
 
     token_layers = _layers(layers)
-    settings = make_settings(
+    settings = writing_settings(
         config,
         run,
         runs_dir,
@@ -276,7 +329,7 @@ def train(
 
     parsed = _layers(layers)
     head_layers = None if parsed == "all" else parsed
-    settings = make_settings(
+    settings = writing_settings(
         config, run, runs_dir,
         **{"head.layers": head_layers, "head.hops": hops, "head.epochs": epochs,
            "head.device": device, "select_by": select_by},
@@ -329,7 +382,7 @@ def evaluate(
             "needs --external (film_holdout and source_holdout always show both)",
             param_hint="--adapt-prior",
         )
-    settings = make_settings(config, run, runs_dir, select_by=select_by)
+    settings = writing_settings(config, run, runs_dir, select_by=select_by)
     existing_run(settings)
     names = models.split(",") if models else None
     if evaluation in ("film_holdout", "source_holdout"):
@@ -642,7 +695,7 @@ def report(
 
     if not films and not all_films:
         raise typer.BadParameter("give --film NAME (repeatable) or --all")
-    settings = make_settings(config, run, runs_dir)
+    settings = writing_settings(config, run, runs_dir)
     existing_run(settings)
     paths = write_reports(settings, films, all_films, model)
     say(f"wrote {len(paths)} pages; open {paths[-1]}")
@@ -693,7 +746,7 @@ def finetune(
     """Fine-tune the encoder with the self-attentive head on top: models/finetune_<cls|reg|ord>/."""
     from pipeline.workflow import finetune_run
 
-    settings = make_settings(
+    settings = writing_settings(
         config, run, runs_dir,
         **{"features.encoder": encoder,
            "finetune.output": output, "finetune.train_limit": train_limit,
@@ -738,7 +791,8 @@ def _lab_command(parts: tuple[str, ...], doc: str) -> Any:
     ) -> None:
         from pipeline.lab.run import run_lab
 
-        settings = make_settings(config, run, runs_dir, **{"lab.model": model, "lab.words": words})
+        lab = {"lab.model": model, "lab.words": words}
+        settings = writing_settings(config, run, runs_dir, **lab)
         existing_run(settings)
         summary = run_lab(settings, parts, force=force)
         say(f"lab results in {settings.paths.lab}: {', '.join(summary['parts'])}")
@@ -804,6 +858,7 @@ def run_all(
     from pipeline.workflow import run_pipeline
 
     overrides = {"finetune.in_run": finetune, "features.encode_budget": encode_budget}
+    run = run_for_inputs(config, run, inputs)
     settings = make_settings(config, run, runs_dir, select_by=select_by, **overrides)
     pages = run_pipeline(settings, inputs, force=force).pages
     say(f"run ready: {settings.paths.root}; reports: {pages[-1]}", style="green")

@@ -113,6 +113,7 @@ def prepare_run(
         return read_json(paths.summary)
 
     with run_lock(paths.root, "prepare"):  # one writer per run
+        _check_same_inputs(paths.prepared, files, force)
         for leftover in clean_leftovers(paths.root, only=paths.prepared.name):
             log.info("removed %s, left by an interrupted prepare", leftover)
         names = [p.name for p in outputs]
@@ -180,6 +181,27 @@ def prepare_run(
     console.print(summary_table(summary))
     console.print(Text(printable(f"prepared {summary['kept']:,} reviews into {paths.prepared}")))
     return summary
+
+
+def _check_same_inputs(prepared: Path, files: list[Path], force: bool) -> None:
+    """Refuse to replace a run prepared from other input files unless ``force``: a forgotten
+    ``--run`` must not silently turn one run (the demo, say) into another."""
+    manifest = read_manifest(prepared)
+    if force or manifest is None:
+        return
+    before = sorted(str(Path(f["path"])) for f in manifest.get("inputs", []))
+    now = sorted(str(f.resolve()) for f in files)
+    if before and before != now:
+        kept = (read_json(prepared / "summary.json") if (prepared / "summary.json").exists()
+                else {}).get("kept")  # fmt: skip
+        held = f"{kept:,} reviews of " if kept else ""
+        shown = ", ".join(printable(Path(b).name) for b in before[:3])
+        run = prepared.parent.name
+        raise InputError(
+            f"run {run} holds {held}{shown}; preparing {printable(files[0].name)} into it "
+            "would replace them",
+            f"name a new run with --run NAME, or pass --force to replace run {run}",
+        )
 
 
 def _check_replaceable(prepared: Path, names: list[str]) -> None:

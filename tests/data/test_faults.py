@@ -129,8 +129,9 @@ def test_killed_prepare_leaves_old_or_new_and_resumes_identically(
     runs, config = reference["runs"], reference["config"]
     run = runs / f"prepare-{seed}"
     shutil.copytree(runs / "old", run)  # the run starts in its old complete state
-    command = douban_command("prepare", "-i", reference["new"], "--run", run.name, runs=runs,
-                             config=config)  # fmt: skip
+    # --force: the run was prepared from another corpus, which this prepare replaces
+    command = douban_command("prepare", "-i", reference["new"], "--run", run.name, "--force",
+                             runs=runs, config=config)  # fmt: skip
     at = random.Random(seed).uniform(0.3, 1.0) * reference["prepare_s"]
     kill_after(command, at)
     assert prepared_state(run) in (reference["old"], reference["ref"]), f"mixed state at {at:.1f}s"
