@@ -11,7 +11,8 @@ features manifest's, the segmenter is prepare's (same film words, same user dict
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -26,7 +27,12 @@ import pyarrow.parquet as pq
 from pipeline.artifacts import read_json, read_manifest
 from pipeline.config import RunPaths
 from pipeline.data.text import Segmenter, load_stopwords
-from pipeline.errors import FilmNotFoundError, ModelNotFoundError, StageMissingError
+from pipeline.errors import (
+    CorruptArtifactError,
+    FilmNotFoundError,
+    ModelNotFoundError,
+    StageMissingError,
+)
 from pipeline.locate import locate_run, newest_trained_run
 from pipeline.modeling.spec import (
     build_segmenter,
@@ -266,9 +272,21 @@ class Run:
         the scalar columns, before training."""
         if not self.paths.predictions.exists():
             return pd.DataFrame(columns=list(SCALAR_PREDICTION_COLUMNS))
-        names = pq.read_schema(self.paths.predictions).names
-        columns = [c for c in names if c not in LIST_PREDICTION_COLUMNS]
-        return pd.read_parquet(self.paths.predictions, columns=columns)
+        with self._readable(self.paths.predictions):
+            names = pq.read_schema(self.paths.predictions).names
+            columns = [c for c in names if c not in LIST_PREDICTION_COLUMNS]
+            return pd.read_parquet(self.paths.predictions, columns=columns)
+
+    @contextmanager
+    def _readable(self, path: Path) -> Iterator[None]:
+        """A truncated or garbled parquet file is a one-line error naming it and its stage."""
+        try:
+            yield
+        except (OSError, ValueError) as err:  # ArrowInvalid is a ValueError
+            raise CorruptArtifactError(
+                f"{path} cannot be read ({err})",
+                f"re-evaluate: `douban evaluate --run {self.name} --force`",
+            ) from err
 
     def prediction_lists(self, model: str, review_ids: Iterable[int]) -> pd.DataFrame:
         """``review_id, probs, attention`` of one model for the given reviews (the first
@@ -276,11 +294,12 @@ class Run:
         ids = sorted({int(i) for i in review_ids})
         if not ids or not self.paths.predictions.exists():
             return pd.DataFrame(columns=["review_id", *LIST_PREDICTION_COLUMNS])
-        table = pq.read_table(
-            self.paths.predictions,
-            columns=["evaluation", "review_id", *LIST_PREDICTION_COLUMNS],
-            filters=[("model", "==", model), ("review_id", "in", ids)],
-        )
+        with self._readable(self.paths.predictions):
+            table = pq.read_table(
+                self.paths.predictions,
+                columns=["evaluation", "review_id", *LIST_PREDICTION_COLUMNS],
+                filters=[("model", "==", model), ("review_id", "in", ids)],
+            )
         df = table.to_pandas()
         df = df[df["evaluation"].isin(EVALUATION_ORDER)]
         rank = df["evaluation"].map({e: i for i, e in enumerate(EVALUATION_ORDER)})

@@ -83,3 +83,13 @@ def test_a_models_folder_that_is_a_file_is_one_line(run_copy: RunPaths) -> None:
     result = CliRunner().invoke(app, ["score", *base, "好看"])
     assert result.exit_code == 1 and "is not a folder" in result.output
     assert "douban train --run demo --force" in result.output
+
+
+def test_a_corrupt_predictions_file_is_one_line_with_adapt_prior(run_copy: RunPaths) -> None:
+    run_copy.pinned().predictions.write_bytes(b"PAR1 not really parquet")
+    base = ["--run", "demo", "--runs-dir", str(run_copy.root.parent)]
+    texts = ["好看"] * 25
+    result = CliRunner().invoke(app, ["score", *base, "--adapt-prior", *texts])
+    assert result.exit_code == 1, result.output
+    assert "predictions.parquet cannot be read" in result.output
+    assert "Traceback" not in result.output and "unexpected" not in result.output
