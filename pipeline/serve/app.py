@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
@@ -359,7 +360,7 @@ def create_app(
         await loading
         await service.batcher.close()  # uvicorn has drained in-flight requests by now
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc from the installed package's files: no CDN
         title="Douban sentiment studio",
         summary=f"Star ratings for Chinese movie reviews (run {paths.name}).",
         version="1",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -362,3 +363,14 @@ def test_the_largest_valid_request_fits_the_body_limit(client):
     )
     assert response.status_code == 200, response.text[:300]
     assert len(response.json()["records"]) == MAX_TEXTS
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_the_api_docs_need_no_internet(client, page):
+    html = client.get(page)
+    assert html.status_code == 200
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html.text)
+    assert assets and not [a for a in assets if a.startswith(("http:", "https:", "//"))], assets
+    assert "fonts.googleapis" not in html.text and "cdn.jsdelivr" not in html.text
+    for asset in assets:
+        assert client.get(asset).status_code == 200, asset
