@@ -164,3 +164,12 @@ def test_transformers_like_call(clf) -> None:
     assert not isinstance(streamed, list)  # lazy: scored batch by batch
     assert [a["label"] for a in streamed] == [a["label"] for a in as_list]
     assert record.to_dict()["model"] == record["model"] == clf.model_name
+
+
+def test_a_run_directory_given_as_a_string_is_a_path(tmp_path) -> None:
+    from pipeline.predict.scorer import resolve_run
+
+    root = tmp_path / "runs" / "mine"
+    root.mkdir(parents=True)
+    assert resolve_run(str(root)).root == root
+    assert resolve_run(root).root == root
