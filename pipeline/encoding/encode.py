@@ -74,12 +74,16 @@ def tokenize(encoder: Encoder, texts: Sequence[str], max_length: int) -> Tokeniz
 # the forward pass
 
 
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """bf16 (fp16 where bf16 is unsupported) autocast on CUDA; full fp32 on CPU."""
+def autocast(
+    device: torch.device, fp16_fallback: bool = True
+) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on CUDA; fp16 where bf16 is unsupported when ``fp16_fallback`` (inference:
+    training in fp16 would need a gradient scaler, so it stays fp32 there); fp32 on a CPU."""
     if device.type != "cuda":
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    if torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cuda", dtype=torch.float16, enabled=fp16_fallback)
 
 
 def _model_device(encoder: Encoder) -> torch.device:
@@ -96,7 +100,7 @@ def _forward(
     input_ids = torch.from_numpy(ids).to(device)
     attention = torch.from_numpy(mask).to(device)
     with torch.inference_mode():
-        with _autocast(device):
+        with autocast(device):
             hidden = encoder.model(
                 input_ids=input_ids, attention_mask=attention.long(), output_hidden_states=True
             ).hidden_states

@@ -105,12 +105,6 @@ def module_device(module: nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
-def autocast(device: torch.device) -> Any:
-    """bf16 autocast on a GPU that supports it; a no-op elsewhere (fp32 on the CPU)."""
-    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():

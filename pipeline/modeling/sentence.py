@@ -38,7 +38,7 @@ from pipeline.artifacts import (
     verify_checksum,
     write_json,
 )
-from pipeline.encoding.encode import plan_batches
+from pipeline.encoding.encode import autocast, plan_batches
 from pipeline.encoding.load import (
     Encoder,
     EncoderSpec,
@@ -47,7 +47,7 @@ from pipeline.encoding.load import (
     pick_device,
 )
 from pipeline.errors import InputError, StageMissingError
-from pipeline.modeling.batching import autocast, collate, module_device, token_ids
+from pipeline.modeling.batching import collate, module_device, token_ids
 from pipeline.modeling.heads import OUTPUT_KINDS, OutputKind, SelfAttentiveHead, decode
 from pipeline.modeling.inputs import Predictions
 from pipeline.modeling.metrics import LABELS, NUM_CLASSES
@@ -194,7 +194,7 @@ def predict(
     batches = plan_batches(lengths, max(token_budget, max_length))
     for batch in tqdm(batches, desc="predict", unit="batch", disable=not progress):
         input_ids, mask = collate([ids[i] for i in batch], encoder.tokenizer.pad_token_id, device)
-        with autocast(device):
+        with autocast(device, fp16_fallback=False):
             raw[torch.as_tensor(batch)] = model(input_ids, mask)[0].float().cpu()
     d = decode(model.output, raw)
     return Predictions(d.pred_star, d.score, d.probs)

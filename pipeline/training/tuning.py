@@ -32,9 +32,9 @@ from transformers import get_linear_schedule_with_warmup
 
 from pipeline.artifacts import MODEL_CONFIG, MODEL_WEIGHTS, read_json
 from pipeline.config import FinetuneSettings, Settings
+from pipeline.encoding.encode import autocast
 from pipeline.encoding.load import Encoder, EncoderSpec, load_encoder, pick_device
 from pipeline.modeling.batching import (
-    autocast,
     collate,
     length_bucketed_batches,
     module_device,
@@ -221,7 +221,7 @@ def train(
     for _epoch in range(settings.epochs):
         for batch in length_bucketed_batches(lengths, settings.batch_size, rng=rng):
             input_ids, mask = collate([ids[i] for i in batch], pad_id, device)
-            with autocast(device):
+            with autocast(device, fp16_fallback=False):
                 raw, redundancy = model(input_ids, mask)
             loss = task_loss(model.output, raw, labels[batch].to(device))
             loss = loss + penalty * redundancy.float()
