@@ -17,8 +17,8 @@ from pipeline.version import __version__
 _EXPORTS = {
     "Run": "pipeline.run",
     "Scorer": "pipeline.predict.scorer",
-    "ScoreRecord": "pipeline.predict.scorer",
-    "Explanation": "pipeline.predict.scorer",
+    "ScoreRecord": "pipeline.predict.records",
+    "Explanation": "pipeline.predict.records",
     "score": "pipeline.predict.scorer",
     "DoubanError": "pipeline.errors",
     "InputError": "pipeline.errors",
@@ -104,7 +104,8 @@ if TYPE_CHECKING:
     from pipeline.locate import run_names
     from pipeline.markup import highlight_html
     from pipeline.predict.files import read_texts, write_records
-    from pipeline.predict.scorer import Explanation, Scorer, ScoreRecord, score
+    from pipeline.predict.records import Explanation, ScoreRecord
+    from pipeline.predict.scorer import Scorer, score
     from pipeline.reports import charts
     from pipeline.reports.names import glossary, model_name, styled_table
     from pipeline.reports.pages import (

@@ -28,35 +28,21 @@ Chinese characters (English, emoji-only) is scored with a warning; text longer t
 
 from __future__ import annotations
 
-import html
 import itertools
 import logging
-import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from functools import cached_property, partial
+from collections.abc import Iterable, Iterator, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pipeline.artifacts import read_json
 from pipeline.config import RunPaths
-from pipeline.data.text import clean_text
 from pipeline.errors import InputError, ModelNotFoundError, StageMissingError
 from pipeline.locate import locate_run, newest_trained_run
-from pipeline.markup import highlight_html
 from pipeline.modeling.bundle import check_encoder, encode_with, load_star_model, store_needs
 from pipeline.modeling.inputs import EncodedSource, Predictions
 from pipeline.modeling.prior import (
-    MIN_EM_REVIEWS,
-    em_prior,
-    implied_prior,
-    reweight,
-    run_train_prior,
     saved_temperature,
-    sharpen,
-    star_shares,
 )
 from pipeline.modeling.spec import (
     build_segmenter,
@@ -66,165 +52,23 @@ from pipeline.modeling.spec import (
     read_config,
     read_scoring_spec,
 )
+from pipeline.predict.adapt import adapt_records, model_prior
+from pipeline.predict.records import (
+    Explanation,
+    Prepared,
+    ScoreRecord,
+    positive_int,
+    prepare_input,
+    texts_of,
+    word_attention,
+)
 
 log = logging.getLogger(__name__)
 
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_SURROGATE = re.compile(r"[\udc80-\udcff]")  # bytes that were not UTF-8 (surrogateescape)
-MAX_CHARS = 5_000  # characters kept before tokenizing; far beyond any encoder's max_length
 TOP_WORDS = 8
 SCORE_TOKEN_BUDGET = 2_048  # padded tokens per encoder batch: small, length-sorted batches on CPU
 TEXT_COLUMNS = ("comment", "text", "review", "content")
-FIELDS = (
-    "row", "text", "pred_star", "probs", "expected_star", "regression", "model",
-    "attention_model", "top_words", "warnings", "error",
-)  # fmt: skip
-STARS = (1, 2, 3, 4, 5)
 BACKENDS = ("auto", "onnx", "torch")  # what runs the encoder (see Scorer.encoder)
-
-
-class _RecordMapping(Mapping[str, Any]):
-    """Read a typed record like the dict it serialises to (``record["pred_star"]``), as
-    transformers' ``ModelOutput`` does, so callers written for dicts keep working."""
-
-    def to_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def __getitem__(self, key: str) -> Any:
-        return self.to_dict()[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if key not in self.to_dict():
-            raise KeyError(key)
-        setattr(self, key, value)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.to_dict())
-
-    def __len__(self) -> int:
-        return len(self.to_dict())
-
-
-@dataclass(eq=False)
-class ScoreRecord(_RecordMapping):
-    """One scored text. ``probs`` (stars 1..5) and ``expected_star`` are None for models that
-    give no probabilities; ``regression`` is the model's continuous star when it regresses;
-    ``top_words`` come from ``attention_model`` (None when not explained)."""
-
-    row: int
-    text: str
-    pred_star: int | None
-    probs: list[float] | None
-    expected_star: float | None
-    regression: float | None
-    model: str
-    attention_model: str | None
-    top_words: list[dict[str, Any]]
-    warnings: list[str]
-    error: str | None
-    # for explanations (:meth:`explanation`), not part of the record's dict
-    clean_text: str | None = field(default=None, repr=False)
-    words: list[tuple[str, int, int, float]] = field(default_factory=list, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name in FIELDS}
-
-    def labels(self, top_k: int | None = 1) -> list[dict[str, Any]]:
-        """transformers' text-classification answer: ``[{"label": star, "score": p}]``, most
-        probable first (``top_k=None``: all five)."""
-        if self.error is not None:
-            return [{"label": None, "score": None, "error": self.error}]
-        if self.probs is None:  # a regression model: one star, no probability
-            return [{"label": self.pred_star, "score": None}]
-        ranked = sorted(zip(STARS, self.probs, strict=True), key=lambda sp: -sp[1])
-        return [{"label": s, "score": p} for s, p in ranked[:top_k]]
-
-    def explanation(self) -> Explanation:
-        return Explanation(self)
-
-
-@dataclass
-class Explanation(_RecordMapping):
-    """A score with every word's attention: ``words`` (word, start, end, weight; offsets into
-    ``clean_text``, the text the model saw) from the head ``attention_model``. Shows as
-    highlighted text in notebooks (``_repr_html_``; the review is escaped, never markup)."""
-
-    record: ScoreRecord = field(repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        words = [
-            {"word": w, "start": s, "end": e, "weight": round(a, 6)} for w, s, e, a in self.words
-        ]
-        return {**self.record.to_dict(), "clean_text": self.clean_text, "words": words}
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "record":  # not set yet (copy, unpickling)
-            raise AttributeError(name)
-        return getattr(self.record, name)
-
-    def _repr_html_(self) -> str:
-        if self.record.error is not None:
-            return f"<p>{html.escape(self.record.error)}</p>"
-        highlighted = highlight_html(self.record.clean_text or "", self.record.words)
-        return f'<div class="attention">{highlighted}</div>'
-
-
-@dataclass
-class _Prepared:
-    """One input after cleaning: ``text`` is None when it cannot be scored (see ``error``)."""
-
-    original: str
-    text: str | None
-    warnings: list[str]
-    error: str | None = None
-
-
-def _is_missing(raw: Any) -> bool:
-    """None, NaN (any float type), pandas' NA and NaT: a missing review, not text."""
-    if raw is None or type(raw).__name__ in ("NAType", "NaTType"):
-        return True
-    return isinstance(raw, (float, np.floating)) and bool(np.isnan(raw))
-
-
-def _prepare(raw: Any) -> _Prepared:
-    if _is_missing(raw):
-        return _Prepared("", None, [], "empty review")
-    if isinstance(raw, (bytes, bytearray)):
-        return _Prepared("", None, [], "bytes, not text: decode them first (.decode('utf-8'))")
-    if not isinstance(raw, str):
-        return _Prepared(repr(raw)[:80], None, [], f"not text ({type(raw).__name__})")
-    original = str(raw)
-    if _SURROGATE.search(original):
-        return _Prepared(_SURROGATE.sub("\ufffd", original), None, [], "invalid UTF-8")
-    if not original.strip():
-        return _Prepared(original, None, [], "empty review")
-    warnings = []
-    if len(original) > MAX_CHARS:
-        warnings.append(f"review has {len(original):,} characters; only the start is scored")
-    text = clean_text(original[:MAX_CHARS])
-    if not text:
-        return _Prepared(original, None, [], "no text left after cleaning (only markup or URLs)")
-    if not _HAN.search(text):
-        warnings.append("no Chinese characters: the models were trained on Chinese reviews")
-    return _Prepared(original, text, warnings)
-
-
-def word_attention(
-    text: str, offsets: np.ndarray, attention: np.ndarray, spans: Sequence[tuple[str, int, int]]
-) -> list[tuple[str, int, int, float]]:
-    """Attention per jieba word, normalised to sum to 1 over the words.
-
-    Each token's weight (summed over hops) is spread evenly over its characters; a word gets the
-    sum over its characters. Special and prefix tokens (offset -1) carry no characters.
-    """
-    chars = np.zeros(len(text), dtype=np.float64)
-    for (start, end), weight in zip(offsets, attention, strict=False):
-        if start < 0 or end <= start:
-            continue
-        chars[start:end] += weight / (end - start)
-    words = [(w, s, e, float(chars[s:e].sum())) for w, s, e in spans]
-    total = sum(x[3] for x in words)
-    return [(w, s, e, a / total if total > 0 else 0.0) for w, s, e, a in words]
 
 
 def _token_layers(model: Any) -> list[int]:
@@ -383,9 +227,9 @@ class Scorer:
 
     # ------------------------------------------------------------------ pipeline steps
 
-    def preprocess(self, texts: Iterable[Any]) -> list[_Prepared]:
+    def preprocess(self, texts: Iterable[Any]) -> list[Prepared]:
         """Clean each input and flag what cannot be scored or deserves a warning."""
-        return [_prepare(t) for t in texts]
+        return [prepare_input(t) for t in texts]
 
     def _forward(self, texts: list[str], explain: bool) -> dict[str, Any]:
         """Encode (when a model reads encoder features) and predict one batch of clean texts."""
@@ -420,7 +264,7 @@ class Scorer:
         return encode_with(self.encoder, texts, layers, self.max_length, SCORE_TOKEN_BUDGET)
 
     def postprocess(
-        self, prep: _Prepared, out: dict[str, Any], j: int, explain: bool
+        self, prep: Prepared, out: dict[str, Any], j: int, explain: bool
     ) -> ScoreRecord:
         """One typed record from a batch's outputs (row ``j`` of the batch)."""
         main: Predictions = out["main"]
@@ -456,7 +300,7 @@ class Scorer:
             words=words,
         )
 
-    def _error_record(self, prep: _Prepared) -> ScoreRecord:
+    def _error_record(self, prep: Prepared) -> ScoreRecord:
         return ScoreRecord(
             row=0,
             text=prep.original,
@@ -484,8 +328,8 @@ class Scorer:
         """One record per input text, in order; ``explain=False`` skips the attention words
         (and never loads the head that explains); ``adapt_prior`` re-weights the probabilities
         to the star mix EM estimates for these texts together (a new corpus has its own)."""
-        texts = [texts] if isinstance(texts, str) else _texts(texts)
-        batch_size = _positive("batch_size", batch_size)
+        texts = [texts] if isinstance(texts, str) else texts_of(texts)
+        batch_size = positive_int("batch_size", batch_size)
         prepared = self.preprocess(texts)
         records: list[ScoreRecord | None] = [None] * len(prepared)
         ok = [i for i, p in enumerate(prepared) if p.text is not None]
@@ -504,55 +348,22 @@ class Scorer:
             self.adapt_records(done)
         return done
 
-    @cached_property
-    def model_prior(self) -> np.ndarray:
-        """The star mix this model's probabilities assume (:func:`implied_prior` of the run's
-        training mix), which prior adaptation starts from."""
-        if not self.paths.reviews.exists():
-            raise StageMissingError(
-                f"adapting the prior needs the training star mix: run {self.paths.name} has no "
-                "prepared reviews",
-                hint="score without --adapt-prior, or with a run that keeps its prepared/ folder",
-            )
-        member = partial(read_config, self.paths.models)
-        return implied_prior(self.config, run_train_prior(self.paths.reviews), member)
-
     def adapt_records(
         self, records: Sequence[Any], target: str | Sequence[float] = "em"
     ) -> list[float]:
-        """Re-weight the scored records' probabilities (calibrated with the model's validation
-        temperature) to ``target``: five star shares, or "em", the mix EM estimates for these
-        records together; their stars and expected stars follow. Returns the mix adapted to.
-        The CLI, the Python API and the service all adapt here."""
+        """Re-weight the scored records to ``target`` ("em" or five star shares) from this
+        model's training mix and validation temperature (:func:`adapt.adapt_records`, which the
+        CLI, the Python API and the service all use); returns the mix adapted to."""
         scored = [r for r in records if r["error"] is None]
-        if any(r["probs"] is None for r in scored):
-            raise InputError(
-                f"model {self.model_name} gives a star, not probabilities: there is nothing to "
-                "adapt to a star mix",
-                "choose a classification model (douban models lists them)",
-            )
-        if target == "em" and len(scored) < MIN_EM_REVIEWS:
-            raise InputError(
-                f"estimating the star mix (em) needs at least {MIN_EM_REVIEWS} scored reviews "
-                f"together, got {len(scored)}: on a handful EM runs to one star",
-                "score more reviews at once, or give the star mix (five shares)",
-            )
-        if not scored:
-            return []
-        calibrated = sharpen(
-            np.array([r["probs"] for r in scored], dtype=np.float64),
-            saved_temperature(self.paths.predictions, self.model_name),
+        if not scored or any(r["probs"] is None for r in scored):
+            return adapt_records(records, target, self.model_name, start=None, temperature=1.0)
+        return adapt_records(
+            records,
+            target,
+            self.model_name,
+            start=model_prior(self.paths, self.config),
+            temperature=saved_temperature(self.paths.predictions, self.model_name),
         )
-        if target == "em":
-            adapted, prior = em_prior(calibrated, self.model_prior)
-        else:
-            prior = star_shares(target)
-            adapted = reweight(calibrated, self.model_prior, prior)
-        for r, p in zip(scored, adapted, strict=True):
-            r["probs"] = [float(x) for x in p]
-            r["pred_star"] = int(p.argmax()) + 1
-            r["expected_star"] = float(p @ np.asarray(STARS, dtype=np.float64))
-        return [float(x) for x in prior]
 
     def score_records(
         self, texts: Iterable[Any] | str, batch_size: int = 64, adapt_prior: bool = False
@@ -571,14 +382,14 @@ class Scorer:
         most probable stars; None: all five); a list or pandas Series gives one answer per
         text (a dict each when ``top_k=1``, else a list); a generator is scored lazily,
         ``batch_size`` texts at a time, and yields one answer per text."""
-        top_k = None if top_k is None else _positive("top_k", top_k)
-        batch_size = _positive("batch_size", batch_size)
+        top_k = None if top_k is None else positive_int("top_k", top_k)
+        batch_size = positive_int("batch_size", batch_size)
         if isinstance(inputs, str):
             return self.score([inputs], batch_size, explain=False)[0].labels(top_k)
         if isinstance(inputs, Sequence) or hasattr(inputs, "tolist"):
-            texts = _texts(inputs)
+            texts = texts_of(inputs)
             return [self._answer(r, top_k) for r in self.score(texts, batch_size, explain=False)]
-        return self._stream(iter(_texts(inputs, lazy=True)), top_k, batch_size)
+        return self._stream(iter(texts_of(inputs, lazy=True)), top_k, batch_size)
 
     def _stream(
         self, inputs: Iterator[Any], top_k: int | None, batch_size: int
@@ -591,28 +402,6 @@ class Scorer:
     def _answer(record: ScoreRecord, top_k: int | None) -> Any:
         labels = record.labels(top_k)
         return labels[0] if top_k == 1 else labels
-
-
-def _positive(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _texts(inputs: Any, lazy: bool = False) -> Any:
-    """The texts of a list, tuple, numpy array, pandas Series or (``lazy``) any iterable;
-    one string, bytes or a non-iterable is a clear error, never one answer per character."""
-    if isinstance(inputs, (bytes, bytearray)):
-        raise InputError("texts are bytes", "decode them first: data.decode('utf-8')")
-    if hasattr(inputs, "tolist"):  # numpy, pandas (NA stays NA: an error record)
-        inputs = inputs.tolist()
-    try:
-        return iter(inputs) if lazy else list(inputs)
-    except TypeError:
-        raise InputError(
-            f"cannot score a {type(inputs).__name__}",
-            "pass a review string, a list of them, a pandas Series or an iterable of strings",
-        ) from None
 
 
 _SCORERS: dict[tuple[str, str | None], tuple[float, Scorer]] = {}

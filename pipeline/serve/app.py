@@ -41,7 +41,8 @@ from pipeline.errors import (
 )
 from pipeline.modeling.prior import star_shares
 from pipeline.modeling.spec import list_models
-from pipeline.predict.scorer import MAX_CHARS, Scorer, resolve_run
+from pipeline.predict.records import MAX_CHARS
+from pipeline.predict.scorer import Scorer, resolve_run
 from pipeline.serve.batcher import MicroBatcher, Overloaded
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,78 @@
+"""Prior adaptation of scored records: a new corpus (or a batch of it) has its own star mix.
+The records' probabilities, calibrated with the model's validation temperature, are re-weighted
+to a given mix or to the one EM estimates for them together (:mod:`pipeline.modeling.prior`);
+their stars and expected stars follow. One function for the CLI, the Python API and the
+service."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import RunPaths
+from pipeline.errors import InputError, StageMissingError
+from pipeline.modeling.prior import (
+    MIN_EM_REVIEWS,
+    em_prior,
+    implied_prior,
+    reweight,
+    run_train_prior,
+    sharpen,
+    star_shares,
+)
+from pipeline.modeling.spec import read_config
+from pipeline.predict.records import STARS
+
+
+def model_prior(paths: RunPaths, config: dict[str, Any]) -> np.ndarray:
+    """The star mix a model's probabilities assume (:func:`implied_prior` of the run's training
+    mix), which adaptation starts from."""
+    if not paths.reviews.exists():
+        raise StageMissingError(
+            f"adapting the prior needs the training star mix: run {paths.name} has no "
+            "prepared reviews",
+            hint="score without --adapt-prior, or with a run that keeps its prepared/ folder",
+        )
+    return implied_prior(config, run_train_prior(paths.reviews), partial(read_config, paths.models))
+
+
+def adapt_records(
+    records: Sequence[Any],
+    target: str | Sequence[float],
+    model: str,
+    *,
+    start: np.ndarray | None,
+    temperature: float,
+) -> list[float]:
+    """Re-weight ``records`` (dicts or :class:`ScoreRecord`) in place from the ``start`` mix to
+    ``target``; returns the mix adapted to. Refuses a model without probabilities and EM on
+    fewer than :data:`MIN_EM_REVIEWS` scored reviews (it runs to one star)."""
+    scored = [r for r in records if r["error"] is None]
+    if any(r["probs"] is None for r in scored):
+        raise InputError(
+            f"model {model} gives a star, not probabilities: there is nothing to adapt to a "
+            "star mix",
+            "choose a classification model (douban models lists them)",
+        )
+    if target == "em" and len(scored) < MIN_EM_REVIEWS:
+        raise InputError(
+            f"estimating the star mix (em) needs at least {MIN_EM_REVIEWS} scored reviews "
+            f"together, got {len(scored)}: on a handful EM runs to one star",
+            "score more reviews at once, or give the star mix (five shares)",
+        )
+    if not scored or start is None:
+        return []
+    calibrated = sharpen(np.array([r["probs"] for r in scored], dtype=np.float64), temperature)
+    if target == "em":
+        adapted, prior = em_prior(calibrated, start)
+    else:
+        prior = star_shares(target)
+        adapted = reweight(calibrated, start, prior)
+    for r, p in zip(scored, adapted, strict=True):
+        r["probs"] = [float(x) for x in p]
+        r["pred_star"] = int(p.argmax()) + 1
+        r["expected_star"] = float(p @ np.asarray(STARS, dtype=np.float64))
+    return [float(x) for x in prior]
