@@ -36,7 +36,9 @@ sys.path.insert(0, str(ROOT))
 from pipeline import Run  # noqa: E402
 from pipeline.artifacts import write_json  # noqa: E402
 from pipeline.config import Settings  # noqa: E402
-from pipeline.reports.pages import analytics_dir, film_file_names, write_reports  # noqa: E402
+from pipeline.reports.names import film_file_names  # noqa: E402
+from pipeline.reports.pages import analytics_dir  # noqa: E402
+from pipeline.reports.site import write_reports  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "report.json"
 GOAL_S = 60.0
@@ -48,8 +50,8 @@ STEPS = {
     "words": [("analytics/words.py", "top_words_by_film"),
               ("analytics/words.py", "star_top_words")],
     "clouds": [("analytics/words.py", "word_cloud")],
-    "attention": [("reports/pages.py", "_attention")],
-    "page": [("reports/pages.py", "render_film")],
+    "attention": [("reports/sections.py", "attention_section")],
+    "page": [("reports/render.py", "render_film")],
 }  # fmt: skip
 STEP_NOTES = {
     "read": "reviews/predictions parquet, opening the feature store (imports torch), the "

@@ -38,8 +38,8 @@ _EXPORTS = {
     "FilmReport": "pipeline.reports.pages",
     "film_report": "pipeline.reports.pages",
     "corpus_map": "pipeline.reports.pages",
-    "write_reports": "pipeline.reports.pages",
-    "film_file_names": "pipeline.reports.pages",
+    "write_reports": "pipeline.reports.site",
+    "film_file_names": "pipeline.reports.names",
     "model_name": "pipeline.reports.names",
     "glossary": "pipeline.reports.names",
     "styled_table": "pipeline.reports.names",
@@ -107,14 +107,9 @@ if TYPE_CHECKING:
     from pipeline.predict.records import Explanation, ScoreRecord
     from pipeline.predict.scorer import Scorer, score
     from pipeline.reports import charts
-    from pipeline.reports.names import glossary, model_name, styled_table
-    from pipeline.reports.pages import (
-        FilmReport,
-        corpus_map,
-        film_file_names,
-        film_report,
-        write_reports,
-    )
+    from pipeline.reports.names import film_file_names, glossary, model_name, styled_table
+    from pipeline.reports.pages import FilmReport, corpus_map, film_report
+    from pipeline.reports.site import write_reports
     from pipeline.run import Run
 
 

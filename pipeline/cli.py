@@ -691,7 +691,7 @@ def report(
     ] = None,
 ) -> None:
     """Write self-contained HTML reports to reports/<run>/: one page per film plus index.html."""
-    from pipeline.reports.pages import write_reports
+    from pipeline.reports.site import write_reports
 
     if not films and not all_films:
         raise typer.BadParameter("give --film NAME (repeatable) or --all")

@@ -37,7 +37,7 @@ from pipeline.lab.run import run_lab
 from pipeline.locking import writes_run
 from pipeline.modeling.bundle import list_models
 from pipeline.modeling.sentence import model_name
-from pipeline.reports.pages import write_reports
+from pipeline.reports.site import write_reports
 from pipeline.training.data import TrainingData
 from pipeline.training.evaluate import evaluate_models, needs_evaluation, read_metrics
 from pipeline.training.finetune import finetune_model, is_current

@@ -6,7 +6,10 @@ the table does not know (a new model kind) is shown as itself rather than hidden
 
 from __future__ import annotations
 
+import hashlib
 import numbers
+import re
+import unicodedata
 from typing import Any
 
 import pandas as pd
@@ -138,3 +141,27 @@ def styled_table(df: pd.DataFrame) -> Any:
     sort on the numbers and show the formatted text, ``-`` for missing."""
     table = human(df)
     return table.style.format({c: (lambda v, c=c: format_value(v, c)) for c in table.columns})
+
+
+RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)),
+            *(f"lpt{i}" for i in range(10))}  # fmt: skip
+MAX_NAME = 80  # characters: well inside every file system's 255-byte limit, even in UTF-8 CJK
+
+
+def film_file_names(films: list[str]) -> dict[str, str]:
+    """A safe, unique ``.html`` file name per film: letters, digits and CJK kept, anything else
+    (separators, dots, control characters) replaced, never empty, hidden or reserved, so a page
+    always lands inside ``reports/<run>/``."""
+    safe = {}
+    for film in films:
+        name = unicodedata.normalize("NFKC", str(film))
+        name = re.sub(r"[^\w\-]+", "_", name).strip("_-")[:MAX_NAME] or "film"
+        if name.split(".")[0].casefold() in RESERVED:
+            name = f"{name}_film"
+        safe[film] = name
+    counts = pd.Series(list(safe.values()), dtype=object).value_counts()
+    return {
+        f: (f"{name}-{hashlib.sha1(f.encode()).hexdigest()[:6]}" if counts[name] > 1 else name)
+        + ".html"
+        for f, name in safe.items()
+    }

@@ -15,14 +15,9 @@ from PIL import Image
 
 from pipeline import FilmNotFoundError, ModelNotFoundError, Run
 from pipeline.config import Settings
-from pipeline.reports.pages import (
-    SECTIONS,
-    FilmReport,
-    analytics_dir,
-    film_file_names,
-    film_report,
-    write_reports,
-)
+from pipeline.reports.names import film_file_names
+from pipeline.reports.pages import SECTIONS, FilmReport, analytics_dir, film_report
+from pipeline.reports.site import write_reports
 from tests.synthetic_run import SCRIPT_REVIEW, make_run
 
 CHROMIUM = Path("/usr/bin/chromium")
