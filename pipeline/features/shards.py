@@ -86,14 +86,27 @@ def sample_budget(settings: Settings) -> float | None:
 
 
 def features_fingerprint(settings: Settings, spec: EncoderSpec) -> str:
-    """Identity of a feature store: encoder, max_length, pooling, prefix, token layers,
-    token_state_limit, prepared data, precision (int8 or fp32), code version and, on a CPU with
-    an encode budget, the budget and seed that choose its sample (never the engine or the device
-    itself)."""
-    budget = sample_budget(settings)
-    sample = [] if budget is None else [{"encode_budget": budget, "seed": settings.seed}]
+    """Identity of a feature store of every prepared review: encoder, max_length, pooling,
+    prefix, token layers, token_state_limit, prepared data, precision (int8 or fp32) and code
+    version (never the engine or the device itself). A budgeted sample's store adds the sample
+    to it (:func:`sample_fingerprint`)."""
     return artifacts.fingerprint(
-        _content_parts(settings, spec), settings.features.token_state_limit, *sample
+        _content_parts(settings, spec), settings.features.token_state_limit
+    )
+
+
+def sample_fingerprint(full: str, review_ids: np.ndarray) -> str:
+    """The store fingerprint of a sample of the reviews (``full``: the whole store's)."""
+    return artifacts.fingerprint(
+        full, hashlib.sha256(review_ids.astype(np.int64).tobytes()).hexdigest()
+    )
+
+
+def _sample_key(settings: Settings, full: str) -> dict[str, Any] | None:
+    """What chooses a budgeted sample: the whole store's fingerprint, the budget, the seed."""
+    budget = sample_budget(settings)
+    return (
+        None if budget is None else {"basis": full, "encode_budget": budget, "seed": settings.seed}
     )
 
 
@@ -190,6 +203,7 @@ class Extraction:
     num_tokens: int
     hidden_states: int
     hidden_size: int
+    sample: dict[str, Any] | None  # a budgeted sample: what chose it, and its size
 
     @property
     def features_dir(self) -> Path:
@@ -209,6 +223,10 @@ def current_store(settings: Settings, *, force: bool = False) -> FeatureStore | 
     features = settings.features
     spec = resolve_encoder(features.encoder, pooling=features.pooling, prefix=features.prefix)
     fp = features_fingerprint(settings, spec)
+    manifest = artifacts.read_manifest(settings.paths.features) or {}
+    sample = manifest.get("sample")
+    if sample is not None and sample.get("key") == _sample_key(settings, fp):
+        fp = manifest.get("fingerprint", fp)  # the sample this budget chose: still current
     if force or not artifacts.is_current(settings.paths.features, fp):
         return None
     with contextlib.suppress(FileNotFoundError):
@@ -275,21 +293,26 @@ def plan_extraction(
     hidden_states = encoder.num_layers + 1
     layers = sorted(set(normalize_layers(features.token_layers, hidden_states)))
     lengths = count_tokens(encoder, reviews["text"].tolist(), features.max_length)
+    key = _sample_key(settings, fp)
     ids = _sample(
         settings, encoder, reviews, lengths, layers,
-        fingerprint=fp, token_budget=token_budget or features.max_length, force=force,
+        fingerprint=artifacts.fingerprint(key), token_budget=token_budget or features.max_length,
+        force=force,
     )  # fmt: skip
     texts, lengths = reviews["text"].to_numpy()[ids].tolist(), lengths[ids]
     content = _content_parts(settings, spec)
+    sample = None
     if len(ids) < len(reviews):  # a sample: shards hold other reviews than rows [start, stop)
-        content["sample"] = hashlib.sha256(ids.astype(np.int64).tobytes()).hexdigest()[:16]
+        fp = sample_fingerprint(fp, ids)
+        content["sample"] = fp
+        sample = {"key": key, "reviews": len(ids), "of": len(reviews)}
     plans = _plan_shards(content, len(texts), features.shard_size, features.token_state_limit)
     done = set() if force else {p.name for p in plans if _shard_is_done(features_dir, p)}
     _clear_stale(features_dir, keep=done)
 
     job = Extraction(
         settings, spec, fp, texts, ids, len(reviews), plans, done, layers,
-        store_precision(settings), int(lengths.sum()), hidden_states, encoder.hidden_size,
+        store_precision(settings), int(lengths.sum()), hidden_states, encoder.hidden_size, sample,
     )  # fmt: skip
     size = _size_report(job, lengths)
     features_dir.mkdir(parents=True, exist_ok=True)
@@ -418,6 +441,7 @@ def finish_extraction(job: Extraction, **engine: Any) -> FeatureStore:
         token_state_limit=features.token_state_limit,
         num_reviews=len(job.texts),
         num_prepared=job.num_prepared,
+        sample=job.sample,
         num_tokens=job.num_tokens,
         code_version=CODE_VERSION,
         shards=[

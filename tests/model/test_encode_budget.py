@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import load_settings
+from pipeline.config import load_settings, parse_duration
 from pipeline.data.demo import generate_demo_corpus
 from pipeline.data.prepare import prepare_run
 from pipeline.encoding.load import resolve_encoder
@@ -112,3 +112,17 @@ def test_text_models_train_on_every_review_and_encoder_models_on_the_sample(budg
     config = settings.paths.model("head_cls") / "config.json"
     trained_on = pd.read_json(config, typ="series")["train_reviews"]
     assert trained_on == len(data.rows("train", "tokens")) < len(data.rows("train"))
+
+
+def test_a_budget_that_covers_every_review_is_the_plain_store(budget_run, tmp_path) -> None:
+    """Same fingerprint with or without a budget when nothing is left out (so the Ray engine,
+    which encodes everything, writes the very store the local engine does)."""
+    settings, sampled = budget_run
+    stores = {}
+    for budget in ("none", "100h"):
+        copy = settings.model_copy(update={"runs_dir": tmp_path / budget, "run_name": "all"})
+        shutil.copytree(settings.paths.prepared, copy.paths.prepared)
+        features = copy.features.model_copy(update={"encode_budget": parse_duration(budget)})
+        stores[budget] = extract_features(copy.model_copy(update={"features": features}))
+    assert stores["none"].fingerprint == stores["100h"].fingerprint != sampled.fingerprint
+    assert not stores["100h"].is_sample and sampled.is_sample
