@@ -17,13 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from rich.console import Console
 
 from pipeline import artifacts
+from pipeline.config import Settings
+from pipeline.encoding.load import pick_device
 from pipeline.encoding.tokens import FeatureEncoder
 
 SAMPLE_FILE = "sample.json"
 CALIBRATION_REVIEWS = 512  # timed before planning: about a second of a 2-core CPU
 STRATA = ("split", "film", "star")
+console = Console(stderr=True)
 
 
 def stratified_order(reviews: pd.DataFrame, seed: int) -> np.ndarray:
@@ -131,3 +135,46 @@ def record_sample(features_dir: Path, fingerprint: str, plan: SamplePlan, budget
             "total": plan.total,
         },
     )
+
+
+def sample_budget(settings: Settings) -> float | None:
+    """The encode budget in seconds when it applies (on a CPU), else None: encode everything."""
+    features = settings.features
+    if features.encode_budget is None or pick_device(features.device).type != "cpu":
+        return None
+    return features.encode_budget
+
+
+def choose_reviews(
+    settings: Settings,
+    encoder: FeatureEncoder,
+    reviews: pd.DataFrame,
+    lengths: np.ndarray,
+    layers: list[int],
+    *,
+    fingerprint: str,
+    token_budget: int,
+    force: bool,
+) -> np.ndarray:
+    """The review_ids to encode: all of them, or the stratified sample that fits the encode
+    budget (timed here with ``encoder``, or the interrupted run's timing when resuming, keyed
+    by ``fingerprint``)."""
+    budget = sample_budget(settings)
+    if budget is None:
+        return np.arange(len(reviews))
+    features_dir = settings.paths.features
+    order = stratified_order(reviews, settings.seed)
+    rate = None if force else recorded_sample(features_dir, fingerprint)
+    if rate is None:
+        calibration = [reviews["text"].iat[i] for i in order[:CALIBRATION_REVIEWS]]
+        max_length = settings.features.max_length
+        rate = measure_rate(encoder, calibration, layers, max_length, token_budget)
+    plan = plan_sample(order, lengths, budget=budget, rate=rate)
+    record_sample(features_dir, fingerprint, plan, budget)
+    console.print(plan.describe(budget))
+    if plan.is_subset:
+        console.print(
+            "  text models train on every review, encoder models on the sample "
+            "(--encode-budget none encodes all)"
+        )
+    return plan.review_ids

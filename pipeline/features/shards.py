@@ -30,15 +30,7 @@ from pipeline.encoding.load import EncoderSpec, pick_device, resolve_encoder
 from pipeline.encoding.runtime import resolve_precision
 from pipeline.encoding.tokens import FeatureEncoder, check_lengths, count_tokens, normalize_layers
 from pipeline.errors import InputError, StageMissingError
-from pipeline.features.sample import (
-    CALIBRATION_REVIEWS,
-    STRATA,
-    measure_rate,
-    plan_sample,
-    record_sample,
-    recorded_sample,
-    stratified_order,
-)
+from pipeline.features.sample import STRATA, choose_reviews, sample_budget
 from pipeline.features.store import CODE_VERSION, POOLED_KINDS, SHARD_FILES, STAGE, FeatureStore
 
 console = Console(stderr=True)
@@ -75,14 +67,6 @@ def _content_parts(settings: Settings, spec: EncoderSpec) -> dict[str, Any]:
         "precision": store_precision(settings),
         "code": CODE_VERSION,
     }
-
-
-def sample_budget(settings: Settings) -> float | None:
-    """The encode budget in seconds when it applies (on a CPU), else None: encode everything."""
-    features = settings.features
-    if features.encode_budget is None or pick_device(features.device).type != "cpu":
-        return None
-    return features.encode_budget
 
 
 def features_fingerprint(settings: Settings, spec: EncoderSpec) -> str:
@@ -238,40 +222,6 @@ def current_store(settings: Settings, *, force: bool = False) -> FeatureStore | 
     return None
 
 
-def _sample(
-    settings: Settings,
-    encoder: FeatureEncoder,
-    reviews: pd.DataFrame,
-    lengths: np.ndarray,
-    layers: list[int],
-    *,
-    fingerprint: str,
-    token_budget: int,
-    force: bool,
-) -> np.ndarray:
-    """The review_ids to encode: all of them, or the stratified sample that fits the encode
-    budget (timed here, or the interrupted run's timing when resuming)."""
-    budget = sample_budget(settings)
-    if budget is None:
-        return np.arange(len(reviews))
-    features_dir = settings.paths.features
-    order = stratified_order(reviews, settings.seed)
-    rate = None if force else recorded_sample(features_dir, fingerprint)
-    if rate is None:
-        calibration = [reviews["text"].iat[i] for i in order[:CALIBRATION_REVIEWS]]
-        max_length = settings.features.max_length
-        rate = measure_rate(encoder, calibration, layers, max_length, token_budget)
-    plan = plan_sample(order, lengths, budget=budget, rate=rate)
-    record_sample(features_dir, fingerprint, plan, budget)
-    console.print(plan.describe(budget))
-    if plan.is_subset:
-        console.print(
-            "  text models train on every review, encoder models on the sample "
-            "(--encode-budget none encodes all)"
-        )
-    return plan.review_ids
-
-
 def plan_extraction(
     settings: Settings,
     encoder: FeatureEncoder,
@@ -294,7 +244,7 @@ def plan_extraction(
     layers = sorted(set(normalize_layers(features.token_layers, hidden_states)))
     lengths = count_tokens(encoder, reviews["text"].tolist(), features.max_length)
     key = _sample_key(settings, fp)
-    ids = _sample(
+    ids = choose_reviews(
         settings, encoder, reviews, lengths, layers,
         fingerprint=artifacts.fingerprint(key), token_budget=token_budget or features.max_length,
         force=force,

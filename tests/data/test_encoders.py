@@ -27,8 +27,8 @@ from pipeline.encoding.e5_convert import (
     MODEL_FILE,
     embedded_e5_dir,
     embedded_e5_source,
-    read_e5s1,
 )
+from pipeline.encoding.e5_format import read_e5s1
 from pipeline.encoding.load import (
     E5_PREFIX,
     Encoder,

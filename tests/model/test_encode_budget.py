@@ -17,7 +17,7 @@ from pipeline.data.prepare import prepare_run
 from pipeline.encoding.load import resolve_encoder
 from pipeline.encoding.runtime import load_feature_encoder
 from pipeline.encoding.tokens import count_tokens
-from pipeline.features import shards
+from pipeline.features import sample as sampling
 from pipeline.features.extract import extract_features
 from pipeline.features.sample import plan_sample, stratified_order
 from pipeline.training.data import TrainingData
@@ -44,7 +44,7 @@ def budget_run(tmp_path_factory: pytest.TempPathFactory):
     )
     prepare_run(settings, [csv])
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(shards, "measure_rate", lambda *args, **kwargs: RATE)
+        patch.setattr(sampling, "measure_rate", lambda *args, **kwargs: RATE)
         store = extract_features(settings)
     return settings, store
 
@@ -92,7 +92,7 @@ def test_an_interrupted_stage_resumes_with_the_same_sample(budget_run, monkeypat
     def must_not_time(*args: object, **kwargs: object) -> float:
         raise AssertionError("a resumed stage re-timed the encoder")
 
-    monkeypatch.setattr(shards, "measure_rate", must_not_time)
+    monkeypatch.setattr(sampling, "measure_rate", must_not_time)
     resumed = extract_features(settings)
     np.testing.assert_array_equal(resumed.review_ids, store.review_ids)
     assert (features_dir / "shard-00000" / "pooled_mean.npy").stat().st_mtime_ns == first
