@@ -61,7 +61,13 @@ def headline(report: Any) -> None:
         st.caption("No evaluated predictions for this film yet.")
         return
     help_ = f"on the {s['n']:,} reviews of {report.evaluated_on}, never seen in training"
-    cols[2].metric("mean predicted star", f"{s['mean_pred']:.2f}", help=help_)
+    cols[2].metric(
+        "mean predicted star",
+        f"{s['mean_pred']:.2f}",
+        delta=f"true mean on the same {s['n']:,}: {s['mean_star']:.2f}",
+        delta_color="off",
+        help=help_,
+    )
     low, high = report.exact_ci
     cols[3].metric(
         "exact accuracy",

@@ -302,3 +302,15 @@ def test_tables_read_as_people_write_them() -> None:
     assert model_name(None) == "-"
     terms = glossary(["head_cls"])
     assert terms.iloc[0]["Term"] == "Attention head (classes)" and "QWK" in set(terms["Term"])
+
+
+def test_the_film_headline_compares_like_with_like(tmp_path: Path) -> None:
+    """The mean predicted star sits beside the true mean of the same evaluated reviews."""
+    from pipeline.reports.render import render_film
+
+    run = Run.open(make_run(tmp_path / "synthetic"))
+    report = film_report(run, run.films["film"].iloc[0])
+    page = render_film(report)
+    s = report.summary
+    assert f"true mean on the same {s['n']:,}" in page
+    assert f"mean star (all {report.reviews:,} reviews)" in page
