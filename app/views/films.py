@@ -204,8 +204,8 @@ def attention_section(report: Any) -> None:
         with st.container(border=True):
             st.markdown(
                 f"{':material/check_circle:' if ex.kind == 'correct' else ':material/cancel:'} "
-                f"true **{ex.star}★**, predicted **{ex.pred_star}★** · confidence "
-                f"{ex.confidence:.0%}"
+                f"true **{ex.star}★**, {common.plain(common.model_label(report.attention_model))} "
+                f"predicted **{ex.pred_star}★** · confidence {ex.confidence:.0%}"
             )
             st.html(f'<div class="attention">{ex.html}</div>')  # escaped by analytics.attention
             st.text(f"top words: {top}")

@@ -126,7 +126,8 @@ def score_summary(record: dict[str, Any]) -> Text:
         out.append(f"\n  regression: {record['regression']:.2f}")
     if record["top_words"]:
         words = "  ".join(f"{w['word']} ({w['weight']:.2f})" for w in record["top_words"])
-        out.append(f"\n  attended words: {printable(words)}")
+        by = f" ({record['attention_model']})" if record.get("attention_model") else ""
+        out.append(f"\n  attended words{by}: {printable(words)}")
     for warning in record["warnings"]:
         out.append(f"\n  warning: {printable(warning)}", style="yellow")
     out.append(f"\n  model: {record['model']}", style="dim")

@@ -15,7 +15,7 @@ from PIL import Image
 
 from pipeline import FilmNotFoundError, ModelNotFoundError, Run
 from pipeline.config import Settings
-from pipeline.reports.names import film_file_names
+from pipeline.reports.names import film_file_names, model_name
 from pipeline.reports.pages import SECTIONS, FilmReport, analytics_dir, film_report
 from pipeline.reports.site import write_reports
 from tests.synthetic_run import SCRIPT_REVIEW, make_run
@@ -314,3 +314,14 @@ def test_the_film_headline_compares_like_with_like(tmp_path: Path) -> None:
     s = report.summary
     assert f"true mean on the same {s['n']:,}" in page
     assert f"mean star (all {report.reviews:,} reviews)" in page
+
+
+def test_attention_examples_name_the_model_that_predicted_them(demo_run) -> None:
+    from pipeline.reports.render import render_film
+
+    run = Run.open("demo", demo_run.runs_dir)
+    report = film_report(run, run.films["film"].iloc[0], model="tfidf_lr", tsne_cap=100)
+    page = render_film(report)
+    assert report.attention and report.attention_model != "tfidf_lr"  # a head explains it
+    assert f"{model_name(report.attention_model)} predicted" in page
+    assert "not those of" in page
