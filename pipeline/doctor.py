@@ -5,8 +5,6 @@ looser look; nothing is written."""
 
 from __future__ import annotations
 
-import fcntl
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +21,7 @@ from pipeline.artifacts import (
 )
 from pipeline.config import RunPaths
 from pipeline.errors import DoubanError
-from pipeline.locking import LOCK_FILE
+from pipeline.locking import LOCK_FILE, current_writer
 
 OK, MISSING, BROKEN = "ok", "missing", "broken"
 
@@ -122,14 +120,15 @@ def _models(paths: RunPaths) -> list[Check]:
     for name in list_models(pinned.models):
         model_dir = pinned.model(name)
         stage = "finetune" if name.startswith("finetune_") else "train"
+        rebuild = f"douban {stage} --run {paths.name} --force"
 
-        def weights(model_dir: Any = model_dir) -> str:
+        def weights(model_dir: Any = model_dir, rebuild: str = rebuild) -> str:
             config = read_json(model_dir / "config.json")
-            verify_checksum(model_dir / MODEL_WEIGHTS, config.get(WEIGHTS_SHA256), fix)
+            verify_checksum(model_dir / MODEL_WEIGHTS, config.get(WEIGHTS_SHA256), rebuild)
             checked = "checksum ok" if config.get(WEIGHTS_SHA256) else "no checksum recorded"
             return f"{config.get('kind')}, {checked}"
 
-        checks.append(_run_check(stage, f"models/{name}", fix.replace("train", stage, 1), weights))
+        checks.append(_run_check(stage, f"models/{name}", rebuild, weights))
     evaluate = f"douban evaluate --run {paths.name} --force"
 
     def metrics() -> str:
@@ -147,19 +146,10 @@ def _models(paths: RunPaths) -> list[Check]:
 
 def _writer(paths: RunPaths) -> list[Check]:
     """Whether another process holds the run's write lock now."""
-    lock = paths.root / LOCK_FILE
-    if not lock.exists():
+    holder = current_writer(paths.root)
+    if holder is None:
         return []
-    fd = os.open(lock, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return []
-    except BlockingIOError:
-        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace")
-        return [Check("lock", ".lock", "busy", f"being written now: {holder}", "wait for it")]
-    finally:
-        os.close(fd)
+    return [Check("lock", LOCK_FILE, "busy", f"being written now by {holder}", "wait for it")]
 
 
 def check_run(paths: RunPaths) -> list[Check]:

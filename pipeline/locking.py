@@ -36,6 +36,22 @@ def _holder(fd: int) -> str:
         return "another process"
 
 
+def current_writer(root: Path) -> str | None:
+    """Who holds the write lock of the run in ``root`` now (None: nobody)."""
+    path = root / LOCK_FILE
+    if not path.exists():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    except BlockingIOError:
+        return _holder(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def run_lock(root: Path, stage: str) -> Iterator[None]:
     """Hold the write lock of the run in ``root`` (created if needed) for the block; raises

@@ -175,15 +175,9 @@ def run_for_inputs(config: Path | None, run: str | None, inputs: list[Path]) -> 
     ``run_name``, else one named after the first input (``my.csv`` -> ``my``), said aloud; never
     a silent default that would replace the demo."""
     import re
-    import tomllib
 
-    if run is not None or not inputs:
+    if run is not None or not inputs or _config_names_run(config):
         return run
-    try:
-        if config is not None and "run_name" in tomllib.loads(config.read_text(encoding="utf-8")):
-            return None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return None  # load_settings says what is wrong with the file
     first = Path(inputs[0])
     stem = first.stem if first.suffix.lower() == ".csv" else first.name
     name = re.sub(r"[^\w.-]+", "_", stem).strip("._-")[:60] or "run"

@@ -189,7 +189,9 @@ class FeatureStore:
         return len(self.review_ids)
 
     def _locate(self, review_id: int) -> tuple[_Shard, int]:
-        row = int(self.rows_of([review_id])[0])
+        row = int(self._row_of[review_id]) if 0 <= review_id < self.num_prepared else -1
+        if row < 0:
+            self.rows_of([review_id])  # raises with the message
         shard = self._shards[int(np.searchsorted(self._starts, row, side="right")) - 1]
         return shard, row - shard.start
 

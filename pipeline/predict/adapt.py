@@ -6,7 +6,7 @@ service."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -44,12 +44,13 @@ def adapt_records(
     target: str | Sequence[float],
     model: str,
     *,
-    start: np.ndarray | None,
-    temperature: float,
+    start: Callable[[], np.ndarray],
+    temperature: Callable[[], float],
 ) -> list[float]:
-    """Re-weight ``records`` (dicts or :class:`ScoreRecord`) in place from the ``start`` mix to
-    ``target``; returns the mix adapted to. Refuses a model without probabilities and EM on
-    fewer than :data:`MIN_EM_REVIEWS` scored reviews (it runs to one star)."""
+    """Re-weight ``records`` (dicts or :class:`ScoreRecord`) in place from the ``start()`` mix to
+    ``target``, calibrated at ``temperature()`` (both read only when there is something to
+    adapt); returns the mix adapted to. Refuses a model without probabilities and EM on fewer
+    than :data:`MIN_EM_REVIEWS` scored reviews (it runs to one star)."""
     scored = [r for r in records if r["error"] is None]
     if any(r["probs"] is None for r in scored):
         raise InputError(
@@ -63,14 +64,15 @@ def adapt_records(
             f"together, got {len(scored)}: on a handful EM runs to one star",
             "score more reviews at once, or give the star mix (five shares)",
         )
-    if not scored or start is None:
+    if not scored:
         return []
-    calibrated = sharpen(np.array([r["probs"] for r in scored], dtype=np.float64), temperature)
+    probs = np.array([r["probs"] for r in scored], dtype=np.float64)
+    calibrated, mix = sharpen(probs, temperature()), start()
     if target == "em":
-        adapted, prior = em_prior(calibrated, start)
+        adapted, prior = em_prior(calibrated, mix)
     else:
         prior = star_shares(target)
-        adapted = reweight(calibrated, start, prior)
+        adapted = reweight(calibrated, mix, prior)
     for r, p in zip(scored, adapted, strict=True):
         r["probs"] = [float(x) for x in p]
         r["pred_star"] = int(p.argmax()) + 1

@@ -354,15 +354,12 @@ class Scorer:
         """Re-weight the scored records to ``target`` ("em" or five star shares) from this
         model's training mix and validation temperature (:func:`adapt.adapt_records`, which the
         CLI, the Python API and the service all use); returns the mix adapted to."""
-        scored = [r for r in records if r["error"] is None]
-        if not scored or any(r["probs"] is None for r in scored):
-            return adapt_records(records, target, self.model_name, start=None, temperature=1.0)
         return adapt_records(
             records,
             target,
             self.model_name,
-            start=model_prior(self.paths, self.config),
-            temperature=saved_temperature(self.paths.predictions, self.model_name),
+            start=lambda: model_prior(self.paths, self.config),
+            temperature=lambda: saved_temperature(self.paths.predictions, self.model_name),
         )
 
     def score_records(
