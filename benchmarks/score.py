@@ -36,7 +36,8 @@ from rich.table import Table
 
 from pipeline.artifacts import write_json
 from pipeline.config import PROJECT_ROOT, RunPaths
-from pipeline.predict.scorer import Scorer, resolve_run
+from pipeline.locate import resolve_run
+from pipeline.predict.scorer import Scorer
 
 REAL_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "dmsc_sample.csv"
 RESULTS = PROJECT_ROOT / "benchmarks" / "results" / "score.json"

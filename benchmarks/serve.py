@@ -37,7 +37,8 @@ from rich.table import Table
 
 from pipeline.artifacts import write_json
 from pipeline.config import PROJECT_ROOT
-from pipeline.predict.scorer import Scorer, resolve_run
+from pipeline.locate import resolve_run
+from pipeline.predict.scorer import Scorer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from score import sample_reviews  # noqa: E402

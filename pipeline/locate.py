@@ -61,3 +61,17 @@ def newest_trained_run(runs_dir: Path | None = None) -> RunPaths:
             "`douban train --run NAME`",
         )
     return max(trained, key=lambda p: p.models.stat().st_mtime)
+
+
+def resolve_run(run: str | Path | RunPaths | None, runs_dir: Path | None = None) -> RunPaths:
+    """A run name (under ``runs_dir``), a run directory (a Path, or a string with a separator
+    that names one), or None (the newest trained run)."""
+    if isinstance(run, RunPaths):
+        return run
+    if run is None:
+        return newest_trained_run(runs_dir)
+    if isinstance(run, str) and ("/" in run or "\\" in run) and Path(run).is_dir():
+        run = Path(run)
+    if isinstance(run, Path):
+        return locate_run(run.name, run.parent)
+    return locate_run(run, runs_dir)

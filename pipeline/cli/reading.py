@@ -70,6 +70,15 @@ def score(
             "them all (EM; for a whole new corpus, not a single review).",
         ),
     ] = False,
+    explain: Annotated[
+        bool | None,
+        typer.Option(
+            "--explain/--no-explain",
+            help="Add the attended words. Default: when the model's own attention head gives "
+            "them at no cost; a TF-IDF or fine-tuned model loads another encoder for them.",
+            show_default=False,
+        ),
+    ] = None,
     engine: EngineOpt = "local",
     address: AddressOpt = None,
     actors: ActorsOpt = None,
@@ -90,7 +99,8 @@ def score(
 
         if input_path is None or output is None or as_json or adapt_prior:
             raise typer.BadParameter(
-                "--engine ray scores a file: --input reviews.parquet|csv --output scored.parquet"
+                "--engine ray scores a file: --input reviews.parquet (or .jsonl, .csv) "
+                "--output scored.parquet (or .csv, .jsonl)"
             )
         counts = score_file_on_ray(
             Run.open(run, runs_dir).paths, Path(input_path), output, model=model,
@@ -102,11 +112,11 @@ def score(
     items = read_texts(input_path) if input_path is not None else list(texts or [])
     scorer = Run.open(run, runs_dir).scorer(model)  # after the input is known to be readable
     if output is not None or as_json or input_path is not None:
-        counts = write_texts(scorer, items, output, fmt, adapt_prior=adapt_prior)
+        counts = write_texts(scorer, items, output, fmt, adapt_prior=adapt_prior, explain=explain)
         where = f" into {output}" if output is not None else ""
         say(f"scored {counts['rows']:,} reviews ({counts['errors']:,} with errors){where}")
         return
-    for record in scorer.score_records(items, adapt_prior=adapt_prior):
+    for record in scorer.score_records(items, adapt_prior=adapt_prior, explain=explain):
         stdout.print(score_summary(record), soft_wrap=True)
 
 

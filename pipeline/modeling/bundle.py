@@ -177,9 +177,10 @@ class TunedHeadModel:
         check_encoder({"encoder": wanted}, spec.fingerprint, self.name)
         if onnx_available():
             return load_onnx_encoder(spec, self.layers)
+        from pipeline.encoding.encode import TorchEncoder
         from pipeline.encoding.load import load_encoder
 
-        return load_encoder(spec)
+        return TorchEncoder(load_encoder(spec))
 
     def predict(self, source: Any, rows: Any) -> Any:
         from pipeline.modeling.inputs import EncodedSource
@@ -191,21 +192,46 @@ class TunedHeadModel:
         return self.head.predict(mine, list(range(len(texts))))
 
 
+def token_layers_of(model: Any) -> list[int]:
+    """The encoder layers whose token states ``model`` reads (its members', for an ensemble)."""
+    if model is None:
+        return []
+    if getattr(model, "kind", None) == "ensemble":
+        return [x for m in model.members.values() for x in token_layers_of(m)]
+    return list(getattr(model, "layers", [])) if store_needs(model) == "tokens" else []
+
+
+def reads_encoder(model: Any) -> bool:
+    """Whether the model reads encoder features (heads, pooled baselines, ensembles of them);
+    TF-IDF, majority and fine-tuned models (their own encoder) do not."""
+    if getattr(model, "kind", None) == "ensemble":
+        return any(reads_encoder(m) for m in model.members.values())
+    return getattr(model, "kind", None) in ("head", "pooled_lr")
+
+
 def encode_with(
     encoder: Any, texts: list[str], layers: list[int], max_length: int, token_budget: int = 2048
 ) -> list[Any]:
-    """Encoder features of clean texts on either runtime: an ONNX Runtime encoder, or a torch
-    :class:`~pipeline.encoding.load.Encoder` (imported only then)."""
-    budget = max(token_budget, max_length)
-    if hasattr(encoder, "encode_texts"):
-        return encoder.encode_texts(
-            texts, token_layers=layers, max_length=max_length, token_budget=budget
-        )
-    from pipeline.encoding.encode import encode_texts
+    """Encoder features of clean texts on either runtime (a
+    :class:`~pipeline.encoding.tokens.FeatureEncoder`: ONNX Runtime, or torch wrapped)."""
+    return encode_tokenized(encoder, encoder.tokenize(texts, max_length), layers, token_budget)
 
-    return encode_texts(
-        encoder, texts, token_layers=layers, max_length=max_length, token_budget=budget
+
+def encode_tokenized(
+    encoder: Any, tokenized: Any, layers: list[int], token_budget: int
+) -> list[Any]:
+    """Each tokenized text's :class:`~pipeline.encoding.tokens.EncodedReview`, in order, from
+    length-sorted batches of at most ``token_budget`` padded tokens."""
+    from pipeline.encoding.tokens import encoded_reviews, normalize_layers
+
+    width = int(tokenized.lengths.max(initial=1))
+    batches = encoder.batches(
+        tokenized,
+        layers=normalize_layers(layers, encoder.num_layers + 1),
+        token_budget=max(token_budget, width),
+        wants_states=np.ones(len(tokenized.lengths), dtype=bool),
     )
+    return encoded_reviews(tokenized, batches)
 
 
 class FinetunedTextModel:

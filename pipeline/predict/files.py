@@ -1,31 +1,38 @@
-"""Batch scoring from and to files: CSV, TXT or stdin in; CSV or JSON Lines out.
+"""Batch scoring from and to files: CSV, TXT, JSON Lines, Parquet or stdin in; CSV, JSON Lines or
+Parquet out.
 
-Inputs are read and checked completely before a model is loaded (a missing file or a CSV without
-a review column is a one-line :class:`~pipeline.errors.InputError`, not a minute of loading and
-then a traceback). Output has exactly one record per input row, in order.
+Inputs are checked before a model is loaded (a missing file or a CSV without a review column is
+a one-line :class:`~pipeline.errors.InputError`, not a minute of loading and then a traceback).
+Parquet is streamed a row group at a time, in and out, so memory stays flat however long the
+file. Output has exactly one record per input row, in order; the Parquet columns are the CSV's
+(:data:`PARQUET_SCHEMA`), as the Ray engine writes them.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any
 
+import pyarrow as pa
 from tqdm.auto import tqdm
 
 from pipeline.artifacts import atomic_path
 from pipeline.errors import InputError, InputNotFoundError
+from pipeline.predict.batching import LOOKAHEAD
+from pipeline.predict.records import Unreadable
 from pipeline.predict.scorer import TEXT_COLUMNS, Scorer
 from pipeline.terminal import json_line, printable
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("csv", "jsonl")
+FORMATS = ("csv", "jsonl", "parquet")
 # what the first line of a one-column CSV looks like when it names the column (else it is data)
 _COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,39}")
 MAX_FIELD_CHARS = 10_000_000  # a huge review is scored (truncated, with a warning), not refused
@@ -97,13 +104,78 @@ def review_lines(text: str) -> list[str]:
     return [line.removesuffix("\r") for line in lines]
 
 
-def read_texts(path: str | Path) -> list[Any]:
+def review_column(names: list[str], label: str) -> str:
+    """A table's review column: the first of :data:`TEXT_COLUMNS` (any case), else the only
+    column; several candidates or none is a clear error."""
+    lowered = [name.strip().lower() for name in names]
+    matches = [names[i] for i, name in enumerate(lowered) if name in TEXT_COLUMNS]
+    if len(matches) > 1:
+        shown = printable(", ".join(matches))
+        raise InputError(
+            f"{label} has several review columns ({shown})", "keep one, or rename the others"
+        )
+    if matches:
+        return matches[0]
+    if len(names) == 1:
+        return names[0]
+    raise InputError(
+        f"{label} has no review column (its columns: {printable(', '.join(names))[:200]})",
+        f"name the review column one of {', '.join(TEXT_COLUMNS)}, or pass a .txt file with "
+        "one review per line",
+    )
+
+
+class ParquetTexts:
+    """The review column of a Parquet file, read a row group at a time when iterated (memory
+    stays flat with the file's length); ``len`` is the row count from the footer."""
+
+    def __init__(self, path: Path) -> None:
+        import pyarrow.parquet as pq
+
+        if not path.is_file():
+            raise InputNotFoundError(f"input file {path} does not exist", "check the path")
+        try:
+            self.file = pq.ParquetFile(path)
+        except (OSError, pa.ArrowException) as err:
+            raise InputError(f"{path} is not a readable Parquet file: {err}") from err
+        self.column = review_column(self.file.schema_arrow.names, str(path))
+
+    def __len__(self) -> int:
+        return self.file.metadata.num_rows
+
+    def __iter__(self) -> Iterator[Any]:
+        for i in range(self.file.num_row_groups):
+            yield from self.file.read_row_group(i, columns=[self.column])[0].to_pylist()
+
+
+def jsonl_text(line: str) -> Any:
+    """The review of one JSON Lines line: a JSON string, or an object's review key (any
+    case); anything else is :class:`~pipeline.predict.records.Unreadable`."""
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return Unreadable(line, "not a JSON line")
+    if not isinstance(value, dict):
+        return value
+    keys = {str(k).strip().lower(): k for k in value}
+    key = next((keys[c] for c in TEXT_COLUMNS if c in keys), None)
+    if key is None:
+        return Unreadable(line, f"no review key ({', '.join(TEXT_COLUMNS)})")
+    return value[key]
+
+
+def read_texts(path: str | Path) -> list[Any] | ParquetTexts:
     """Texts from a ``.csv`` (column comment / text / review / content, any case, or the only
-    column: its first line is a header only when it looks like a column name), a ``.txt`` (one
-    review per line) or ``-`` (stdin, one per line). A CSV row without the column gives None
-    (scored as an error record, so rows stay aligned)."""
+    column: its first line is a header only when it looks like a column name), a ``.jsonl``
+    (a JSON object with that key, or a JSON string, per line), a ``.parquet`` (the same
+    column, streamed), a ``.txt`` (one review per line) or ``-`` (stdin, one per line). A row
+    without the column gives an error record, so rows stay aligned."""
+    if str(path) != "-" and Path(path).suffix.lower() == ".parquet":
+        return ParquetTexts(Path(path))
     data, suffix, encoding, label = _read_bytes(path)
     text = _decode(data, encoding)
+    if suffix == ".jsonl":
+        return [jsonl_text(line) for line in review_lines(text)]
     if suffix != ".csv":
         return review_lines(text)
     limit = csv.field_size_limit()
@@ -117,40 +189,30 @@ def read_texts(path: str | Path) -> list[Any]:
     if not rows:
         return []
     header, body = rows[0], rows[1:]
-    names = [h.strip().lower() for h in header]
-    matches = [i for i, name in enumerate(names) if name in TEXT_COLUMNS]
-    if len(matches) > 1:
-        shown = printable(", ".join(header[i] for i in matches))
-        raise InputError(
-            f"{label} has several review columns ({shown})", "keep one, or rename the others"
-        )
-    col = next((names.index(c) for c in TEXT_COLUMNS if c in names), None)
-    if col is None:
-        if len(header) != 1:
-            shown = printable(", ".join(header))[:200]
-            raise InputError(
-                f"{label} has no review column (its header: {shown})",
-                f"name the review column one of {', '.join(TEXT_COLUMNS)}, or pass a .txt file "
-                "with one review per line",
-            )
-        col = 0
-        if not _COLUMN_NAME.fullmatch(header[0].strip()):  # a review, not a column name
-            log.info("%s: one column without a header: its first line is a review", label)
-            body = rows
+    col = header.index(review_column(header, label))
+    lowered = header[col].strip().lower()
+    if lowered not in TEXT_COLUMNS and not _COLUMN_NAME.fullmatch(lowered):
+        log.info("%s: one column without a header: its first line is a review", label)
+        body = rows  # a review, not a column name
     return [row[col] if col < len(row) else None for row in body]
 
 
 def output_format(output: Path | None, as_json: bool) -> str:
-    """``jsonl`` or ``csv`` for ``--output`` / ``--json`` (stdout without --json: csv)."""
+    """``csv``, ``jsonl`` or ``parquet`` for ``--output`` / ``--json`` (stdout: csv, or jsonl
+    with --json; Parquet only into a file)."""
     suffix = output.suffix.lower().lstrip(".") if output is not None else None
     if output is not None and suffix not in FORMATS:
-        raise InputError(f"output {output} must end in .csv or .jsonl", "rename the output file")
-    if as_json and suffix == "csv":
+        raise InputError(
+            f"output {output} must end in .csv, .jsonl or .parquet", "rename the output file"
+        )
+    if as_json and suffix in ("csv", "parquet"):
         raise InputError("--json writes JSON Lines", f"name the output {output.stem}.jsonl")
     return "jsonl" if as_json else suffix or "csv"
 
 
-def _csv_row(record: dict[str, Any], safe: bool) -> dict[str, Any]:
+def flat_row(record: dict[str, Any], safe: bool) -> dict[str, Any]:
+    """A record as one CSV / Parquet row (:data:`CSV_FIELDS`); ``safe`` neutralises terminal
+    control sequences in the text."""
     probs = record["probs"] or [None] * 5
     row = {k: record[k] for k in ("row", "text", "pred_star", "expected_star", "regression")}
     row |= {f"prob_{s}": p for s, p in zip(range(1, 6), probs, strict=True)}
@@ -167,6 +229,10 @@ CSV_FIELDS = (
     "row", "text", "pred_star", "expected_star", "regression",
     *(f"prob_{s}" for s in range(1, 6)), "model", "top_words", "warnings", "error",
 )  # fmt: skip
+_TYPES = {"row": pa.int64(), "pred_star": pa.int64()} | {
+    name: pa.float64() for name in ("expected_star", "regression", *CSV_FIELDS[5:10])
+}
+PARQUET_SCHEMA = pa.schema([(name, _TYPES.get(name, pa.string())) for name in CSV_FIELDS])
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -180,40 +246,56 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
+def record_writer(out: IO[Any], fmt: str) -> tuple[Callable[[list[dict[str, Any]]], None], Any]:
+    """A function writing a chunk of records to ``out`` in ``fmt``, and what to close after."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        writer = pq.ParquetWriter(out, PARQUET_SCHEMA)
+        return lambda records: writer.write_table(
+            pa.Table.from_pylist([flat_row(r, safe=False) for r in records], PARQUET_SCHEMA)
+        ), writer
+    if fmt == "jsonl":
+        return lambda records: out.write("".join(json_line(r) + "\n" for r in records)), None
+    rows = csv.DictWriter(out, fieldnames=CSV_FIELDS)
+    rows.writeheader()
+    safe = out.isatty()
+    return lambda records: rows.writerows(flat_row(r, safe) for r in records), None
+
+
 def write_records(
     scorer: Scorer,
     texts: Iterable[Any],
-    out: TextIO,
+    out: IO[Any],
     fmt: str,
-    chunk_size: int = 256,
+    chunk_size: int = LOOKAHEAD,
     total: int | None = None,
     adapt_prior: bool = False,
+    explain: bool | None = None,
 ) -> dict[str, int]:
-    """Stream ``texts`` through the scorer into ``out`` as CSV or JSONL (one record per text);
-    returns row counts. Progress goes to stderr, and only when it is a terminal. ``adapt_prior``
-    scores the texts as one chunk: the star mix is estimated over all of them."""
+    """Stream ``texts`` through the scorer into ``out`` (a text stream for CSV and JSONL, a
+    binary one for Parquet: a row group per chunk), one record per text, in order; returns row
+    counts. Progress goes to stderr, and only when it is a terminal. ``adapt_prior`` scores the
+    texts as one chunk: the star mix is estimated over all of them."""
     if adapt_prior:
         texts = list(texts)
         chunk_size = max(1, len(texts))
     if fmt not in FORMATS:
-        raise InputError(f"output format must be csv or jsonl, got {fmt!r}")
-    safe = out.isatty()
-    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS) if fmt == "csv" else None
-    if writer is not None:
-        writer.writeheader()
+        raise InputError(f"output format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    write, closing = record_writer(out, fmt)
     counts = {"rows": 0, "errors": 0}
     with tqdm(total=total, unit="review", desc="scoring", disable=None, leave=False) as bar:
         for chunk in _chunks(texts, chunk_size):
-            for record in scorer.score_records(chunk, adapt_prior=adapt_prior):
+            records = scorer.score_records(chunk, adapt_prior=adapt_prior, explain=explain)
+            for record in records:
                 record["row"] = counts["rows"]
                 counts["rows"] += 1
                 counts["errors"] += record["error"] is not None
-                if writer is not None:
-                    writer.writerow(_csv_row(record, safe))
-                else:
-                    out.write(json_line(record) + "\n")
+            write(records)
             out.flush()
             bar.update(len(chunk))
+    if closing is not None:
+        closing.close()
     return counts
 
 
@@ -222,18 +304,29 @@ def score_file(
 ) -> dict[str, int]:
     """Score a file (or ``-``) into ``output`` (atomically) or stdout."""
     fmt = fmt or output_format(output, as_json=False)
-    texts = read_texts(input_path)
-    return write_texts(scorer, texts, output, fmt)
+    return write_texts(scorer, read_texts(input_path), output, fmt)
 
 
 def write_texts(
-    scorer: Scorer, texts: list[Any], output: Path | None, fmt: str, adapt_prior: bool = False
+    scorer: Scorer,
+    texts: Iterable[Any],
+    output: Path | None,
+    fmt: str,
+    adapt_prior: bool = False,
+    explain: bool | None = None,
 ) -> dict[str, int]:
     """Score ``texts`` into ``output`` (atomically: a half-written file never appears) or
     stdout."""
+    total = len(texts) if hasattr(texts, "__len__") else None
+    options = {"total": total, "adapt_prior": adapt_prior, "explain": explain}
     if output is None:
-        return write_records(
-            scorer, texts, sys.stdout, fmt, total=len(texts), adapt_prior=adapt_prior
-        )
-    with atomic_path(output) as tmp, tmp.open("w", encoding="utf-8", newline="") as f:
-        return write_records(scorer, texts, f, fmt, total=len(texts), adapt_prior=adapt_prior)
+        if fmt == "parquet":
+            raise InputError("Parquet is written into a file", "pass --output scored.parquet")
+        return write_records(scorer, texts, sys.stdout, fmt, **options)
+    with atomic_path(output) as tmp, open_output(tmp, fmt) as f:
+        return write_records(scorer, texts, f, fmt, **options)
+
+
+def open_output(path: Path, fmt: str) -> IO[Any]:
+    """``path`` opened for writing ``fmt``: binary for Parquet, else UTF-8 text as CSV wants."""
+    return path.open("wb") if fmt == "parquet" else path.open("w", encoding="utf-8", newline="")

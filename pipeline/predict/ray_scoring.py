@@ -1,11 +1,12 @@
 """Batch scoring on Ray: ``douban score -i reviews.parquet -o scored.parquet --engine ray``.
 
-Ray Data reads the input (Parquet, or a UTF-8 / GB18030 CSV) in blocks and streams them through
-a pool of scoring actors, each holding the run's :class:`~pipeline.predict.scorer.Scorer` (its
-encoder and model loaded once); the driver writes the records to one Parquet file as they come
-back, in input order, so its memory stays flat however many reviews there are. The records are
-the local engine's (:func:`pipeline.predict.files.write_records`) with the same columns as its
-CSV output: one per input row, bad rows as error records, never dropped.
+Ray Data reads the input (Parquet, JSON Lines, or a UTF-8 / GB18030 CSV) in blocks and streams
+them through a pool of scoring actors, each holding the run's
+:class:`~pipeline.predict.scorer.Scorer` (its encoder and model loaded once); the driver writes
+the records to one file (Parquet, CSV or JSON Lines) as they come back, in input order, so its
+memory stays flat however many reviews there are. The records and the file formats are the
+local engine's (:func:`pipeline.predict.files.record_writer`): one per input row, bad rows as
+error records, never dropped.
 
 On a multi-node cluster the run directory must be readable at the same path on every node.
 """
@@ -13,11 +14,11 @@ On a multi-node cluster the run directory must be readable at the same path on e
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
@@ -26,44 +27,37 @@ from pipeline.artifacts import atomic_path
 from pipeline.cluster import cause_of, plan_actors, ray_runtime
 from pipeline.config import RunPaths
 from pipeline.errors import DoubanError, InputError, InputNotFoundError
-from pipeline.predict.files import CSV_FIELDS, _csv_row
-from pipeline.predict.scorer import TEXT_COLUMNS, Scorer, resolve_run
+from pipeline.locate import resolve_run
+from pipeline.predict.files import (
+    jsonl_text,
+    open_output,
+    output_format,
+    record_writer,
+    review_column,
+)
+from pipeline.predict.scorer import Scorer
+from pipeline.terminal import json_line
 
-_TYPES = {"row": pa.int64(), "pred_star": pa.int64()} | {
-    name: pa.float64()
-    for name in ("expected_star", "regression", *(f"prob_{s}" for s in range(1, 6)))
-}
-SCHEMA = pa.schema([(name, _TYPES.get(name, pa.string())) for name in CSV_FIELDS])
 TEXT = "text"  # the input's review column, renamed
+RECORD = "record"  # an actor's answer: each record as one JSON line
 _READ_CPUS = 0  # reading is I/O beside the scoring (and see plan_actors' spare_cpus)
 
 
 class BatchScorer:
     """A Ray actor: one :class:`Scorer` for the whole run, scoring a block of texts per call."""
 
-    def __init__(self, run_dir: str, model: str, device: str, threads: int) -> None:
+    def __init__(self, run_dir: str, model: str, device: str, threads: int, lines: bool) -> None:
         if device == "cpu":
             torch.set_num_threads(threads)
         self.scorer = Scorer(RunPaths(Path(run_dir)), model, device)
+        self.lines = lines  # JSON Lines read as text: each line parsed as the local reader does
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        records = self.scorer.score_records(batch.column(TEXT).to_pylist())
-        return pa.Table.from_pylist([_csv_row(r, safe=False) for r in records], schema=SCHEMA)
-
-
-def _review_column(names: list[str], label: str) -> str:
-    """The input's review column: the first of :data:`TEXT_COLUMNS` (any case), else the only
-    column (the local reader's rule)."""
-    lowered = [name.strip().lower() for name in names]
-    for wanted in TEXT_COLUMNS:
-        if wanted in lowered:
-            return names[lowered.index(wanted)]
-    if len(names) == 1:
-        return names[0]
-    raise InputError(
-        f"{label} has no review column (its columns: {', '.join(names)[:200]})",
-        f"name the review column one of {', '.join(TEXT_COLUMNS)}",
-    )
+        texts = batch.column(TEXT).to_pylist()
+        if self.lines:
+            texts = [jsonl_text(line) for line in texts]
+        records = self.scorer.score_records(texts)
+        return pa.table({RECORD: [json_line(r) for r in records]})
 
 
 def _read_input(ray: Any, path: Path) -> tuple[Any, int | None]:
@@ -73,8 +67,11 @@ def _read_input(ray: Any, path: Path) -> tuple[Any, int | None]:
     if not path.is_file():
         raise InputNotFoundError(f"input file {path} does not exist", "check the path")
     suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        data = ray.data.read_text(str(path), drop_empty_lines=False, num_cpus=_READ_CPUS)
+        return data, None
     if suffix == ".parquet":
-        column = _review_column(pq.read_schema(path).names, str(path))
+        column = review_column(pq.read_schema(path).names, str(path))
         rows = pq.ParquetFile(path).metadata.num_rows
         data = ray.data.read_parquet(str(path), columns=[column], num_cpus=_READ_CPUS)
     elif suffix == ".csv":
@@ -83,7 +80,7 @@ def _read_input(ray: Any, path: Path) -> tuple[Any, int | None]:
         encoding = detect_encoding(path)
         with path.open(encoding=encoding, errors="replace", newline="") as f:
             header = next(csv.reader(f), [])
-        column = _review_column(header, str(path))
+        column = review_column(header, str(path))
         data, rows = (
             ray.data.read_csv(
                 str(path),
@@ -98,7 +95,7 @@ def _read_input(ray: Any, path: Path) -> tuple[Any, int | None]:
         )
     else:
         raise InputError(
-            f"--engine ray reads .parquet or .csv, not {path.name}",
+            f"--engine ray reads .parquet, .jsonl or .csv, not {path.name}",
             "convert the file, or score it with the local engine",
         )
     return data.rename_columns({column: TEXT}) if column != TEXT else data, rows
@@ -116,10 +113,9 @@ def score_file_on_ray(
     batch_size: int = 256,
     device: str = "auto",
 ) -> dict[str, int]:
-    """Score ``input_path`` into the Parquet file ``output`` (written atomically) on a Ray
-    cluster (``address``: see :func:`pipeline.cluster.ray_runtime`); returns row counts."""
-    if output.suffix.lower() != ".parquet":
-        raise InputError(f"--engine ray writes Parquet, not {output.name}", "name it .parquet")
+    """Score ``input_path`` into ``output`` (.parquet, .csv or .jsonl, written atomically) on
+    a Ray cluster (``address``: see :func:`pipeline.cluster.ray_runtime`); returns row counts."""
+    fmt = output_format(output, as_json=False)
     scorer = Scorer(resolve_run(run, runs_dir), model)  # a bad run or model fails here, fast
     counts = {"rows": 0, "errors": 0}
     with ray_runtime(address) as ray:
@@ -137,23 +133,28 @@ def score_file_on_ray(
                 "model": scorer.model_name,
                 "device": pool.device,
                 "threads": pool.threads,
+                "lines": Path(input_path).suffix.lower() == ".jsonl",
             },
             udf_modifying_row_count=False,
             **pool.map_batches_args(),
         )
         with (
             atomic_path(output) as tmp,
-            pq.ParquetWriter(tmp, SCHEMA) as writer,
+            open_output(tmp, fmt) as out,
             tqdm(total=total, unit="review", desc="scoring", disable=None) as bar,
         ):
+            write, closing = record_writer(out, fmt)
             try:
                 for batch in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
-                    n = batch.num_rows
-                    rows = pa.array(range(counts["rows"], counts["rows"] + n), pa.int64())
-                    writer.write_table(batch.set_column(0, "row", rows))
-                    counts["rows"] += n
-                    counts["errors"] += int(pc.sum(pc.not_equal(batch["error"], "")).as_py() or 0)
-                    bar.update(n)
+                    records = [json.loads(line) for line in batch[RECORD].to_pylist()]
+                    for record in records:
+                        record["row"] = counts["rows"]
+                        counts["rows"] += 1
+                        counts["errors"] += record["error"] is not None
+                    write(records)
+                    bar.update(len(records))
+                if closing is not None:
+                    closing.close()
             except ray.exceptions.RayError as error:
                 if isinstance(cause_of(error), DoubanError):
                     raise cause_of(error) from error

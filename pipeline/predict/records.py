@@ -130,7 +130,18 @@ def _is_missing(raw: Any) -> bool:
     return isinstance(raw, (float, np.floating)) and bool(np.isnan(raw))
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """An input row that holds no review text (a JSON Lines line that is not JSON, or lacks
+    the review key): scored as an error record with ``reason``, so rows stay aligned."""
+
+    raw: str
+    reason: str
+
+
 def prepare_input(raw: Any) -> Prepared:
+    if isinstance(raw, Unreadable):
+        return Prepared(raw.raw[:200], None, [], raw.reason)
     if _is_missing(raw):
         return Prepared("", None, [], "empty review")
     if isinstance(raw, (bytes, bytearray)):
@@ -191,5 +202,3 @@ def texts_of(inputs: Any, lazy: bool = False) -> Any:
             f"cannot score a {type(inputs).__name__}",
             "pass a review string, a list of them, a pandas Series or an iterable of strings",
         ) from None
-
-

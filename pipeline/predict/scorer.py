@@ -38,8 +38,15 @@ from typing import Any
 from pipeline.artifacts import read_json
 from pipeline.config import RunPaths
 from pipeline.errors import InputError, ModelNotFoundError, StageMissingError
-from pipeline.locate import locate_run, newest_trained_run
-from pipeline.modeling.bundle import check_encoder, encode_with, load_star_model, store_needs
+from pipeline.locate import resolve_run
+from pipeline.modeling.bundle import (
+    check_encoder,
+    encode_tokenized,
+    encode_with,
+    load_star_model,
+    reads_encoder,
+    token_layers_of,
+)
 from pipeline.modeling.inputs import EncodedSource, Predictions
 from pipeline.modeling.prior import (
     saved_temperature,
@@ -53,6 +60,7 @@ from pipeline.modeling.spec import (
     read_scoring_spec,
 )
 from pipeline.predict.adapt import adapt_records, model_prior
+from pipeline.predict.batching import LOOKAHEAD, BatchInputs, length_batches, prefetched
 from pipeline.predict.records import (
     Explanation,
     Prepared,
@@ -69,36 +77,6 @@ TOP_WORDS = 8
 SCORE_TOKEN_BUDGET = 2_048  # padded tokens per encoder batch: small, length-sorted batches on CPU
 TEXT_COLUMNS = ("comment", "text", "review", "content")
 BACKENDS = ("auto", "onnx", "torch")  # what runs the encoder (see Scorer.encoder)
-
-
-def _token_layers(model: Any) -> list[int]:
-    if model is None:
-        return []
-    if getattr(model, "kind", None) == "ensemble":
-        return [x for m in model.members.values() for x in _token_layers(m)]
-    return list(getattr(model, "layers", [])) if store_needs(model) == "tokens" else []
-
-
-def _reads_encoder(model: Any) -> bool:
-    """Whether the model reads encoder features (heads, pooled baselines, ensembles of them);
-    TF-IDF, majority and fine-tuned models (their own encoder) do not."""
-    if getattr(model, "kind", None) == "ensemble":
-        return any(_reads_encoder(m) for m in model.members.values())
-    return getattr(model, "kind", None) in ("head", "pooled_lr")
-
-
-def resolve_run(run: str | Path | RunPaths | None, runs_dir: Path | None = None) -> RunPaths:
-    """A run name (under ``runs_dir``), a run directory (a Path, or a string with a separator
-    that names one), or None (the newest trained run)."""
-    if isinstance(run, RunPaths):
-        return run
-    if run is None:
-        return newest_trained_run(runs_dir)
-    if isinstance(run, str) and ("/" in run or "\\" in run) and Path(run).is_dir():
-        run = Path(run)
-    if isinstance(run, Path):
-        return locate_run(run.name, run.parent)
-    return locate_run(run, runs_dir)
 
 
 class Scorer:
@@ -178,7 +156,7 @@ class Scorer:
         """The bundle spec of the encoder features read here: this model's, or, when it reads
         none (TF-IDF, a fine-tuned encoder), the explaining head's."""
         name = self.attention_model_name
-        if _reads_encoder(self.model) or name is None or name == self.model_name:
+        if reads_encoder(self.model) or name is None or name == self.model_name:
             return self.spec
         return read_scoring_spec(read_config(self.paths.models, name), name)
 
@@ -215,10 +193,10 @@ class Scorer:
                 [*self.feature_spec.get("token_layers", []), -1],
                 precision=self.feature_spec.get("precision", "fp32"),
             )
-        from pipeline.encoding.encode import accelerate_for_cpu  # as feature extraction ran it
+        from pipeline.encoding.encode import TorchEncoder, accelerate_for_cpu  # as features ran
         from pipeline.encoding.load import load_encoder  # transformers: only when needed
 
-        return accelerate_for_cpu(load_encoder(spec, device=self.device))
+        return TorchEncoder(accelerate_for_cpu(load_encoder(spec, device=self.device)))
 
     @cached_property
     def segmenter(self) -> Any:
@@ -231,33 +209,48 @@ class Scorer:
         """Clean each input and flag what cannot be scored or deserves a warning."""
         return [prepare_input(t) for t in texts]
 
-    def _forward(self, texts: list[str], explain: bool) -> dict[str, Any]:
-        """Encode (when a model reads encoder features) and predict one batch of clean texts."""
-        models = [self.model]
+    def _models(self, explain: bool) -> list[Any]:
+        """The models a batch runs: this one, and the head that explains it when asked."""
         attention = self.attention_model if explain else None
-        if attention is not None and attention is not self.model:
-            models.append(attention)
-        rows = list(range(len(texts)))
-        tokens = [self.segmenter.tokens(t) for t in texts]
+        return [self.model] + ([attention] if attention not in (None, self.model) else [])
+
+    def _inputs(self, texts: list[str], explain: bool) -> BatchInputs:
+        """The Python-bound part of a batch (jieba words and spans, encoder tokens), run on
+        a worker thread while the encoder runs the batch before it."""
+        reads = any(reads_encoder(m) for m in self._models(explain))
+        return BatchInputs(
+            texts=texts,
+            tokens=[self.segmenter.tokens(t) for t in texts],
+            spans=[self.segmenter.spans(t) for t in texts] if explain else None,
+            tokenized=self.encoder.tokenize(texts, self.max_length) if reads else None,
+        )
+
+    def _forward(self, batch: BatchInputs, explain: bool) -> dict[str, Any]:
+        """Encode (when a model reads encoder features) and predict one batch of clean texts."""
+        models = self._models(explain)
+        texts, rows = batch.texts, list(range(len(batch.texts)))
         encoded: list[Any] = [None] * len(texts)
         truncated = [False] * len(texts)
         layers: list[int] = []
-        if any(_reads_encoder(m) for m in models):
-            layers = sorted({x for m in models for x in _token_layers(m)}) or [
+        if batch.tokenized is not None:
+            layers = sorted({x for m in models for x in token_layers_of(m)}) or [
                 self.encoder.num_layers
             ]
-            encoded = self.encode(texts, layers)
+            encoded = encode_tokenized(self.encoder, batch.tokenized, layers, SCORE_TOKEN_BUDGET)
             truncated = [
                 len(enc.input_ids) >= self.max_length
                 and int(enc.offsets[:, 1].max(initial=0)) < len(text.rstrip())
                 for text, enc in zip(texts, encoded, strict=True)
             ]
-        source = EncodedSource(texts, encoded, tokens, layers, self.fingerprint)
+        source = EncodedSource(texts, encoded, batch.tokens, layers, self.fingerprint)
         main = self.model.predict(source, rows)
         attended = None
-        if attention is not None:
-            attended = main if attention is self.model else attention.predict(source, rows)
-        return {"main": main, "attention": attended, "encoded": encoded, "truncated": truncated}
+        if explain and self.attention_model is not None:
+            attended = (
+                main if self.attention_model is self.model else models[-1].predict(source, rows)
+            )
+        return {"main": main, "attention": attended, "encoded": encoded, "truncated": truncated,
+                "spans": batch.spans}  # fmt: skip
 
     def encode(self, texts: list[str], layers: list[int]) -> list[Any]:
         """Encoder features of clean texts (token states of ``layers``), on this backend."""
@@ -280,8 +273,7 @@ class Scorer:
         attended: Predictions | None = out["attention"]
         if attended is not None and attended.attention is not None:
             offsets = out["encoded"][j].offsets
-            spans = self.segmenter.spans(text)
-            words = word_attention(text, offsets, attended.attention[j], spans)
+            words = word_attention(text, offsets, attended.attention[j], out["spans"][j])
         top = sorted(words, key=lambda w: -w[3])[:TOP_WORDS]
         regresses = main.probs is None
         return ScoreRecord(
@@ -318,24 +310,39 @@ class Scorer:
 
     # ------------------------------------------------------------------ entry points
 
+    @cached_property
+    def explains_for_free(self) -> bool:
+        """Whether the attended words cost no extra model: this model's own attention head (or
+        its ensemble's) reads the encoder anyway. Otherwise (TF-IDF, a fine-tuned encoder) an
+        explanation loads another encoder, so only ``explain=True`` asks for one."""
+        name = self.attention_model_name
+        own = name == self.model_name or name in self.config.get("members", [])
+        return name is not None and own and reads_encoder(self.model)
+
     def score(
         self,
         texts: Iterable[Any] | str,
         batch_size: int = 64,
-        explain: bool = True,
+        explain: bool | None = None,
         adapt_prior: bool = False,
     ) -> list[ScoreRecord]:
-        """One record per input text, in order; ``explain=False`` skips the attention words
-        (and never loads the head that explains); ``adapt_prior`` re-weights the probabilities
-        to the star mix EM estimates for these texts together (a new corpus has its own)."""
+        """One record per input text, in order. ``explain`` adds the attended words (None:
+        when they cost no other model, see :attr:`explains_for_free`); ``adapt_prior``
+        re-weights the probabilities to the star mix EM estimates for these texts together (a
+        new corpus has its own). Texts are scored in length-sorted batches of ``batch_size``
+        over windows of :data:`~pipeline.predict.batching.LOOKAHEAD`, the next batch's jieba
+        and tokenizer work overlapping the encoder's."""
         texts = [texts] if isinstance(texts, str) else texts_of(texts)
         batch_size = positive_int("batch_size", batch_size)
+        explain = self.explains_for_free if explain is None else explain
         prepared = self.preprocess(texts)
         records: list[ScoreRecord | None] = [None] * len(prepared)
         ok = [i for i, p in enumerate(prepared) if p.text is not None]
-        for start in range(0, len(ok), batch_size):
-            idx = ok[start : start + batch_size]
-            out = self._forward([prepared[i].text or "" for i in idx], explain)
+        lengths = [len(p.text or "") for p in prepared]
+        batches = length_batches(ok, lengths, batch_size)
+        inputs = lambda idx: self._inputs([prepared[i].text or "" for i in idx], explain)  # noqa: E731
+        for idx, batch in prefetched(batches, inputs):
+            out = self._forward(batch, explain)
             for j, i in enumerate(idx):
                 records[i] = self.postprocess(prepared[i], out, j, explain)
         done = [
@@ -363,14 +370,19 @@ class Scorer:
         )
 
     def score_records(
-        self, texts: Iterable[Any] | str, batch_size: int = 64, adapt_prior: bool = False
+        self,
+        texts: Iterable[Any] | str,
+        batch_size: int = 64,
+        adapt_prior: bool = False,
+        explain: bool | None = None,
     ) -> list[dict[str, Any]]:
         """:meth:`score` as plain dicts (what the CLI and the API print)."""
-        return [r.to_dict() for r in self.score(texts, batch_size, adapt_prior=adapt_prior)]
+        records = self.score(texts, batch_size, explain=explain, adapt_prior=adapt_prior)
+        return [r.to_dict() for r in records]
 
     def explain(self, text: str) -> Explanation:
         """The score of one text with every word's attention, for highlighting."""
-        return self.score([text])[0].explanation()
+        return self.score([text], explain=True)[0].explanation()
 
     def __call__(
         self, inputs: Any, top_k: int | None = 1, batch_size: int = 64
@@ -378,7 +390,8 @@ class Scorer:
         """transformers-style: a string gives ``[{"label": star, "score": p}]`` (``top_k``
         most probable stars; None: all five); a list or pandas Series gives one answer per
         text (a dict each when ``top_k=1``, else a list); a generator is scored lazily,
-        ``batch_size`` texts at a time, and yields one answer per text."""
+        :data:`~pipeline.predict.batching.LOOKAHEAD` texts at a time (sorted by length
+        together), and yields one answer per text, in order."""
         top_k = None if top_k is None else positive_int("top_k", top_k)
         batch_size = positive_int("batch_size", batch_size)
         if isinstance(inputs, str):
@@ -391,7 +404,7 @@ class Scorer:
     def _stream(
         self, inputs: Iterator[Any], top_k: int | None, batch_size: int
     ) -> Iterator[list[dict[str, Any]]]:
-        while batch := list(itertools.islice(inputs, batch_size)):
+        while batch := list(itertools.islice(inputs, LOOKAHEAD)):
             for record in self.score(batch, batch_size, explain=False):
                 yield self._answer(record, top_k)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -39,10 +40,11 @@ from pipeline.errors import (
     RunNotFoundError,
     StageMissingError,
 )
+from pipeline.locate import resolve_run
 from pipeline.modeling.prior import star_shares
 from pipeline.modeling.spec import list_models
 from pipeline.predict.records import MAX_CHARS
-from pipeline.predict.scorer import Scorer, resolve_run
+from pipeline.predict.scorer import Scorer
 from pipeline.serve.batcher import MicroBatcher, Overloaded
 
 log = logging.getLogger(__name__)
@@ -192,14 +194,14 @@ class ScoringService:
         return self.scorers[name]
 
     def _load_default(self) -> None:
-        """Set torch's threads, load the default model and score once (builds jieba, touches
-        the encoder's weights), so the first request is as fast as the rest."""
-        import torch
-
-        torch.set_num_threads(self.threads or max(1, os.cpu_count() or 1))
+        """Load the default model and score once (builds jieba, touches the encoder's weights),
+        so the first request is as fast as the rest; torch's threads are set only where a model
+        loaded torch (ONNX Runtime and numpy heads need none of its memory)."""
         scorer = self._scorer(None)
         self.default = scorer.model_name
         scorer.score([WARM_UP_TEXT], explain=False)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(self.threads or max(1, os.cpu_count() or 1))
 
     async def start(self) -> None:
         self.batcher.start()

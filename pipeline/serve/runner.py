@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from pipeline.predict.scorer import resolve_run
+from pipeline.locate import resolve_run
 
 DRAIN_SECONDS = 30
 _ENV_RUN = "DOUBAN_SERVE_RUN_DIR"

@@ -55,7 +55,7 @@ def test_cpu_scoring_runs_on_onnx_by_default(demo_run, scorers):
 
 
 def test_tokens_and_offsets_match_transformers(scorers):
-    onnx, torch_encoder = scorers["onnx"].encoder, scorers["torch"].encoder
+    onnx, torch_encoder = scorers["onnx"].encoder, scorers["torch"].encoder.encoder
     max_length = scorers["onnx"].max_length
     fast = onnx.tokenize(ODD_TEXTS, max_length)
     slow = tokenize(torch_encoder, ODD_TEXTS, max_length)
@@ -68,7 +68,7 @@ def test_tokens_and_offsets_match_transformers(scorers):
 
 
 def test_features_match_torch(scorers, test_texts):
-    onnx, torch_encoder = scorers["onnx"].encoder, scorers["torch"].encoder
+    onnx, torch_encoder = scorers["onnx"].encoder, scorers["torch"].encoder.encoder
     texts = test_texts[:40] + ODD_TEXTS
     kwargs = {"token_layers": [-1], "max_length": scorers["onnx"].max_length, "token_budget": 512}
     fast = onnx.encode_texts(texts, **kwargs)

@@ -167,7 +167,7 @@ def test_transformers_like_call(clf) -> None:
 
 
 def test_a_run_directory_given_as_a_string_is_a_path(tmp_path) -> None:
-    from pipeline.predict.scorer import resolve_run
+    from pipeline.locate import resolve_run
 
     root = tmp_path / "runs" / "mine"
     root.mkdir(parents=True)
