@@ -326,6 +326,10 @@ class RunPaths:
         return self.model_set.metrics
 
     @property
+    def default_model(self) -> Path:
+        return self.model_set.default_model
+
+    @property
     def predictions(self) -> Path:
         return self.model_set.predictions
 
@@ -345,7 +349,9 @@ class ModelSet:
     them: written together, read together."""
 
     root: Path
-    ENTRIES: ClassVar[tuple[str, ...]] = ("models", "metrics.json", "predictions.parquet")
+    ENTRIES: ClassVar[tuple[str, ...]] = (
+        "models", "metrics.json", "default_model.json", "predictions.parquet",
+    )  # fmt: skip
 
     @property
     def models(self) -> Path:
@@ -357,6 +363,12 @@ class ModelSet:
     @property
     def metrics(self) -> Path:
         return self.root / "metrics.json"
+
+    @property
+    def default_model(self) -> Path:
+        """metrics.json's ``default_model`` alone, written after it: a scorer learns the
+        default without parsing every evaluation (tens of MB on a run of many films)."""
+        return self.root / "default_model.json"
 
     @property
     def predictions(self) -> Path:

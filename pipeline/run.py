@@ -36,7 +36,7 @@ from pipeline.errors import (
 from pipeline.locate import locate_run, newest_trained_run
 from pipeline.modeling.spec import (
     build_segmenter,
-    choose_default_model,
+    default_model_of,
     explaining_head,
     list_models,
     read_config,
@@ -221,7 +221,7 @@ class Run:
     def default_model(self) -> str | None:
         """The run's one default model, chosen on validation (see
         :func:`pipeline.modeling.spec.choose_default_model`); None before training."""
-        return choose_default_model(self.metrics, self.models)
+        return default_model_of(self.paths, self.models)
 
     def model_config(self, model: str) -> dict[str, Any]:
         """A saved model's config.json (kind, settings, scoring spec)."""

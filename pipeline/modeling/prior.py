@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
-from scipy.optimize import minimize_scalar, nnls
 
 from pipeline.artifacts import CHECK_HINT
 from pipeline.errors import CorruptArtifactError
@@ -88,6 +87,8 @@ def adjusted_prior(scores: np.ndarray, val_stars: np.ndarray, val_scores: np.nda
         rows = val_stars == i + 1
         if rows.any():
             c[:, i] = val_scores[rows].mean(axis=0)
+    from scipy.optimize import nnls  # scipy.optimize: 0.2 s a scorer need not pay
+
     q, _ = nnls(c, mu)
     return _simplex(q) if q.sum() > 0 else _simplex(mu)
 
@@ -118,6 +119,8 @@ def fit_temperature(probs: np.ndarray, stars: np.ndarray) -> float:
 
     def loss(t: float) -> float:
         return float(-np.log(sharpen(probs, t)[np.arange(len(idx)), idx] + 1e-12).mean())
+
+    from scipy.optimize import minimize_scalar
 
     return float(minimize_scalar(loss, bounds=(0.1, 10.0), method="bounded").x)
 

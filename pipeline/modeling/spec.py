@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import MODEL_CONFIG as CONFIG
-from pipeline.artifacts import read_json, read_manifest
-from pipeline.config import RunPaths
+from pipeline.artifacts import read_json, read_manifest, write_json
+from pipeline.config import ModelSet, RunPaths
 from pipeline.data.text import USER_DICT, Segmenter
 from pipeline.errors import CorruptArtifactError, StageMissingError, StaleArtifactError
 
@@ -153,6 +153,28 @@ def choose_default_model(metrics: Mapping[str, Any], available: Sequence[str]) -
     if best is not None:
         return best["name"]
     return next((m for m in FALLBACK_MODELS if m in available), available[0] if available else None)
+
+
+def write_metrics(model_set: ModelSet, doc: dict[str, Any]) -> None:
+    """metrics.json, then its ``default_model`` alone in default_model.json (read first by
+    :func:`default_model_of`)."""
+    write_json(model_set.metrics, doc)
+    write_json(model_set.default_model, doc.get("default_model") or {})
+
+
+def default_model_of(paths: RunPaths | ModelSet, available: Sequence[str]) -> str | None:
+    """:func:`choose_default_model` of a model set (``RunPaths`` or ``ModelSet``), from
+    default_model.json when it was written after metrics.json, else from metrics.json."""
+    metrics, recorded = paths.metrics, paths.default_model
+    try:
+        fresh = recorded.stat().st_mtime_ns >= metrics.stat().st_mtime_ns
+    except OSError:
+        fresh = False
+    if fresh:
+        name = read_json(recorded).get("name")
+        if name in available:
+            return name
+    return choose_default_model(read_json(metrics) if metrics.exists() else {}, available)
 
 
 def explaining_head(

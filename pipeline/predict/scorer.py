@@ -35,7 +35,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pipeline.artifacts import read_json
 from pipeline.config import RunPaths
 from pipeline.errors import InputError, ModelNotFoundError, StageMissingError
 from pipeline.locate import resolve_run
@@ -53,7 +52,7 @@ from pipeline.modeling.prior import (
 )
 from pipeline.modeling.spec import (
     build_segmenter,
-    choose_default_model,
+    default_model_of,
     explaining_head,
     list_models,
     read_config,
@@ -101,8 +100,7 @@ class Scorer:
                 f"run {paths.name} has no trained models",
                 hint=f"run `douban train --run {paths.name}`",
             )
-        metrics = read_json(paths.metrics) if paths.metrics.exists() else {}
-        self.model_name: str = model or choose_default_model(metrics, self.available) or ""
+        self.model_name: str = model or default_model_of(paths, self.available) or ""
         if self.model_name not in self.available:
             raise ModelNotFoundError(
                 f"run {paths.name} has no model {self.model_name!r}; it has: "

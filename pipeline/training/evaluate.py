@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 from tqdm.auto import tqdm
 
-from pipeline.artifacts import atomic_path, fingerprint, read_json, write_json
+from pipeline.artifacts import atomic_path, fingerprint, read_json
 from pipeline.config import ModelSet, RunPaths, Settings
 from pipeline.errors import StageMissingError
 from pipeline.modeling.bundle import list_models, load_star_model, store_needs
@@ -39,7 +39,7 @@ from pipeline.modeling.prior import (
     run_train_prior,
     saved_temperature,
 )
-from pipeline.modeling.spec import best_on_validation
+from pipeline.modeling.spec import best_on_validation, write_metrics
 from pipeline.training.data import TrainingData, saved_fingerprint
 
 log = logging.getLogger(__name__)
@@ -258,7 +258,7 @@ def evaluate_models(
         log.info("%s evaluation of run %s is up to date", evaluation, paths.name)
     if evaluation != "cross_corpus":
         doc["default_model"] = choose_default(doc, evaluation, settings.select_by)
-    write_json(models.metrics, doc)
+    write_metrics(models, doc)
     print_table(doc, evaluation)
     return doc
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.artifacts import read_json, write_json
+from pipeline.artifacts import read_json
 from pipeline.config import Settings
 from pipeline.errors import InputError
 from pipeline.modeling.bundle import store_needs
@@ -33,6 +33,7 @@ from pipeline.modeling.inputs import Predictions
 from pipeline.modeling.metrics import bootstrap_ci, headline, star_metrics
 from pipeline.modeling.prior import adapt_predictions, fit_temperature, implied_prior, prior_of
 from pipeline.modeling.quantify import film_estimates, summarise
+from pipeline.modeling.spec import write_metrics
 from pipeline.training.data import TrainingData
 from pipeline.training.fold_fitters import FITTERS, Fold, fit_order
 from pipeline.training.train import ALL_MODELS
@@ -322,7 +323,7 @@ def evaluate_named(
     with paths.new_model_set() as new:
         doc = read_json(new.metrics) if new.metrics.exists() else {"run": paths.name}
         doc.setdefault("evaluations", {})[evaluation] = section
-        write_json(new.metrics, doc)
+        write_metrics(new, doc)
     print_section(section, evaluation)
     return section
 
