@@ -8,14 +8,18 @@
   and which heavy modules a bare ``import pipeline`` pulls in (none is the goal).
 - single: one review at a time, warm, ``Scorer(text)`` (no explanation) and ``score_records``
   (with the attended words, what ``douban score`` prints): p50 / p95 / p99.
-- batch: ``Scorer(texts)`` over many reviews, against the encoder alone (``Scorer.encode``, the
-  same backend) on the same texts in the same process.
+- batch: ``Scorer(texts)`` (and ``score_records``, what ``douban score -i`` writes) over the
+  run's test-split reviews, against the encoder alone (``Scorer.encode``, the same backend and
+  layers) on the same texts in the same process.
+- cold also times ``douban score`` with ``tfidf_lr`` when the run has it (no encoder: goal
+  < 2 s and < 400 MiB; with an encoder < 4 s), with each process's peak RSS.
 - agreement: the encoder on ONNX Runtime against torch, as the share of the run's test-split
   reviews (``--agree`` of them) given the same star (issue 13 keeps ONNX only at >= 99.5%).
 
 Reviews come from the real DMSC sample beside the repository when present (else the run's own
-prepared reviews). Goals (issue 13): p50 < 20 ms, p99 < 50 ms, new process < 5 s, batch within
-10% of the encoder. Writes benchmarks/results/score.json and prints a table.
+prepared reviews). Goals (issues 13, 23): p50 < 20 ms, p99 < 40 ms, new process < 4 s (< 2 s
+without an encoder), batch within 10% of the encoder. Writes benchmarks/results/score.json and
+prints a table.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from rich.table import Table
 from pipeline.artifacts import write_json
 from pipeline.config import PROJECT_ROOT, RunPaths
 from pipeline.locate import resolve_run
+from pipeline.modeling.bundle import reads_encoder, token_layers_of
 from pipeline.predict.scorer import Scorer
 
 REAL_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "dmsc_sample.csv"
@@ -56,6 +61,12 @@ def sample_reviews(paths: RunPaths, n: int, seed: int = 0) -> tuple[list[str], s
         source = f"{paths.name}/prepared/reviews.parquet"
     pick = comments.sample(n=min(n, len(comments)), random_state=seed, replace=len(comments) < n)
     return pick.astype(str).tolist(), source
+
+
+def test_reviews(paths: RunPaths, n: int) -> list[str]:
+    """Up to ``n`` of the run's test-split reviews, in stored order."""
+    reviews = pd.read_parquet(paths.reviews, columns=["comment", "split"])
+    return reviews.loc[reviews["split"] == "test", "comment"].astype(str).tolist()[:n]
 
 
 def percentiles(ms: list[float]) -> dict[str, float]:
@@ -89,28 +100,39 @@ def cold_start(paths: RunPaths, model: str | None, runs: int) -> dict[str, Any]:
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import pipeline"], check=True)
     import_s = time.perf_counter() - start
-    command = [sys.executable, "-m", "pipeline.cli", "score", "--run", paths.name]
-    command += ["--runs-dir", str(paths.root.parent), COLD_TEXT]
-    if model:
-        command += ["--model", model]
-    walls = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True)
-        walls.append(time.perf_counter() - start)
     return {
-        "douban_score_s": float(np.median(walls)),
-        "douban_score_min_s": min(walls),
+        **new_process(paths, model, runs),
         "runs": runs,
         "import_pipeline_s": import_s,
         "import_pipeline_loads": imported,
     }
 
 
+def new_process(paths: RunPaths, model: str | None, runs: int) -> dict[str, Any]:
+    """Median wall time and peak RSS of ``douban score --run RUN [--model M] TEXT``."""
+    command = [sys.executable, "-m", "pipeline.cli", "score", "--run", paths.name]
+    command += ["--runs-dir", str(paths.root.parent), COLD_TEXT]
+    if model:
+        command += ["--model", model]
+    walls, peaks = [], []
+    for _ in range(runs):
+        start = time.perf_counter()
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(child.pid, 0)
+        walls.append(time.perf_counter() - start)
+        peaks.append(usage.ru_maxrss / 1024)  # KiB on Linux
+        if status != 0:
+            raise SystemExit(f"{' '.join(command)} failed with status {status}")
+    return {
+        "douban_score_s": float(np.median(walls)),
+        "douban_score_min_s": min(walls),
+        "peak_rss_mib": float(np.median(peaks)),
+    }
+
+
 def agreement(paths: RunPaths, model: str | None, n: int) -> dict[str, Any]:
     """Same star from the ONNX Runtime encoder as from torch, over the run's test reviews."""
-    reviews = pd.read_parquet(paths.reviews, columns=["comment", "split"])
-    texts = reviews.loc[reviews["split"] == "test", "comment"].astype(str).tolist()[:n]
+    texts = test_reviews(paths, n)
     stars = {
         backend: [r.pred_star for r in Scorer(paths, model, backend=backend).score(texts)]
         for backend in ("onnx", "torch")
@@ -153,16 +175,22 @@ def main() -> None:
     plain = percentiles(timed(scorer, texts))
     explained = percentiles(timed(lambda t: scorer.score_records([t]), texts))
 
-    batch_texts, _ = sample_reviews(paths, args.batch_reviews, seed=1)
+    batch_texts = test_reviews(paths, args.batch_reviews)
     start = time.perf_counter()
     scorer(batch_texts, batch_size=args.batch_size)
     batch_s = time.perf_counter() - start
+    start = time.perf_counter()
+    scorer.score_records(batch_texts, batch_size=args.batch_size)
+    records_s = time.perf_counter() - start
     encoder_rate = None
-    if scorer.spec["encoder"].get("name"):
+    if reads_encoder(scorer.model):
         start = time.perf_counter()
-        scorer.encode(batch_texts, [-1])
+        scorer.encode(batch_texts, token_layers_of(scorer.model) or [-1])
         encoder_rate = len(batch_texts) / (time.perf_counter() - start)
     encoder_backend = type(scorer.encoder).__name__
+    text_only = None
+    if "tfidf_lr" in scorer.available and scorer.model_name != "tfidf_lr":
+        text_only = new_process(paths, "tfidf_lr", args.cold_runs)
     agree = agreement(paths, args.model, args.agree) if args.agree else None
 
     result = {
@@ -176,6 +204,7 @@ def main() -> None:
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "cold": cold | {"in_process_load_s": load_s},
+        "cold_tfidf_lr": text_only,
         "single": plain | {"mean_chars": float(np.mean([len(t) for t in texts]))},
         "single_explained": explained,
         "batch": {
@@ -183,10 +212,18 @@ def main() -> None:
             "batch_size": args.batch_size,
             "seconds": batch_s,
             "reviews_per_second": len(batch_texts) / batch_s,
+            "records_reviews_per_second": len(batch_texts) / records_s,
             "encoder_reviews_per_second": encoder_rate,
+            "batch_vs_encoder": (len(batch_texts) / batch_s) / encoder_rate
+            if encoder_rate
+            else None,
+            "texts": "test split of the run",
         },
         "onnx_vs_torch": agree,
-        "goal": {"p50_ms": 20, "p99_ms": 50, "douban_score_s": 5, "batch_vs_encoder": 0.9},
+        "goal": {
+            "p50_ms": 20, "p99_ms": 40, "douban_score_s": 4, "douban_score_tfidf_s": 2,
+            "douban_score_tfidf_mib": 400, "batch_vs_encoder": 0.9,
+        },  # fmt: skip
         "measured": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "load_average": {"before": load_before, "after": os.getloadavg()[0]},
     }
@@ -198,14 +235,26 @@ def main() -> None:
     )
     table.add_column("measure")
     table.add_column("value", justify="right")
-    table.add_row("new process: douban score (median)", f"{cold['douban_score_s']:.2f} s")
+    table.add_row(
+        "new process: douban score (median, peak RSS)",
+        f"{cold['douban_score_s']:.2f} s, {cold['peak_rss_mib']:.0f} MiB",
+    )
+    if text_only:
+        table.add_row(
+            "new process: douban score --model tfidf_lr",
+            f"{text_only['douban_score_s']:.2f} s, {text_only['peak_rss_mib']:.0f} MiB",
+        )
     table.add_row("new process: import pipeline", f"{cold['import_pipeline_s']:.2f} s")
     table.add_row("  heavy modules it loads", ", ".join(cold["import_pipeline_loads"]) or "none")
     table.add_row("in process: load + first score", f"{load_s:.2f} s")
     for name, stats in (("one review", plain), ("one review + words", explained)):
         for key in ("p50_ms", "p99_ms"):
             table.add_row(f"{name} {key.removesuffix('_ms')}", f"{stats[key]:.1f} ms")
-    table.add_row("batch", f"{result['batch']['reviews_per_second']:.0f} reviews/s")
+    table.add_row("batch: Scorer(texts)", f"{result['batch']['reviews_per_second']:.0f} reviews/s")
+    table.add_row(
+        "batch: score_records (douban score -i)",
+        f"{result['batch']['records_reviews_per_second']:.0f} reviews/s",
+    )
     if encoder_rate:
         table.add_row("encoder alone (same texts)", f"{encoder_rate:.0f} reviews/s")
     if agree:

@@ -1,17 +1,19 @@
-"""The scoring service under load: ``douban serve`` against 16 concurrent clients on localhost.
+"""The scoring service under load: ``douban serve`` against 1, 4, 16 and 64 concurrent clients,
+then a soak.
 
-    python benchmarks/serve.py [--run RUN] [--runs-dir DIR] [--clients 16] [--seconds 60]
-                               [--offline-reviews 1000]
+    python benchmarks/serve.py [--run RUN] [--runs-dir DIR] [--sweep 1,4,16,64] [--seconds 30]
+                               [--soak-clients 16] [--soak 600] [--offline-reviews 1000]
 
 1. offline: the batch rate of ``Scorer(texts)`` in this process, on the same reviews (then freed);
-2. service: ``douban serve`` in its own process; ``--clients`` threads each send one review per
-   request on a keep-alive connection until ``--seconds`` have passed (self-stopping);
-3. reported: throughput against the offline rate, latency p50/p99, errors by status, the
-   server's RSS sampled every second (start, end, max: flat means no leak), and its exit on
-   SIGTERM.
+2. service: one ``douban serve`` process; for each client count of ``--sweep``, that many
+   threads each send one review per request on a keep-alive connection for ``--seconds``;
+3. soak: ``--soak-clients`` clients for ``--soak`` seconds after the sweep (the warm-up), the
+   server's RSS sampled every 10 s (the series is in the JSON; flat means within 5%);
+4. reported per phase: throughput against the offline rate, latency p50/p99, errors by status;
+   and the server's exit on SIGTERM.
 
-Goals (issue 13): >= 80% of the offline rate, p99 < 300 ms, zero errors, flat memory. Writes
-benchmarks/results/serve.json and prints a table.
+Goals (issue 23): at 16 clients >= 80% of the offline rate and p99 < 300 ms, zero errors, RSS
+flat (+-5%) over the soak. Writes benchmarks/results/serve.json and prints a table.
 """
 
 from __future__ import annotations
@@ -92,14 +94,55 @@ def client_loop(
     out["latencies"], out["statuses"] = latencies, statuses
 
 
+def load_phase(
+    port: int, texts: list[str], clients: int, seconds: float, process: Any, every: float = 1.0
+) -> tuple[dict[str, Any], list[tuple[float, float]]]:
+    """``clients`` clients for ``seconds``: throughput, latency, statuses, and the server's RSS
+    (MiB) every ``every`` seconds as (seconds since the start, MiB)."""
+    stop_at = time.monotonic() + seconds
+    results: list[dict[str, Any]] = [{} for _ in range(clients)]
+    threads = [
+        threading.Thread(
+            target=client_loop, args=(port, texts, i * 37, stop_at, results[i]), daemon=True
+        )
+        for i in range(clients)
+    ]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    rss: list[tuple[float, float]] = []
+    while any(t.is_alive() for t in threads):
+        rss.append((round(time.monotonic() - started, 1), process.memory_info().rss / 2**20))
+        time.sleep(every)
+    elapsed = time.monotonic() - started
+    latencies = np.concatenate([r.get("latencies", []) for r in results])
+    statuses: Counter[Any] = sum((r.get("statuses", Counter()) for r in results), Counter())
+    ok = statuses.get(200, 0)
+    phase = {
+        "clients": clients,
+        "seconds": elapsed,
+        "reviews_per_second": ok / elapsed,
+        "requests": int(sum(statuses.values())),
+        "errors": sum(n for s, n in statuses.items() if s != 200),
+        "statuses": {str(k): v for k, v in statuses.items()},
+        "latency_ms": {
+            "p50": float(np.percentile(latencies, 50)) if len(latencies) else None,
+            "p99": float(np.percentile(latencies, 99)) if len(latencies) else None,
+            "max": float(latencies.max()) if len(latencies) else None,
+        },
+    }
+    return phase, rss
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default=None, help="run name or directory (default: newest)")
     parser.add_argument("--runs-dir", type=Path, default=None)
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=60.0, help="load (and soak) duration")
+    parser.add_argument("--sweep", default="1,4,16,64", help="client counts, comma-separated")
+    parser.add_argument("--seconds", type=float, default=30.0, help="per sweep phase")
+    parser.add_argument("--soak-clients", type=int, default=16)
+    parser.add_argument("--soak", type=float, default=600.0, help="soak seconds (0: none)")
     parser.add_argument("--offline-reviews", type=int, default=1000)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads, offline side")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -108,9 +151,6 @@ def main() -> None:
     texts, source = sample_reviews(paths, args.offline_reviews, seed=2)
     load_before = os.getloadavg()[0]
 
-    import torch
-
-    torch.set_num_threads(args.threads)
     scorer = Scorer(paths)
     scorer(texts[:20])  # warm-up
     start = time.perf_counter()
@@ -123,26 +163,26 @@ def main() -> None:
     command = [sys.executable, "-m", "pipeline.cli", "serve", "--run", paths.name]
     command += ["--runs-dir", str(paths.root.parent), "--port", str(port)]
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    server = subprocess.Popen(command, **quiet)  # torch threads: cores / workers
+    server = subprocess.Popen(command, **quiet)
+    phases, soak = [], None
     try:
         ready_s = wait_ready(port, server)
         process = psutil.Process(server.pid)
-        stop_at = time.monotonic() + args.seconds
-        results: list[dict[str, Any]] = [{} for _ in range(args.clients)]
-        threads = [
-            threading.Thread(
-                target=client_loop, args=(port, texts, i * 37, stop_at, results[i]), daemon=True
-            )
-            for i in range(args.clients)
-        ]
-        started = time.monotonic()
-        for t in threads:
-            t.start()
-        rss = []
-        while any(t.is_alive() for t in threads):
-            rss.append(process.memory_info().rss / 2**20)
-            time.sleep(1.0)
-        elapsed = time.monotonic() - started
+        for clients in (int(c) for c in args.sweep.split(",")):
+            phase, _ = load_phase(port, texts, clients, args.seconds, process)
+            phases.append(phase | {"vs_offline": phase["reviews_per_second"] / offline_rate})
+            console.print(f"{clients} clients: {phase['reviews_per_second']:.1f} reviews/s, "
+                          f"p99 {phase['latency_ms']['p99']:.0f} ms")  # fmt: skip
+        if args.soak > 0:
+            phase, rss = load_phase(port, texts, args.soak_clients, args.soak, process, every=10)
+            mib = [m for _, m in rss]
+            soak = phase | {
+                "vs_offline": phase["reviews_per_second"] / offline_rate,
+                "rss_mib_every_10_s": rss,
+                "rss_mib": {"start": mib[0], "end": mib[-1], "max": max(mib), "min": min(mib)},
+                "rss_change": (mib[-1] - mib[0]) / mib[0],
+                "flat": (max(mib) - mib[0]) / mib[0] <= 0.05,
+            }
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         conn.request("GET", "/readyz")
         batches = json.loads(conn.getresponse().read())["batches"]
@@ -153,64 +193,45 @@ def main() -> None:
             server.kill()
             server.wait()
 
-    latencies = np.concatenate([r.get("latencies", []) for r in results])
-    statuses: Counter[Any] = sum((r.get("statuses", Counter()) for r in results), Counter())
-    ok = statuses.get(200, 0)
-    errors = sum(n for s, n in statuses.items() if s != 200)
-    throughput = ok / elapsed
-    half = max(len(rss) // 2, 1)
     result = {
         "run": str(paths.root),
         "model": model,
         "reviews_from": source,
-        "clients": args.clients,
-        "seconds": elapsed,
-        "threads": args.threads,
         "ready_s": ready_s,
         "offline_reviews_per_second": offline_rate,
-        "service_reviews_per_second": throughput,
-        "service_vs_offline": throughput / offline_rate,
-        "requests": int(sum(statuses.values())),
+        "sweep": phases,
+        "soak": soak,
         "batches": batches,
-        "mean_batch_texts": ok / max(batches, 1),
-        "errors": errors,
-        "statuses": {str(k): v for k, v in statuses.items()},
-        "latency_ms": {
-            "p50": float(np.percentile(latencies, 50)),
-            "p99": float(np.percentile(latencies, 99)),
-            "max": float(latencies.max()),
-        },
-        "rss_mib": {
-            "start": rss[0],
-            "end": rss[-1],
-            "max": max(rss),
-            "first_half_mean": float(np.mean(rss[:half])),
-            "second_half_mean": float(np.mean(rss[half:] or rss)),
-        },
         "sigterm_exit_code": exit_code,
-        "goal": {"service_vs_offline": 0.8, "p99_ms": 300, "errors": 0},
+        "goal": {"vs_offline_at_16": 0.8, "p99_ms_at_16": 300, "errors": 0, "rss_flat": 0.05},
         "cpu_count": os.cpu_count(),
         "measured": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "load_average": {"before": load_before, "after": os.getloadavg()[0]},
     }
     write_json(args.output, result)
 
-    table = Table(title=f"douban serve, {args.clients} clients x {elapsed:.0f} s, model {model}")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    table.add_row("offline batch rate", f"{offline_rate:.1f} reviews/s")
-    table.add_row("service throughput", f"{throughput:.1f} reviews/s")
-    table.add_row("service / offline", f"{throughput / offline_rate:.0%}")
-    table.add_row("latency p50 / p99", f"{result['latency_ms']['p50']:.0f} / "
-                  f"{result['latency_ms']['p99']:.0f} ms")  # fmt: skip
-    table.add_row("requests / errors", f"{result['requests']:,} / {errors}")
-    table.add_row("micro-batches (mean texts)", f"{batches:,} ({ok / max(batches, 1):.1f})")
-    table.add_row("server RSS start / end / max",
-                  f"{rss[0]:.0f} / {rss[-1]:.0f} / {max(rss):.0f} MiB")  # fmt: skip
-    table.add_row("ready after start", f"{ready_s:.1f} s")
-    table.add_row("exit code on SIGTERM", str(exit_code))
-    table.add_row("load average before / after", f"{load_before:.1f} / {os.getloadavg()[0]:.1f}")
+    table = Table(title=f"douban serve, model {model}; offline {offline_rate:.1f} reviews/s")
+    for column in ("clients", "seconds", "reviews/s", "vs offline", "p50 ms", "p99 ms", "errors"):
+        table.add_column(column, justify="right")
+    for name, phase in [*((str(p["clients"]), p) for p in phases), ("soak", soak)]:
+        if phase is None:
+            continue
+        table.add_row(
+            name if name != "soak" else f"soak ({phase['clients']})",
+            f"{phase['seconds']:.0f}",
+            f"{phase['reviews_per_second']:.1f}",
+            f"{phase['vs_offline']:.0%}",
+            f"{phase['latency_ms']['p50']:.0f}",
+            f"{phase['latency_ms']['p99']:.0f}",
+            str(phase["errors"]),
+        )
     Console().print(table)
+    if soak:
+        r = soak["rss_mib"]
+        console.print(f"soak RSS start {r['start']:.0f}, end {r['end']:.0f}, max {r['max']:.0f} "
+                      f"MiB ({soak['rss_change']:+.1%}; flat: {soak['flat']})")  # fmt: skip
+    console.print(f"ready after {ready_s:.1f} s; exit code on SIGTERM {exit_code}; load average "
+                  f"before / after {load_before:.1f} / {os.getloadavg()[0]:.1f}")  # fmt: skip
     console.print(f"written {args.output}")
 
 

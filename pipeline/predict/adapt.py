@@ -6,6 +6,7 @@ service."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -16,7 +17,7 @@ from pipeline.config import RunPaths
 from pipeline.errors import InputError, StageMissingError
 from pipeline.modeling.prior import (
     MIN_EM_REVIEWS,
-    em_prior,
+    adapt_probs,
     implied_prior,
     reweight,
     run_train_prior,
@@ -25,6 +26,8 @@ from pipeline.modeling.prior import (
 )
 from pipeline.modeling.spec import read_config
 from pipeline.predict.records import STARS
+
+log = logging.getLogger(__name__)
 
 
 def model_prior(paths: RunPaths, config: dict[str, Any]) -> np.ndarray:
@@ -69,7 +72,11 @@ def adapt_records(
     probs = np.array([r["probs"] for r in scored], dtype=np.float64)
     calibrated, mix = sharpen(probs, temperature()), start()
     if target == "em":
-        adapted, prior = em_prior(calibrated, mix)
+        adapted, prior, warning = adapt_probs(calibrated, mix)
+        if warning:
+            log.warning("%s; the estimated star mix is still reported", warning)
+            for r in scored:
+                r["warnings"] = [*r["warnings"], warning]
     else:
         prior = star_shares(target)
         adapted = reweight(calibrated, mix, prior)

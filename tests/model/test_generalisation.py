@@ -419,3 +419,52 @@ def test_ridge_keeps_its_cutpoints_through_save_and_load(demo_run) -> None:
     first, second = model.predict(data.source, val), again.predict(data.source, val)
     assert np.array_equal(first.pred_star, second.pred_star)
     assert set(first.pred_star) >= {1, 5}  # the cut reaches both ends of the scale
+
+
+def _biased_probs(n: int = 300) -> np.ndarray:
+    """Mild, varied probabilities leaning to 3 stars: plain EM runs them all onto 3."""
+    z = np.random.default_rng(0).normal(0, 0.6, (n, 5))
+    z[:, 2] += 0.35
+    return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+
+
+def test_the_guard_fires_on_a_degenerate_case() -> None:
+    from pipeline.modeling.prior import COLLAPSE_SHARE, adapt_probs, collapsed, star_piles
+
+    probs, uniform = _biased_probs(), np.full(5, 0.2)
+    runaway = em_prior(probs, uniform)[0]
+    assert star_piles(runaway)[2] == 1.0 and star_piles(probs)[2] < 0.4
+    assert "100% of the reviews on 3 stars" in collapsed(runaway, probs)
+    adapted, mix, warning = adapt_probs(probs, uniform)
+    assert warning is not None and np.array_equal(adapted, probs)  # the unadapted stars stay
+    assert mix.sum() == pytest.approx(1.0) and mix.argmax() == 2  # the estimate still reported
+    assert collapsed(probs, probs) is None and star_piles(probs).max() < COLLAPSE_SHARE
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_em_on_a_skewed_slice_of_a_real_corpus_does_not_collapse(demo_run, shared_data) -> None:
+    from pipeline.modeling.prior import EM_STRENGTH, adapt_probs, saved_temperature, sharpen
+    from pipeline.predict.adapt import model_prior
+    from pipeline.predict.scorer import Scorer
+
+    reviews = pd.read_csv(shared_data / "douban_2016_4films.csv").dropna(subset=["Comment"])
+    mix = {1: 0.02, 2: 0.03, 3: 0.15, 4: 0.4, 5: 0.4}  # a crawl of well-liked films
+    picked = pd.concat(
+        reviews[reviews["Star"] == star].sample(int(500 * share), random_state=0)
+        for star, share in mix.items()
+    )
+    scorer = Scorer.load(demo_run.run_name, "tfidf_lr", runs_dir=demo_run.runs_dir)
+    records = scorer.score_records(picked["Comment"].astype(str).tolist(), explain=False)
+    probs = sharpen(
+        np.array([r["probs"] for r in records]),
+        saved_temperature(scorer.paths.predictions, "tfidf_lr"),
+    )
+    start, stars = model_prior(scorer.paths, scorer.config), picked["Star"].to_numpy()
+    map_em = em_prior(probs, start, strength=EM_STRENGTH)[0]
+    adapted, _, _ = adapt_probs(probs, start)
+    for out in (map_em, adapted):
+        piles = np.bincount(out.argmax(1), minlength=5) / len(out)
+        assert piles.max() <= 0.6
+        before = quadratic_weighted_kappa(stars, probs.argmax(1) + 1)
+        assert quadratic_weighted_kappa(stars, out.argmax(1) + 1) >= before - 0.05
