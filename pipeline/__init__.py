@@ -43,6 +43,7 @@ _EXPORTS = {
     "model_name": "pipeline.reports.names",
     "glossary": "pipeline.reports.names",
     "styled_table": "pipeline.reports.names",
+    "describe_choice": "pipeline.modeling.spec",
     "highlight_html": "pipeline.markup",
     "top_attention_words": "pipeline.analytics.attention",
     "read_texts": "pipeline.predict.files",
@@ -78,6 +79,7 @@ __all__ = [  # noqa: RUF022 (grouped as in _EXPORTS)
     "model_name",
     "glossary",
     "styled_table",
+    "describe_choice",
     "highlight_html",
     "top_attention_words",
     "read_texts",
@@ -103,6 +105,7 @@ if TYPE_CHECKING:
     from pipeline.lab.run import read_lab
     from pipeline.locate import run_names
     from pipeline.markup import highlight_html
+    from pipeline.modeling.spec import describe_choice
     from pipeline.predict.files import read_texts, write_records
     from pipeline.predict.records import Explanation, ScoreRecord
     from pipeline.predict.scorer import Scorer, score

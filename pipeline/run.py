@@ -257,11 +257,11 @@ class Run:
 
     def scorer(self, model: str | None = None) -> Scorer:
         """A :class:`~pipeline.predict.scorer.Scorer` for ``model`` (default: the default
-        model), loaded once per run object."""
+        model) from this Run's pinned model set, loaded once per run object."""
         from pipeline.predict.scorer import Scorer
 
         name = model or self.default_model
-        return self.memo(("scorer", name), lambda: Scorer.load(self.paths.root, model=name))
+        return self.memo(("scorer", name), lambda: Scorer(self.paths, name))  # pinned set
 
     # ------------------------------------------------------------------ predictions
 

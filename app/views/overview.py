@@ -152,8 +152,9 @@ def evaluation_section(ctx: common.Context, evaluation: str, section: dict[str, 
         return
     common.table(table)
     st.caption(
-        f"Sorted by exact accuracy on {split}. The default model was chosen on validation, so "
-        "its test figures are an honest estimate."
+        f"Sorted by exact accuracy on {split}. The default model was chosen on validation "
+        f"({pipeline.describe_choice(ctx.data.metrics.get('default_model') or {})}), so its "
+        "test figures are an honest estimate."
     )
     with st.expander("What the models and numbers mean"):
         st.dataframe(pipeline.glossary(table["model"].tolist()), hide_index=True, placeholder="-")

@@ -152,7 +152,7 @@ def models(
 ) -> None:
     """The run's models with their validation and test figures; * marks the default model
     (chosen on validation), which `douban score`, the app and the reports use."""
-    from pipeline.modeling.spec import SELECT_BY_WORDS
+    from pipeline.modeling.spec import describe_choice
     from pipeline.run import Run
 
     opened = Run.open(run, runs_dir)
@@ -163,8 +163,7 @@ def models(
         return
     stdout.print(Text(models_table(rows)), soft_wrap=True)
     chosen = opened.metrics.get("default_model") or {}
-    rule = SELECT_BY_WORDS.get(chosen.get("metric", "exact"), "best exact accuracy")
-    say(f"run {opened.name}; * = default model ({rule} on {chosen.get('chosen_on', 'validation')})")
+    say(f"run {opened.name}; * = default model ({describe_choice(chosen)})")
 
 
 @app.command()

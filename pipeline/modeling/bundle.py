@@ -209,6 +209,13 @@ def reads_encoder(model: Any) -> bool:
     return getattr(model, "kind", None) in ("head", "pooled_lr")
 
 
+def reads_words(model: Any) -> bool:
+    """Whether the model reads jieba words (TF-IDF models, and ensembles holding one)."""
+    if getattr(model, "kind", None) == "ensemble":
+        return any(reads_words(m) for m in model.members.values())
+    return getattr(model, "vectoriser", None) is not None
+
+
 def encode_with(
     encoder: Any, texts: list[str], layers: list[int], max_length: int, token_budget: int = 2048
 ) -> list[Any]:

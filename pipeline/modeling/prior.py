@@ -121,6 +121,20 @@ def adapt_probs(
     )
 
 
+def mix_interval(
+    probs: np.ndarray, train_prior: np.ndarray, reps: int = 200, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """95% bootstrap interval (over reviews) of the MAP-EM star mix of ``probs``."""
+    rng = np.random.default_rng(seed)
+    probs = np.asarray(probs, dtype=np.float64)
+    draws = [
+        em_prior(probs[rng.integers(0, len(probs), len(probs))], train_prior, tol=1e-4,
+                 strength=EM_STRENGTH)[1]
+        for _ in range(reps)
+    ]  # fmt: skip
+    return np.percentile(draws, 2.5, axis=0), np.percentile(draws, 97.5, axis=0)
+
+
 def adjusted_prior(scores: np.ndarray, val_stars: np.ndarray, val_scores: np.ndarray) -> np.ndarray:
     """Confusion-corrected star mix of the reviews behind ``scores`` (N, 5): one-hot predictions
     (BBSE / ACC) or probabilities (PACC). Non-negative least squares, then normalised; a star

@@ -24,6 +24,12 @@ from pipeline.errors import CorruptArtifactError, StageMissingError, StaleArtifa
 SCORING = "scoring"  # config.json section that makes a model directory self-contained
 # when a run records no default and has no validation figures: the first of these it has
 FALLBACK_MODELS = ("ensemble_head_tfidf", "head_cls", "head_ord", "tfidf_lr")
+# richest first: what a close call on validation goes to (it reads the review, explains itself
+# with its own attention, and generalises: docs/heads.md)
+RICHER_FIRST = (
+    "ensemble_finetune_tfidf", "finetune_cls", "ensemble_head_tfidf", "head_cls", "head_ord",
+    "head_reg", "pooled_lr_layers", "pooled_lr", "tfidf_lr", "tfidf_ridge", "majority",
+)  # fmt: skip
 
 
 def retrain_hint(model_dir: Path) -> str:
@@ -122,9 +128,12 @@ def best_on_validation(
     available: Collection[str] | None = None,
 ) -> dict[str, Any] | None:
     """The one rule for a run's default model: the best on the validation split of
-    ``evaluation`` by ``select_by`` (exact accuracy or QWK), ties to the first name, never a
-    test figure; the majority baseline only when nothing else was evaluated. The evaluate stage
-    records its answer in metrics.json; readers take the record (:func:`choose_default_model`)."""
+    ``evaluation`` by ``select_by`` (exact accuracy or QWK), never a test figure; the majority
+    baseline only when nothing else was evaluated. A close call goes to the richer model
+    (:data:`RICHER_FIRST`): by exact accuracy, every model within one standard error of the
+    best (``sqrt(p (1 - p) / n)`` on the validation reviews) is as good, and the richest of them
+    is chosen; the record keeps the best, the margin and who was within it. The evaluate stage
+    records the answer in metrics.json; readers take the record (:func:`choose_default_model`)."""
     metric = SELECT_BY[select_by]
     models = metrics.get("evaluations", {}).get(evaluation, {}).get("models", {})
     scores = {
@@ -139,7 +148,31 @@ def best_on_validation(
         return None
     best = max(scores, key=scores.__getitem__)
     chosen = {"chosen_on": f"{evaluation}/val", "metric": select_by}
-    return {"name": best, **chosen, "value": scores[best]}
+    n = int(models[best]["val"].get("n", 0))
+    if select_by != "exact" or n == 0:
+        return {"name": best, **chosen, "value": scores[best]}
+    margin = (scores[best] * (1 - scores[best]) / n) ** 0.5
+    close = [m for m, v in scores.items() if scores[best] - v <= margin]
+    rank = {m: i for i, m in enumerate(RICHER_FIRST)}
+    pick = min(close, key=lambda m: (rank.get(m, len(rank)), -scores[m]))
+    return {
+        "name": pick, **chosen, "value": scores[pick], "best": best, "best_value": scores[best],
+        "margin": margin, "within_margin": sorted(close, key=lambda m: -scores[m]), "n": n,
+    }  # fmt: skip
+
+
+def describe_choice(record: Mapping[str, Any]) -> str:
+    """How the recorded default model was chosen, in a sentence (the CLI and the app say it)."""
+    rule = SELECT_BY_WORDS.get(record.get("metric", "exact"), "best exact accuracy")
+    said = f"{rule} on {record.get('chosen_on', 'validation')}"
+    best, name = record.get("best"), record.get("name")
+    if not best or best == name:
+        return said
+    return (
+        f"{said}, the richer model on a close call: {best} {record['best_value']:.1%}, {name} "
+        f"{record['value']:.1%}, within one standard error (±{record['margin']:.1%} on "
+        f"{record['n']:,} reviews)"
+    )
 
 
 def choose_default_model(metrics: Mapping[str, Any], available: Sequence[str]) -> str | None:

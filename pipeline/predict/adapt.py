@@ -1,8 +1,9 @@
 """Prior adaptation of scored records: a new corpus (or a batch of it) has its own star mix.
 The records' probabilities, calibrated with the model's validation temperature, are re-weighted
-to a given mix or to the one EM estimates for them together (:mod:`pipeline.modeling.prior`);
-their stars and expected stars follow. One function for the CLI, the Python API and the
-service."""
+to a given mix or to the one MAP-EM estimates for them together (:mod:`pipeline.modeling.prior`);
+their stars and expected stars follow, unless the estimate runs away onto one star (then the
+unadapted stars stay, each record says so). The log says the estimated mix with a bootstrap
+interval and which was done. One function for the CLI, the Python API and the service."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pipeline.modeling.prior import (
     MIN_EM_REVIEWS,
     adapt_probs,
     implied_prior,
+    mix_interval,
     reweight,
     run_train_prior,
     sharpen,
@@ -73,6 +75,14 @@ def adapt_records(
     calibrated, mix = sharpen(probs, temperature()), start()
     if target == "em":
         adapted, prior, warning = adapt_probs(calibrated, mix)
+        low, high = mix_interval(calibrated, mix)
+        shares = " · ".join(
+            f"{s}★ {p:.0%} ({lo:.0%}-{hi:.0%})"
+            for s, p, lo, hi in zip(STARS, prior, low, high, strict=True)
+        )
+        done = "kept the unadapted stars" if warning else "re-weighted each review to it"
+        log.info("estimated star mix of %d reviews (MAP-EM, 95%% interval): %s; %s",
+                 len(scored), shares, done)  # fmt: skip
         if warning:
             log.warning("%s; the estimated star mix is still reported", warning)
             for r in scored:
@@ -80,6 +90,8 @@ def adapt_records(
     else:
         prior = star_shares(target)
         adapted = reweight(calibrated, mix, prior)
+        shares = " · ".join(f"{s}★ {p:.0%}" for s, p in zip(STARS, prior, strict=True))
+        log.info("re-weighted %d reviews to the given star mix %s", len(scored), shares)
     for r, p in zip(scored, adapted, strict=True):
         r["probs"] = [float(x) for x in p]
         r["pred_star"] = int(p.argmax()) + 1

@@ -8,6 +8,7 @@ reviews/s, same process). Order is restored by the caller, which keeps every inp
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -45,7 +46,17 @@ def length_batches(
 
 def prefetched(batches: Iterable[T], prepare: Callable[[T], U]) -> Iterator[tuple[T, U]]:
     """``(batch, prepare(batch))`` in order, the next batch prepared on a worker thread while the
-    caller works on the current one (ONNX Runtime releases the GIL while it encodes)."""
+    caller works on the current one (ONNX Runtime releases the GIL while it encodes); a single
+    batch (a service request, one review) is prepared here, without a thread."""
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:
+        return
+    second = next(batches, None)
+    if second is None:
+        yield first, prepare(first)
+        return
+    batches = itertools.chain((first, second), batches)
     with ThreadPoolExecutor(1, thread_name_prefix="douban-prepare") as pool:
         pending: deque[tuple[T, Future[U]]] = deque()
         for batch in batches:

@@ -44,6 +44,7 @@ from pipeline.modeling.bundle import (
     encode_with,
     load_star_model,
     reads_encoder,
+    reads_words,
     token_layers_of,
 )
 from pipeline.modeling.inputs import EncodedSource, Predictions
@@ -74,6 +75,7 @@ log = logging.getLogger(__name__)
 
 TOP_WORDS = 8
 SCORE_TOKEN_BUDGET = 2_048  # padded tokens per encoder batch: small, length-sorted batches on CPU
+BATCH_SIZE = 256  # texts per model call (each split into encoder batches by SCORE_TOKEN_BUDGET)
 TEXT_COLUMNS = ("comment", "text", "review", "content")
 BACKENDS = ("auto", "onnx", "torch")  # what runs the encoder (see Scorer.encoder)
 
@@ -215,10 +217,11 @@ class Scorer:
     def _inputs(self, texts: list[str], explain: bool) -> BatchInputs:
         """The Python-bound part of a batch (jieba words and spans, encoder tokens), run on
         a worker thread while the encoder runs the batch before it."""
-        reads = any(reads_encoder(m) for m in self._models(explain))
+        models = self._models(explain)
+        reads, words = any(map(reads_encoder, models)), any(map(reads_words, models))
         return BatchInputs(
             texts=texts,
-            tokens=[self.segmenter.tokens(t) for t in texts],
+            tokens=[self.segmenter.tokens(t) for t in texts] if words else [[] for _ in texts],
             spans=[self.segmenter.spans(t) for t in texts] if explain else None,
             tokenized=self.encoder.tokenize(texts, self.max_length) if reads else None,
         )
@@ -320,7 +323,7 @@ class Scorer:
     def score(
         self,
         texts: Iterable[Any] | str,
-        batch_size: int = 64,
+        batch_size: int = BATCH_SIZE,
         explain: bool | None = None,
         adapt_prior: bool = False,
     ) -> list[ScoreRecord]:
@@ -370,7 +373,7 @@ class Scorer:
     def score_records(
         self,
         texts: Iterable[Any] | str,
-        batch_size: int = 64,
+        batch_size: int = BATCH_SIZE,
         adapt_prior: bool = False,
         explain: bool | None = None,
     ) -> list[dict[str, Any]]:
@@ -383,7 +386,7 @@ class Scorer:
         return self.score([text], explain=True)[0].explanation()
 
     def __call__(
-        self, inputs: Any, top_k: int | None = 1, batch_size: int = 64
+        self, inputs: Any, top_k: int | None = 1, batch_size: int = BATCH_SIZE
     ) -> list[Any] | Iterator[list[dict[str, Any]]]:
         """transformers-style: a string gives ``[{"label": star, "score": p}]`` (``top_k``
         most probable stars; None: all five); a list or pandas Series gives one answer per

@@ -144,7 +144,12 @@ def test_batches_stay_within_the_token_budget(encoder) -> None:
     batches = plan_batches(lengths, token_budget=120)
     assert np.array_equal(np.sort(np.concatenate(batches)), np.arange(500))
     assert all(len(b) * lengths[b].max() <= 120 for b in batches)
+    assert all(lengths[b].min() >= 0.7 * lengths[b].max() for b in batches)  # little padding
     assert [len(b) for b in plan_batches(np.array([300, 5]), token_budget=100)] == [1, 1]
+    mixed = np.array([40, 10, 39, 9, 30])  # fits one budget, but 10 and 9 would be mostly padding
+    assert [sorted(lengths) for lengths in (mixed[b] for b in plan_batches(mixed, 1000))] == [
+        [30, 39, 40], [9, 10]
+    ]
 
     shapes = []
     hook = encoder.model.register_forward_pre_hook(

@@ -66,7 +66,25 @@ def test_the_default_model_is_the_best_on_validation(demo_run):
     val = {n: m["val"]["accuracy"] for n, m in doc["evaluations"]["random"]["models"].items()}
     default = doc["default_model"]
     assert default["chosen_on"] == "random/val" and default["metric"] == "exact"
-    assert default["value"] == val[default["name"]] == max(val.values())
+    assert default["best_value"] == val[default["best"]] == max(val.values())
+    assert default["value"] == val[default["name"]] >= max(val.values()) - default["margin"]
+    assert default["name"] in default["within_margin"]
+
+
+def test_a_close_call_goes_to_the_richer_model():
+    def doc(tfidf: float, ensemble: float) -> dict:
+        models = {
+            "tfidf_lr": {"val": {"accuracy": tfidf, "n": 200}},
+            "ensemble_head_tfidf": {"val": {"accuracy": ensemble, "n": 200}},
+            "majority": {"val": {"accuracy": 0.3, "n": 200}},
+        }
+        return {"evaluations": {"random": {"models": models}}}
+
+    close = choose_default(doc(0.60, 0.59), "random", "exact")  # one SE: 0.035
+    assert close["name"] == "ensemble_head_tfidf" and close["best"] == "tfidf_lr"
+    assert close["margin"] == pytest.approx((0.6 * 0.4 / 200) ** 0.5)
+    assert close["within_margin"] == ["tfidf_lr", "ensemble_head_tfidf"]
+    assert choose_default(doc(0.60, 0.50), "random", "exact")["name"] == "tfidf_lr"
 
 
 def test_the_default_model_never_looks_at_test():
