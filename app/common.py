@@ -211,10 +211,12 @@ def sidebar() -> Context | None:
             "Model",
             models,
             key=f"model:{run}",
-            format_func=model_label,
+            format_func=pipeline.model_name,  # the id goes below: a narrow sidebar cuts labels
             help="Whose predictions every page shows and which model scores reviews. The "
             f"first is the run's default, chosen on validation {selection_metric(ctx.data)}.",
         )
+        default = " · the run's default" if model == ctx.data.default_model else ""
+        st.sidebar.caption(f"model id `{model}`{default}")
     else:
         st.sidebar.caption("No trained model yet:")
         st.sidebar.code(f"douban train --run {run}", language=None)

@@ -145,14 +145,15 @@ def single_review(ctx: common.Context, scorer: Any) -> None:
 
 
 def read_upload(upload: Any) -> tuple[list[Any], int]:
-    """The review texts of an uploaded CSV or TXT file and how many blank lines were skipped
-    (a blank line is not a review; an empty review cell in a CSV row is, and is reported)."""
+    """The review texts of an uploaded CSV, JSON Lines, Parquet or TXT file and how many blank
+    lines were skipped (a blank TXT line is not a review; an empty review in a table row is, and
+    is reported)."""
     suffix = Path(upload.name).suffix.lower() or ".csv"
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"upload{suffix}"
         path.write_bytes(upload.getvalue())
-        texts = pipeline.read_texts(path)
-    kept = [t for t in texts if t is not None and (suffix == ".csv" or str(t).strip())]
+        texts = list(pipeline.read_texts(path))
+    kept = [t for t in texts if t is not None and (suffix != ".txt" or str(t).strip())]
     return kept, len(texts) - len(kept)
 
 
@@ -164,7 +165,8 @@ def with_progress(texts: list[Any], bar: Any) -> Iterator[Any]:
 
 
 def score_batch(scorer: Any, texts: list[Any]) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Every text's record as a table, rows numbered from 1."""
+    """Every text's record as a table, rows numbered from 0 as in `douban score` and the
+    service."""
     bar = st.progress(0.0, text="scoring")
     out = io.StringIO()
     counts = pipeline.write_records(
@@ -172,19 +174,21 @@ def score_batch(scorer: Any, texts: list[Any]) -> tuple[pd.DataFrame, dict[str, 
     )
     bar.progress(1.0, text=f"scored {counts['rows']:,} reviews")
     scored = pd.read_csv(io.StringIO(out.getvalue()), keep_default_na=False, na_values=[""])
-    scored["row"] += 1
     return scored, counts
 
 
 def batch(ctx: common.Context, scorer: Any) -> None:
     st.markdown(
-        "A CSV with a `comment`, `text`, `review` or `content` column (or a single column), or a "
-        f"TXT file with one review per line. Up to {MAX_UPLOAD_MB} MB and {MAX_BATCH_ROWS:,} "
-        "reviews; larger files:"
+        "A CSV or Parquet file with a `comment`, `text`, `review` or `content` column (or a single "
+        "column), JSON Lines with that key, or a TXT file with one review per line. Up to "
+        f"{MAX_UPLOAD_MB} MB and {MAX_BATCH_ROWS:,} reviews; larger files:"
     )
     st.code(f"douban score --input FILE --run {ctx.name}", language="bash")
     upload = st.file_uploader(
-        "Reviews file", type=["csv", "txt"], max_upload_size=MAX_UPLOAD_MB, key="batch_upload"
+        "Reviews file",
+        type=["csv", "txt", "jsonl", "parquet"],
+        max_upload_size=MAX_UPLOAD_MB,
+        key="batch_upload",
     )
     if upload is None:
         return

@@ -51,11 +51,13 @@ def adapt_records(
     *,
     start: Callable[[], np.ndarray],
     temperature: Callable[[], float],
+    say: bool = True,
 ) -> list[float]:
     """Re-weight ``records`` (dicts or :class:`ScoreRecord`) in place from the ``start()`` mix to
     ``target``, calibrated at ``temperature()`` (both read only when there is something to
-    adapt); returns the mix adapted to. Refuses a model without probabilities and EM on fewer
-    than :data:`MIN_EM_REVIEWS` scored reviews (it runs to one star)."""
+    adapt); returns the mix adapted to, which ``say`` logs (with its bootstrap interval).
+    Refuses a model without probabilities and EM on fewer than :data:`MIN_EM_REVIEWS` scored
+    reviews (it runs to one star)."""
     scored = [r for r in records if r["error"] is None]
     if any(r["probs"] is None for r in scored):
         raise InputError(
@@ -75,14 +77,15 @@ def adapt_records(
     calibrated, mix = sharpen(probs, temperature()), start()
     if target == "em":
         adapted, prior, warning = adapt_probs(calibrated, mix)
-        low, high = mix_interval(calibrated, mix)
-        shares = " · ".join(
-            f"{s}★ {p:.0%} ({lo:.0%}-{hi:.0%})"
-            for s, p, lo, hi in zip(STARS, prior, low, high, strict=True)
-        )
-        done = "kept the unadapted stars" if warning else "re-weighted each review to it"
-        log.info("estimated star mix of %d reviews (MAP-EM, 95%% interval): %s; %s",
-                 len(scored), shares, done)  # fmt: skip
+        if say:  # the interval costs 200 EM runs: for a person reading the log, not a request
+            low, high = mix_interval(calibrated, mix)
+            shares = " · ".join(
+                f"{s}★ {p:.0%} ({lo:.0%}-{hi:.0%})"
+                for s, p, lo, hi in zip(STARS, prior, low, high, strict=True)
+            )
+            done = "kept the unadapted stars" if warning else "re-weighted each review to it"
+            log.info("estimated star mix of %d reviews (MAP-EM, 95%% interval): %s; %s",
+                     len(scored), shares, done)  # fmt: skip
         if warning:
             log.warning("%s; the estimated star mix is still reported", warning)
             for r in scored:
@@ -90,8 +93,9 @@ def adapt_records(
     else:
         prior = star_shares(target)
         adapted = reweight(calibrated, mix, prior)
-        shares = " · ".join(f"{s}★ {p:.0%}" for s, p in zip(STARS, prior, strict=True))
-        log.info("re-weighted %d reviews to the given star mix %s", len(scored), shares)
+        if say:
+            shares = " · ".join(f"{s}★ {p:.0%}" for s, p in zip(STARS, prior, strict=True))
+            log.info("re-weighted %d reviews to the given star mix %s", len(scored), shares)
     for r, p in zip(scored, adapted, strict=True):
         r["probs"] = [float(x) for x in p]
         r["pred_star"] = int(p.argmax()) + 1

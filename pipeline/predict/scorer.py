@@ -357,7 +357,7 @@ class Scorer:
         return done
 
     def adapt_records(
-        self, records: Sequence[Any], target: str | Sequence[float] = "em"
+        self, records: Sequence[Any], target: str | Sequence[float] = "em", say: bool = True
     ) -> list[float]:
         """Re-weight the scored records to ``target`` ("em" or five star shares) from this
         model's training mix and validation temperature (:func:`adapt.adapt_records`, which the
@@ -368,6 +368,7 @@ class Scorer:
             self.model_name,
             start=lambda: model_prior(self.paths, self.config),
             temperature=lambda: saved_temperature(self.paths.predictions, self.model_name),
+            say=say,
         )
 
     def score_records(

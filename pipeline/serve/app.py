@@ -235,7 +235,7 @@ class ScoringService:
     ) -> list[float]:
         """Re-weight the records to ``adapt_prior`` the way every surface does
         (:meth:`Scorer.adapt_records`)."""
-        return self._scorer(model).adapt_records(records, adapt_prior)
+        return self._scorer(model).adapt_records(records, adapt_prior, say=False)
 
 
 def _error(status: int, error: str, message: str, **extra: Any) -> JSONResponse:

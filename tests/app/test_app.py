@@ -207,6 +207,21 @@ def test_score_example_button_fills_the_box(monkeypatch, trained: Path) -> None:
     assert at.text_area(key="score_text").value
 
 
+def test_batch_scoring_of_a_parquet_file(monkeypatch, trained: Path) -> None:
+    import io
+
+    import pandas as pd
+
+    at = open_app(monkeypatch, trained, "score")
+    buffer = io.BytesIO()
+    pd.DataFrame({"Comment": ["好看", "难看死了"]}).to_parquet(buffer)
+    at.file_uploader(key="batch_upload").set_value(("mine.parquet", buffer.getvalue(), ""))
+    at.run()
+    assert_ok(at)
+    assert "Scored 2 reviews (0 could not be scored)" in texts(at.success)
+    assert at.dataframe[-1].value["text"].tolist() == ["好看", "难看死了"]
+
+
 def test_batch_scoring_of_a_csv(monkeypatch, trained: Path) -> None:
     at = open_app(monkeypatch, trained, "score")
     body = "id,comment\n1,好看\n2,难看死了\n3,\n".encode()
@@ -216,7 +231,7 @@ def test_batch_scoring_of_a_csv(monkeypatch, trained: Path) -> None:
     assert "Scored 3 reviews (1 could not be scored)" in texts(at.success)
     frame = at.dataframe[-1].value
     assert len(frame) == 3 and {"pred_star", "prob_5", "error"} <= set(frame.columns)
-    assert frame["row"].tolist() == [1, 2, 3]  # numbered as a person counts
+    assert frame["row"].tolist() == [0, 1, 2]  # as `douban score` and the service number them
     assert frame["pred_star"].iloc[:2].between(1, 5).all()
     assert at.get("download_button")
 

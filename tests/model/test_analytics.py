@@ -235,6 +235,11 @@ def test_league_table(reviews: pd.DataFrame, preds: pd.DataFrame) -> None:
     assert (league["mean_pred"] == 4).all()  # majority always says 4
     np.testing.assert_allclose(league["error"], league["mean_pred"] - league["mean_true"])
     assert league["mean_star"].is_monotonic_decreasing
+    film = test["film"].iloc[0]  # a film with one evaluated review gets no rank
+    lone = league_table(reviews, pd.concat([test.head(1), test[test["film"] != film]]))
+    row = lone.set_index("film").loc[film]
+    assert row["evaluated"] == 1 and pd.isna(row["rank_true"]) and pd.isna(row["rank_pred"])
+    assert lone["rank_true"].notna().sum() == (lone["evaluated"] >= 5).sum()
 
 
 def test_run_finds_films_and_the_default_model(tmp_path: Path) -> None:

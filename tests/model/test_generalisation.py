@@ -301,8 +301,9 @@ def test_cli_film_holdout_records_intervals(demo_run, tmp_path) -> None:
     assert lone.exit_code == 2 and "--external" in lone.output
 
 
-def test_score_adapt_prior_follows_the_batch_star_mix(demo_run, tmp_path) -> None:
+def test_score_adapt_prior_follows_the_batch_star_mix(demo_run, tmp_path, caplog) -> None:
     import json
+    import logging
     import shutil
 
     from typer.testing import CliRunner
@@ -317,8 +318,11 @@ def test_score_adapt_prior_follows_the_batch_star_mix(demo_run, tmp_path) -> Non
     texts.write_text("\n".join(t.replace("\n", " ") for t in high) + "\n", encoding="utf-8")
     base = ["score", "--input", str(texts), "--json", "--run", "demo", "--runs-dir", str(runs)]
     base += ["--model", "tfidf_lr"]
-    plain, adapted = (CliRunner().invoke(app, base + extra) for extra in ([], ["--adapt-prior"]))
+    with caplog.at_level(logging.INFO):
+        plain, adapted = (CliRunner().invoke(app, base + ex) for ex in ([], ["--adapt-prior"]))
     assert plain.exit_code == 0 and adapted.exit_code == 0, adapted.output
+    said = [r.getMessage() for r in caplog.records if "estimated star mix" in r.getMessage()]
+    assert len(said) == 1 and f"of {len(high)} reviews (MAP-EM, 95% interval): 1★" in said[0]
     rows = [[json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
             for r in (plain, adapted)]  # fmt: skip
     assert len(rows[0]) == len(rows[1]) == len(high)
