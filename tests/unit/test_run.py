@@ -57,7 +57,7 @@ def test_open_without_a_name_takes_the_newest_run_with_models(tmp_path: Path) ->
 
 def _metrics(val: dict[str, float], test: dict[str, float]) -> dict:
     models = {
-        m: {"val": {"n": 20, "accuracy": val[m]}, "test": {"n": 20, "accuracy": test[m]}}
+        m: {"val": {"n": 200, "accuracy": val[m]}, "test": {"n": 200, "accuracy": test[m]}}
         for m in val
     }
     return {"evaluations": {"random": {"models": models}}}
