@@ -73,7 +73,7 @@ def _read_input(ray: Any, path: Path) -> tuple[Any, int | None]:
     if suffix == ".parquet":
         column = review_column(pq.read_schema(path).names, str(path))
         rows = pq.ParquetFile(path).metadata.num_rows
-        data = ray.data.read_parquet(str(path), columns=[column], num_cpus=_READ_CPUS)
+        data = ray.data.read_parquet(str(path), num_cpus=_READ_CPUS).select_columns([column])
     elif suffix == ".csv":
         import pyarrow.csv as pacsv
 

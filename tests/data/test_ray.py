@@ -236,3 +236,26 @@ def test_scoring_a_parquet_file_on_ray_matches_the_local_scorer(
     probs = scored.loc[ok, [f"prob_{s}" for s in range(1, 6)]].to_numpy(dtype=float)
     np.testing.assert_allclose(probs, [local[i]["probs"] for i in ok], atol=2e-3)
     assert scored["error"].tolist() == [r["error"] or "" for r in local]
+
+
+def test_ray_reads_json_lines_and_writes_the_local_engines_csv(
+    ray_runtime, trained: Settings, tmp_path: Path
+) -> None:
+    import json
+
+    from pipeline.predict.files import score_file
+    from pipeline.predict.ray_scoring import score_file_on_ray
+    from pipeline.predict.scorer import Scorer
+
+    texts = pd.read_parquet(trained.paths.reviews, columns=["text"])["text"].head(12).tolist()
+    lines = [json.dumps({"Comment": t}, ensure_ascii=False) for t in texts] + ["{oops", '"好看"']
+    source = tmp_path / "reviews.jsonl"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    on_ray, local = tmp_path / "ray.csv", tmp_path / "local.csv"
+    counts = score_file_on_ray(trained.paths, source, on_ray, actors=1, batch_size=4)
+    assert counts == score_file(Scorer(trained.paths), source, local) == {"rows": 14, "errors": 1}
+    ray_rows, local_rows = (pd.read_csv(p, keep_default_na=False) for p in (on_ray, local))
+    assert ray_rows["row"].tolist() == list(range(14))
+    assert ray_rows["error"].tolist() == local_rows["error"].tolist()
+    assert ray_rows["error"].iloc[12] == "not a JSON line"
+    assert ray_rows["pred_star"].tolist() == local_rows["pred_star"].tolist()
