@@ -4,6 +4,7 @@ highlight looks the same in the app, the reports and a notebook."""
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 
 WordWeight = tuple[str, int, int, float]  # word, start, end (offsets in the text), weight
@@ -32,3 +33,13 @@ def highlight_html(text: str, words: Sequence[WordWeight]) -> str:
         pos = end
     parts.append(html.escape(text[pos:]))
     return "".join(parts)
+
+
+_PAGE_LINK = re.compile(r'href="([^"/:#?]+\.html)"')
+
+
+def embeddable_page(html: str, param: str) -> str:
+    """A report page to open inside the app: its links to sibling pages (the index's film
+    links) open the app on that page (``?<param>=<page>``, in a new tab: the frame may not
+    navigate the app) instead of a blank frame."""
+    return _PAGE_LINK.sub(rf'href="?{param}=\1" target="_blank"', html)

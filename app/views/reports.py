@@ -12,15 +12,13 @@ from pathlib import Path
 
 import common
 import streamlit as st
-import streamlit.components.v1 as components
 
 import pipeline
 from pipeline import DoubanError
 
 REPORTS_DIR_ENV = "DOUBAN_REPORTS_DIR"  # the tests write reports into a temporary folder
 VIEW_HEIGHT = 900
-
-
+PAGE_PARAM = "report"  # ?report=<page>.html opens that page here (links inside an open page)
 def reports_dir() -> Path:
     return Path(os.environ.get(REPORTS_DIR_ENV) or pipeline.Settings().reports_dir)
 
@@ -56,6 +54,12 @@ def existing(ctx: common.Context) -> None:
         return
     st.caption(common.plain(f"{folder} · self-contained HTML: open offline, share as a file."))
     cols = st.columns([3, 1, 1], vertical_alignment="bottom")
+    names = [p.name for p in pages]
+    asked = st.query_params.get(PAGE_PARAM)
+    if asked in names:  # a link inside an open page: show that page, once
+        st.session_state["report_page"] = pages[names.index(asked)]
+        st.session_state["report_open"] = True
+        del st.query_params[PAGE_PARAM]
     page = cols[0].selectbox("Page", pages, format_func=lambda p: p.name, key="report_page")
     cols[1].download_button(
         "Download page",
@@ -74,7 +78,8 @@ def existing(ctx: common.Context) -> None:
         key="download_zip",
     )
     if st.toggle("Open it here", key="report_open"):
-        components.html(page.read_text(encoding="utf-8"), height=VIEW_HEIGHT, scrolling=True)
+        html = pipeline.embeddable_page(page.read_text(encoding="utf-8"), PAGE_PARAM)
+        st.iframe(html, height=VIEW_HEIGHT)
 
 
 ctx = common.current()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import pipeline
 from pipeline import Run, model_name
 from pipeline.config import load_settings
 
@@ -275,6 +276,21 @@ def test_reports_page_writes_a_film_report(monkeypatch, trained: Path, tmp_path:
     assert at.selectbox(key="report_page").options
     at.toggle(key="report_open").set_value(True).run()  # the report, inside the app
     assert_ok(at)
+    # a film link inside the open index: ?report=<page> opens that page here
+    page = next(n for n in written if n != "index.html")
+    at.query_params["report"] = page
+    at.switch_page("views/reports.py").run()
+    assert_ok(at)
+    assert at.selectbox(key="report_page").value.name == page
+    assert at.toggle(key="report_open").value
+
+
+def test_an_open_report_links_its_pages_back_into_the_app() -> None:
+    html = '<a href="钢铁侠1.html">a</a> <a href="https://x.org/b.html">b</a> <a href="#c">c</a>'
+    assert pipeline.embeddable_page(html, "report") == (
+        '<a href="?report=钢铁侠1.html" target="_blank">a</a> '
+        '<a href="https://x.org/b.html">b</a> <a href="#c">c</a>'
+    )
 
 
 def test_model_lab_without_results_says_how_to_make_them(monkeypatch, trained: Path) -> None:
