@@ -263,6 +263,10 @@ class Run:
         name = model or self.default_model
         return self.memo(("scorer", name), lambda: Scorer(self.paths, name))  # pinned set
 
+    def loaded_scorers(self) -> list[str]:
+        """The models whose scorer this Run has loaded (what the service reports as loaded)."""
+        return sorted(k[1] for k in list(self._memo) if isinstance(k, tuple) and k[0] == "scorer")
+
     # ------------------------------------------------------------------ predictions
 
     @cached_property

@@ -42,9 +42,9 @@ from pipeline.errors import (
 )
 from pipeline.locate import resolve_run
 from pipeline.modeling.prior import star_shares
-from pipeline.modeling.spec import list_models
 from pipeline.predict.records import MAX_CHARS
 from pipeline.predict.scorer import Scorer
+from pipeline.run import Run
 from pipeline.serve.batcher import MicroBatcher, Overloaded
 
 log = logging.getLogger(__name__)
@@ -167,13 +167,23 @@ class ScoringService:
     under it."""
 
     def __init__(self, paths: RunPaths, threads: int | None = None, **batcher: Any) -> None:
-        self.paths = paths.pinned()
+        self.run = Run(paths)  # one pinned model set; its scorers are the Run's own
         self.threads = threads
-        self.scorers: dict[str, Scorer] = {}
         self.default: str | None = None
-        self.available = list_models(self.paths.models)
         self.load_error: DoubanError | None = None
         self.batcher = MicroBatcher(self._run_batch, **batcher)
+
+    @property
+    def paths(self) -> RunPaths:
+        return self.run.paths
+
+    @property
+    def available(self) -> list[str]:
+        return self.run.saved_models
+
+    @property
+    def loaded(self) -> list[str]:
+        return self.run.loaded_scorers()
 
     def _follow_current(self) -> None:
         """Switch to the run's current model set when a retrain replaced it."""
@@ -181,17 +191,11 @@ class ScoringService:
         if current.generation == self.paths.generation:
             return
         log.info("run %s has a new model set (%s): serving it", current.name, current.generation)
-        self.paths, self.scorers = current, {}
-        self.available = list_models(current.models)
+        self.run = Run(current)
         self.default = self._scorer(None).model_name
 
     def _scorer(self, model: str | None) -> Scorer:
-        name = model or self.default
-        if name not in self.scorers:
-            scorer = Scorer(self.paths, name)
-            self.scorers[scorer.model_name] = scorer
-            name = scorer.model_name
-        return self.scorers[name]
+        return self.run.scorer(model or self.default)
 
     def _load_default(self) -> None:
         """Load the default model and score once (builds jieba, touches the encoder's weights),
@@ -395,7 +399,7 @@ def create_app(
         return {
             "status": "ready",
             "run": paths.name,
-            "loaded": sorted(service.scorers),
+            "loaded": service.loaded,
             "queued": service.batcher.queued,
             "in_flight": service.batcher.in_flight,
             "batches": service.batcher.batches,
@@ -409,7 +413,7 @@ def create_app(
             run=paths.name,
             default=service.default or "",
             models=[
-                ModelInfo(name=m, default=m == service.default, loaded=m in service.scorers)
+                ModelInfo(name=m, default=m == service.default, loaded=m in service.loaded)
                 for m in service.available
             ],
         )
