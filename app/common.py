@@ -219,7 +219,7 @@ def sidebar() -> Context | None:
         st.sidebar.caption(f"model id `{model}`{default}")
     else:
         st.sidebar.caption("No trained model yet:")
-        st.sidebar.code(f"douban train --run {run}", language=None)
+        st.sidebar.code(pipeline.douban_command("train", run), language=None)
     return replace(ctx, model=model)
 
 

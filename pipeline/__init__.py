@@ -33,6 +33,7 @@ _EXPORTS = {
     # what the app and notebooks read a run's analytics and reports through
     "Settings": "pipeline.config",
     "default_runs_dir": "pipeline.config",
+    "douban_command": "pipeline.config",
     "run_names": "pipeline.locate",
     "charts": "pipeline.reports",
     "FilmReport": "pipeline.reports.pages",
@@ -70,6 +71,7 @@ __all__ = [  # noqa: RUF022 (grouped as in _EXPORTS)
     "EncoderNotAvailable",
     "Settings",
     "default_runs_dir",
+    "douban_command",
     "run_names",
     "charts",
     "FilmReport",
@@ -91,7 +93,7 @@ __all__ = [  # noqa: RUF022 (grouped as in _EXPORTS)
 
 if TYPE_CHECKING:
     from pipeline.analytics.attention import top_attention_words
-    from pipeline.config import Settings, default_runs_dir
+    from pipeline.config import Settings, default_runs_dir, douban_command
     from pipeline.errors import (
         CorruptArtifactError,
         DoubanError,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import tomllib
 import unicodedata
 from collections.abc import Iterator
@@ -28,12 +29,32 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RESOURCES = Path(__file__).resolve().parent / "resources"
 DEMO_RUN = "demo"
 RUNS_DIR_ENV = "DOUBAN_RUNS_DIR"
+REPORTS_DIR_ENV = "DOUBAN_REPORTS_DIR"
 
 
 def default_runs_dir() -> Path:
     """``$DOUBAN_RUNS_DIR`` when set, else the project's runs/: one default for every stage,
     the scorer and the app (which `douban app` starts with the variable set)."""
     return Path(os.environ.get(RUNS_DIR_ENV) or PROJECT_ROOT / "runs")
+
+
+def default_reports_dir() -> Path:
+    """``$DOUBAN_REPORTS_DIR`` when set, else the project's reports/ (``douban app
+    --reports-dir`` sets it for the app, so the app writes where the CLI does)."""
+    return Path(os.environ.get(REPORTS_DIR_ENV) or PROJECT_ROOT / "reports")
+
+
+def douban_command(words: str, run: str) -> str:
+    """``douban <words> --run <run>``, with ``--runs-dir`` (and, for ``report``,
+    ``--reports-dir``) when the folders in force are not the project's: a command the app or an
+    error message suggests must reach the same run."""
+    command = f"douban {words} --run {run}"
+    runs, reports = default_runs_dir(), default_reports_dir()
+    if runs.resolve() != (PROJECT_ROOT / "runs").resolve():
+        command += f" --runs-dir {shlex.quote(str(runs))}"
+    if words.split()[0] == "report" and reports.resolve() != (PROJECT_ROOT / "reports").resolve():
+        command += f" --reports-dir {shlex.quote(str(reports))}"
+    return command
 
 
 class _Section(BaseModel):
@@ -153,7 +174,7 @@ class LabSettings(_Section):
 class Settings(_Section):
     run_name: str = DEMO_RUN
     runs_dir: Path = Field(default_factory=default_runs_dir)
-    reports_dir: Path = PROJECT_ROOT / "reports"
+    reports_dir: Path = Field(default_factory=default_reports_dir)
     seed: int = 0
     # the run's default model: the best on the validation split by this (never on test)
     select_by: Literal["exact", "qwk"] = "exact"

@@ -94,7 +94,7 @@ def stars_section(ctx: common.Context, report: Any) -> None:
     if not report.summary["n"]:
         common.needs(
             "True vs predicted stars appear once a model is evaluated",
-            f"douban train --run {ctx.name}",
+            pipeline.douban_command("train", ctx.name),
         )
         return
     left, right = st.columns([3, 2])

@@ -53,7 +53,9 @@ def empty_page(ctx: common.Context) -> None:
     common.needs(
         f"No lab results for run {ctx.name} yet. Compute them (minutes on a CPU; fine-tune "
         "first for the before/after comparison) with",
-        f"douban finetune --run {ctx.name}  # optional\ndouban lab all --run {ctx.name}",
+        pipeline.douban_command("finetune", ctx.name)
+        + "  # optional\n"
+        + pipeline.douban_command("lab all", ctx.name),
     )
     st.markdown("**What this page will hold**")
     st.markdown("\n".join(f"- **{name}**: {what}" for name, what in WHAT.items()))
@@ -357,7 +359,8 @@ def head_view(lab: dict[str, Any], arrays: dict[str, np.ndarray], tags: list[str
 
 def missing(command: str) -> None:
     common.needs(
-        "This part was not computed", f"douban lab {command} --run {common.current().name}"
+        "This part was not computed",
+        pipeline.douban_command(f"lab {command}", common.current().name),
     )
 
 

@@ -227,7 +227,7 @@ def models_section(ctx: common.Context) -> None:
     if not evaluations:
         common.needs(
             "No model has been trained or evaluated in this run yet",
-            f"douban train --run {ctx.name}",
+            pipeline.douban_command("train", ctx.name),
         )
         return
     has_features = ctx.data.manifest("features") is not None  # without opening the store

@@ -6,7 +6,6 @@ about a second."""
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 from pathlib import Path
 
@@ -16,11 +15,12 @@ import streamlit as st
 import pipeline
 from pipeline import DoubanError
 
-REPORTS_DIR_ENV = "DOUBAN_REPORTS_DIR"  # the tests write reports into a temporary folder
 VIEW_HEIGHT = 900
 PAGE_PARAM = "report"  # ?report=<page>.html opens that page here (links inside an open page)
 def reports_dir() -> Path:
-    return Path(os.environ.get(REPORTS_DIR_ENV) or pipeline.Settings().reports_dir)
+    """Where `douban report` writes: $DOUBAN_REPORTS_DIR (`douban app --reports-dir`) or
+    reports/."""
+    return pipeline.Settings().reports_dir
 
 
 def generate(ctx: common.Context, films: list[str]) -> list[Path]:
@@ -89,7 +89,7 @@ st.markdown(
     "matrix, t-SNE map, words, word clouds, attention examples, trend, likes, league) plus an "
     "index, with the same charts as this app. The same from the command line:"
 )
-st.code(f"douban report --run {ctx.name} --all", language="bash")
+st.code(pipeline.douban_command("report --all", ctx.name), language="bash")
 films = ctx.data.films
 labels = {
     row.film: f"{common.film_label(row)} · {row.reviews:,} reviews" for row in films.itertuples()

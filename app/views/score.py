@@ -32,7 +32,8 @@ def load_scorer(ctx: common.Context) -> Any | None:
     """The scorer of the sidebar's model, or None with a message saying what is missing."""
     if not ctx.data.saved_models:
         common.needs(
-            f"Run {ctx.name} has no trained model to score with", f"douban train --run {ctx.name}"
+            f"Run {ctx.name} has no trained model to score with",
+            pipeline.douban_command("train", ctx.name),
         )
         return None
     try:
@@ -183,7 +184,7 @@ def batch(ctx: common.Context, scorer: Any) -> None:
         "column), JSON Lines with that key, or a TXT file with one review per line. Up to "
         f"{MAX_UPLOAD_MB} MB and {MAX_BATCH_ROWS:,} reviews; larger files:"
     )
-    st.code(f"douban score --input FILE --run {ctx.name}", language="bash")
+    st.code(pipeline.douban_command("score --input FILE", ctx.name), language="bash")
     upload = st.file_uploader(
         "Reviews file",
         type=["csv", "txt", "jsonl", "parquet"],

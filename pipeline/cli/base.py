@@ -83,6 +83,14 @@ RunsDirOpt = Annotated[
         "--runs-dir", help="Folder the runs live in (default: $DOUBAN_RUNS_DIR or runs/)."
     ),
 ]
+ReportsDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--reports-dir",
+        help="Folder the HTML reports go to, as <folder>/<run>/ (default: $DOUBAN_REPORTS_DIR "
+        "or reports/).",
+    ),
+]
 TrainedRunOpt = Annotated[
     str | None, typer.Option("--run", help="Run name (default: the newest run with models).")
 ]

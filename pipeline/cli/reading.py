@@ -14,6 +14,7 @@ from pipeline.cli.base import (
     AddressOpt,
     EngineOpt,
     JsonOpt,
+    ReportsDirOpt,
     RunsDirOpt,
     TrainedRunOpt,
     app,
@@ -270,6 +271,7 @@ def app_command(
         str | None, typer.Option("--run", help="Run to open (default: latest run, else demo).")
     ] = None,
     runs_dir: RunsDirOpt = None,
+    reports_dir: ReportsDirOpt = None,
     port: Annotated[int, typer.Option(help="Local port to serve on.")] = 8501,
     host: Annotated[
         str, typer.Option(help="Address to listen on; 0.0.0.0 opens the app to the network.")
@@ -283,11 +285,12 @@ def app_command(
 
     from pipeline.config import PROJECT_ROOT
 
-    settings = make_settings(None, run, runs_dir)
+    settings = make_settings(None, run, runs_dir, reports_dir=reports_dir)
     if run:
         existing_run(settings)
     root = settings.runs_dir.resolve()
     env = dict(os.environ, DOUBAN_RUNS_DIR=str(root))
+    env["DOUBAN_REPORTS_DIR"] = str(settings.reports_dir.resolve())
     if run:
         env["DOUBAN_RUN"] = run
     command = [

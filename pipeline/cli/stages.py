@@ -15,6 +15,7 @@ from pipeline.cli.base import (
     EncodeBudgetOpt,
     EngineOpt,
     FinetuneOpt,
+    ReportsDirOpt,
     RunOpt,
     RunsDirOpt,
     SelectByOpt,
@@ -233,17 +234,19 @@ def report(
     config: ConfigOpt = None,
     run: RunOpt = None,
     runs_dir: RunsDirOpt = None,
+    reports_dir: ReportsDirOpt = None,
     model: Annotated[
         str | None,
         typer.Option(help="Model whose predictions to show (default: the run's default)."),
     ] = None,
 ) -> None:
-    """Write self-contained HTML reports to reports/<run>/: one page per film plus index.html."""
+    """Write self-contained HTML reports to reports/<run>/ (or --reports-dir): one page per
+    film plus index.html."""
     from pipeline.reports.site import write_reports
 
     if not films and not all_films:
         raise typer.BadParameter("give --film NAME (repeatable) or --all")
-    settings = writing_settings(config, run, runs_dir)
+    settings = writing_settings(config, run, runs_dir, reports_dir=reports_dir)
     existing_run(settings)
     paths = write_reports(settings, films, all_films, model)
     say(f"wrote {len(paths)} pages; open {paths[-1]}")
@@ -388,6 +391,7 @@ def run_all(
     config: ConfigOpt = None,
     run: RunOpt = None,
     runs_dir: RunsDirOpt = None,
+    reports_dir: ReportsDirOpt = None,
     select_by: SelectByOpt = None,
     finetune: FinetuneOpt = None,
     encode_budget: EncodeBudgetOpt = None,
@@ -399,6 +403,7 @@ def run_all(
 
     overrides = {"finetune.in_run": finetune, "features.encode_budget": encode_budget}
     run = run_for_inputs(config, run, inputs)
+    overrides["reports_dir"] = reports_dir
     settings = make_settings(config, run, runs_dir, select_by=select_by, **overrides)
     pages = run_pipeline(settings, inputs, force=force).pages
     say(f"run ready: {settings.paths.root}; reports: {pages[-1]}", style="green")

@@ -280,6 +280,24 @@ def test_cli_report(tmp_path: Path) -> None:
     assert (tmp_path / "reports" / "synthetic" / "小电影.html").exists()
     result = CliRunner().invoke(app, [*args, "--film", "Titanic"])
     assert result.exit_code == 1 and "Iron Man" in result.output
+    elsewhere = tmp_path / "elsewhere"  # --reports-dir wins over the config file
+    result = CliRunner().invoke(app, [*args, "--reports-dir", str(elsewhere), "--all"])
+    assert result.exit_code == 0, result.output
+    assert (elsewhere / "synthetic" / "index.html").exists()
+
+
+def test_suggested_commands_reach_the_same_run(monkeypatch, tmp_path: Path) -> None:
+    from pipeline.config import PROJECT_ROOT, douban_command
+
+    monkeypatch.setenv("DOUBAN_RUNS_DIR", str(PROJECT_ROOT / "runs"))
+    monkeypatch.delenv("DOUBAN_REPORTS_DIR", raising=False)
+    assert douban_command("train", "demo") == "douban train --run demo"
+    monkeypatch.setenv("DOUBAN_RUNS_DIR", str(tmp_path / "my runs"))
+    monkeypatch.setenv("DOUBAN_REPORTS_DIR", str(tmp_path / "pages"))
+    assert douban_command("train", "demo") == (
+        f"douban train --run demo --runs-dir '{tmp_path / 'my runs'}'"
+    )
+    assert douban_command("report --all", "demo").endswith(f"--reports-dir {tmp_path / 'pages'}")
 
 
 def test_tables_read_as_people_write_them() -> None:
