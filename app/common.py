@@ -253,7 +253,10 @@ def needs(what: str, command: str) -> None:
 def table(frame: Any, **kwargs: Any) -> None:
     """A table with human headers and model names, formatted numbers that still sort, and "-"
     for missing values."""
-    st.dataframe(pipeline.styled_table(frame), hide_index=True, placeholder="-", **kwargs)
+    styled = pipeline.styled_table(frame)
+    helps = pipeline.column_help([str(c) for c in styled.data.columns])
+    config = {name: st.column_config.Column(help=text) for name, text in helps.items()}
+    st.dataframe(styled, hide_index=True, placeholder="-", column_config=config, **kwargs)
 
 
 def film_label(row: Any) -> str:

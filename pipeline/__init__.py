@@ -43,6 +43,7 @@ _EXPORTS = {
     "film_file_names": "pipeline.reports.names",
     "model_name": "pipeline.reports.names",
     "glossary": "pipeline.reports.names",
+    "column_help": "pipeline.reports.names",
     "styled_table": "pipeline.reports.names",
     "describe_choice": "pipeline.modeling.spec",
     "highlight_html": "pipeline.markup",
@@ -81,6 +82,7 @@ __all__ = [  # noqa: RUF022 (grouped as in _EXPORTS)
     "film_file_names",
     "model_name",
     "glossary",
+    "column_help",
     "styled_table",
     "describe_choice",
     "highlight_html",
@@ -114,7 +116,13 @@ if TYPE_CHECKING:
     from pipeline.predict.records import Explanation, ScoreRecord
     from pipeline.predict.scorer import Scorer, score
     from pipeline.reports import charts
-    from pipeline.reports.names import film_file_names, glossary, model_name, styled_table
+    from pipeline.reports.names import (
+        column_help,
+        film_file_names,
+        glossary,
+        model_name,
+        styled_table,
+    )
     from pipeline.reports.pages import FilmReport, corpus_map, film_report
     from pipeline.reports.site import write_reports
     from pipeline.run import Run

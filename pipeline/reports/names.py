@@ -83,9 +83,18 @@ METRIC_GLOSSARY = {
     "QWK": "quadratic weighted kappa: agreement beyond chance, 1 = perfect, 0 = chance",
     "Macro-F1": "F1 averaged over the five stars equally, so rare stars count as much",
     "E[star] MAE": "MAE of the probability-weighted star instead of the most likely one",
+    "Median-star exact": "exact accuracy of the median of the predicted star distribution (the "
+    "star with half the probability below it)",
+    "Median-star MAE": "MAE of that median star, in stars",
     "ECE": "expected calibration error: gap between confidence and accuracy (lower is better)",
     "Log loss": "cross-entropy of the predicted probabilities (lower is better)",
     "95% CI": "bootstrap interval over the evaluated reviews (1,000 resamples)",
+    "Exact (95% CI low)": "lower end of the bootstrap 95% interval of exact accuracy",
+    "Exact (95% CI high)": "upper end of the bootstrap 95% interval of exact accuracy",
+    "Evaluated": "reviews of the film the model was evaluated on (its test split)",
+    "Error (pred − true)": "mean predicted star minus mean true star, over the evaluated reviews",
+    "Rank (true)": "the film's place by mean true star (films with at least 5 evaluated reviews)",
+    "Rank (predicted)": "the film's place by mean predicted star (same films)",
 }
 PERCENT_METRICS = frozenset(
     {"Exact", "Off by ≤1", "Macro-F1", "Median-star exact", "Exact (95% CI low)",
@@ -112,6 +121,12 @@ def glossary(models: list[str] | None = None) -> pd.DataFrame:
     rows = [(model_name(m), m, MODEL_GLOSSARY.get(m, "")) for m in ids]
     rows += [(term, "", meaning) for term, meaning in METRIC_GLOSSARY.items()]
     return pd.DataFrame(rows, columns=["Term", "Id", "Meaning"])
+
+
+def column_help(columns: list[str]) -> dict[str, str]:
+    """What each human column header means, for the ones the glossary explains (the app shows
+    it when the pointer rests on the header)."""
+    return {c: METRIC_GLOSSARY[c] for c in columns if c in METRIC_GLOSSARY}
 
 
 def format_value(value: Any, column: str) -> str:

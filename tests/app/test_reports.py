@@ -343,3 +343,17 @@ def test_attention_examples_name_the_model_that_predicted_them(demo_run) -> None
     assert report.attention and report.attention_model != "tfidf_lr"  # a head explains it
     assert f"{model_name(report.attention_model)} predicted" in page
     assert "not those of" in page
+
+
+def test_every_metric_header_explains_itself() -> None:
+    from pipeline.reports.names import METRIC_NAMES, column_help, human
+
+    frame = pd.DataFrame(columns=["model", "accuracy", "ece", "median_star_accuracy",
+                                  "expected_star_mae", "rank_true", "film"])  # fmt: skip
+    headers = list(human(frame).columns)
+    helps = column_help(headers)
+    assert set(helps) == set(headers) - {"Model", "Film"}
+    assert "calibration" in helps["ECE"] and "median" in helps["Median-star exact"]
+    unexplained = {h for h in METRIC_NAMES.values() if h not in column_help([h])}
+    assert unexplained <= {"Model", "Film", "Word", "Count", "Score", "Reviews", "Mean star",
+                           "Mean predicted", "Mean true"}  # fmt: skip
