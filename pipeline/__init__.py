@@ -32,6 +32,7 @@ _EXPORTS = {
     "EncoderNotAvailable": "pipeline.errors",
     # what the app and notebooks read a run's analytics and reports through
     "Settings": "pipeline.config",
+    "REJECT_MEANINGS": "pipeline.data.ingest",
     "default_runs_dir": "pipeline.config",
     "douban_command": "pipeline.config",
     "run_names": "pipeline.locate",
@@ -71,6 +72,7 @@ __all__ = [  # noqa: RUF022 (grouped as in _EXPORTS)
     "FilmNotFoundError",
     "EncoderNotAvailable",
     "Settings",
+    "REJECT_MEANINGS",
     "default_runs_dir",
     "douban_command",
     "run_names",
@@ -96,6 +98,7 @@ __all__ = [  # noqa: RUF022 (grouped as in _EXPORTS)
 if TYPE_CHECKING:
     from pipeline.analytics.attention import top_attention_words
     from pipeline.config import Settings, default_runs_dir, douban_command
+    from pipeline.data.ingest import REJECT_MEANINGS
     from pipeline.errors import (
         CorruptArtifactError,
         DoubanError,

@@ -56,7 +56,11 @@ def dataset_section(ctx: common.Context) -> None:
     with right:
         st.markdown("**Rejected rows by reason**")
         if rejected:
-            frame = pd.DataFrame({"reason": list(rejected), "rows": list(rejected.values())})
+            frame = pd.DataFrame({
+                "reason": [pipeline.REJECT_MEANINGS.get(r, r) for r in rejected],
+                "id": list(rejected),
+                "rows": list(rejected.values()),
+            })  # fmt: skip
             common.table(frame)
         else:
             st.caption("No row was rejected.")

@@ -63,17 +63,19 @@ log = logging.getLogger(__name__)
 
 DEMO_PREFIX = "demo_reviews"  # pipeline/demo.py writes data/generated/demo_reviews.csv
 
-REJECT_REASONS = (
-    "field_too_long",
-    "malformed_row",
-    "invalid_encoding",
-    "merged_rows",
-    "wrong_column_count",
-    "missing_film",
-    "missing_star",
-    "star_out_of_range",
-    "empty_comment",
-)
+REJECT_MEANINGS = {  # every reason a row is rejected for, in the order of the checks
+    "field_too_long": "a field longer than the CSV reader's limit",
+    "malformed_row": "a row the CSV reader could not parse",
+    "invalid_encoding": "bytes that are neither UTF-8 nor GB18030",
+    "merged_rows": "two reviews run together by a broken quote",
+    "wrong_column_count": "more or fewer fields than the header",
+    "missing_film": "no film name",
+    "missing_star": "no star rating",
+    "star_out_of_range": "a star that is not 1 to 5",
+    "empty_comment": "nothing left of the comment after cleaning",
+}
+REJECT_REASONS = tuple(REJECT_MEANINGS)
+
 
 INGEST_SCHEMA = pa.schema(
     [

@@ -44,7 +44,13 @@ from pipeline.artifacts import (
     write_manifest,
 )
 from pipeline.config import Settings
-from pipeline.data.ingest import IngestStats, ingest, is_demo_input, resolve_inputs
+from pipeline.data.ingest import (
+    REJECT_MEANINGS,
+    IngestStats,
+    ingest,
+    is_demo_input,
+    resolve_inputs,
+)
 from pipeline.data.sources import sample_ingested, source_summary
 from pipeline.data.splits import SPLITS, assign_splits, resolve_holdout, split_counts
 from pipeline.data.text import USER_DICT, film_words, require_user_dict, segment_chunks
@@ -331,7 +337,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
     table.add_row("kept", f"{summary['kept']:,}")
     table.add_row("duplicates dropped", f"{summary['duplicates']:,}")
     for reason, n in summary["rejected"].items():
-        table.add_row(f"rejected: {reason}", f"{n:,}")
+        table.add_row(f"rejected: {REJECT_MEANINGS.get(reason, reason)}", f"{n:,}")
     if summary["blank_lines"]:
         table.add_row("blank lines skipped", f"{summary['blank_lines']:,}")
     table.add_row("films", f"{len(summary['films'])}")

@@ -313,7 +313,7 @@ def test_corpus_has_at_least_40_kinds() -> None:
 
 CLI_SAMPLE = [
     ("utf16le_no_bom", 0, "prepared 30 reviews"),
-    ("stray_quote_merges_rows", 0, "rejected: merged_rows"),
+    ("stray_quote_merges_rows", 0, "rejected: two reviews run together by a broken quote"),
     ("duplicate_star_column", 2, r"error: .*duplicate or ambiguous header column\(s\) Star"),
     ("binary_garbage", 2, r"error: .*not a CSV text file"),
     ("header_only", 2, r"error: no usable reviews .*no rows after the header"),
