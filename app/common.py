@@ -254,8 +254,13 @@ def table(frame: Any, **kwargs: Any) -> None:
     """A table with human headers and model names, formatted numbers that still sort, and "-"
     for missing values."""
     styled = pipeline.styled_table(frame)
-    helps = pipeline.column_help([str(c) for c in styled.data.columns])
-    config = {name: st.column_config.Column(help=text) for name, text in helps.items()}
+    columns = [str(c) for c in styled.data.columns]
+    config: dict[str, Any] = {
+        name: st.column_config.Column(help=text)
+        for name, text in pipeline.column_help(columns).items()
+    }
+    for name in {"Model", "Film"} & set(columns):  # stays in view when a wide table scrolls
+        config[name] = st.column_config.Column(pinned=True)
     st.dataframe(styled, hide_index=True, placeholder="-", column_config=config, **kwargs)
 
 
