@@ -285,7 +285,8 @@ def film_league(table: pd.DataFrame, highlight: str | None = None) -> alt.LayerC
             y=y,
             x="star:Q",
             color=alt.Color("which:N", title="", scale=WHICH_SCALE),
-            shape=alt.Shape("which:N", title=""),
+            # the shape's domain in the colour's order: one merged legend, not two that disagree
+            shape=alt.Shape("which:N", title="", scale=alt.Scale(domain=WHICH_SCALE.domain)),
             opacity=alt.condition(alt.datum.chosen, alt.value(1.0), alt.value(0.4)),
             tooltip=[
                 "film:N",

@@ -357,3 +357,13 @@ def test_every_metric_header_explains_itself() -> None:
     unexplained = {h for h in METRIC_NAMES.values() if h not in column_help([h])}
     assert unexplained <= {"Model", "Film", "Word", "Count", "Score", "Reviews", "Mean star",
                            "Mean predicted", "Mean true"}  # fmt: skip
+
+
+def test_the_film_league_has_one_legend() -> None:
+    from pipeline.reports.charts import film_league
+
+    table = pd.DataFrame({"film": ["a", "b"], "evaluated": [10, 12], "mean_true": [3.0, 4.0],
+                          "mean_pred": [3.2, 3.8]})  # fmt: skip
+    spec = film_league(table, "a").to_dict()
+    encoding = spec["layer"][1]["encoding"]
+    assert encoding["shape"]["scale"]["domain"] == encoding["color"]["scale"]["domain"]
