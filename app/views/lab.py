@@ -137,6 +137,12 @@ def geometry_view(lab: dict[str, Any]) -> None:
     if doc is None:
         return missing("geometry")
     layers = doc["layers"]
+    explained = {
+        "ratio": "Separation: the spread of the five stars' centres over the spread of reviews "
+        "around their own star's centre (higher: stars sit further apart).",
+        "silhouette": "Silhouette: how much closer a review is to reviews of its own star than "
+        "to those of the nearest other star, from -1 to 1 (0: no grouping by star).",
+    }
     for key, title in (
         ("ratio", "star separation (between / within)"),
         ("silhouette", "silhouette by star"),
@@ -154,6 +160,7 @@ def geometry_view(lab: dict[str, Any]) -> None:
             charts.line(frame, "layer:O", f"{key}:Q", title=title, color="encoder:N"),
             width="stretch",
         )
+        st.caption(explained[key])
     if "cka" not in doc:
         st.caption("CKA compares the frozen and the fine-tuned encoder: fine-tune first.")
         return
@@ -161,6 +168,10 @@ def geometry_view(lab: dict[str, Any]) -> None:
     st.altair_chart(
         charts.line(cka, "layer:O", "cka:Q", title="linear CKA, frozen vs fine-tuned, same layer"),
         width="stretch",
+    )
+    st.caption(
+        "CKA (centred kernel alignment): how alike two layers' representations of the same "
+        "reviews are, from 0 to 1 (1: the same up to rotation and scale)."
     )
     matrix = np.asarray(doc["cka_matrix"])
     long = pd.DataFrame(
