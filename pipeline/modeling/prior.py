@@ -35,7 +35,7 @@ _FLOOR = 1e-6  # keeps a star that vanished from a mix recoverable by the next E
 MIN_EM_REVIEWS = 20  # fewer reviews than this: EM's estimate runs to one star
 EM_STRENGTH = 0.5  # Dirichlet pseudo-reviews per scored review when adapting each review
 COLLAPSE_SHARE = 0.6  # adapted stars with more than this on one star...
-COLLAPSE_GAIN = 0.05  # ...and more than unadapted did: a runaway, not the corpus's mix
+COLLAPSE_GAIN = 0.2  # ...and this much more than unadapted: a runaway, not the corpus's mix
 
 
 def _simplex(p: np.ndarray) -> np.ndarray:

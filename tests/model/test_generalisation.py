@@ -321,7 +321,7 @@ def test_score_adapt_prior_follows_the_batch_star_mix(demo_run, tmp_path, caplog
     with caplog.at_level(logging.INFO):
         plain, adapted = (CliRunner().invoke(app, base + ex) for ex in ([], ["--adapt-prior"]))
     assert plain.exit_code == 0 and adapted.exit_code == 0, adapted.output
-    said = [r.getMessage() for r in caplog.records if "estimated star mix" in r.getMessage()]
+    said = [m for r in caplog.records if (m := r.getMessage()).startswith("estimated star mix")]
     assert len(said) == 1 and f"of {len(high)} reviews (MAP-EM, 95% interval): 1★" in said[0]
     rows = [[json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
             for r in (plain, adapted)]  # fmt: skip
