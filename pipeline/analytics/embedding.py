@@ -9,6 +9,7 @@ on a busy 2-core machine OpenMP's spinning threads made 50 points take 60+ s ins
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -68,17 +69,20 @@ def tsne_points(
     predictions: pd.DataFrame | None = None,
     cap: int = DEFAULT_CAP,
     seed: int = 0,
+    coordinates: Callable[[np.ndarray, int], np.ndarray] = tsne_coordinates,
 ) -> pd.DataFrame:
     """t-SNE of a stratified sample of ``reviews`` (rows of ``features`` are indexed by
     ``review_id``). Returns ``review_id, x, y, star, pred_star, text, film``; ``pred_star`` is
-    <NA> for reviews the model did not predict (e.g. training reviews)."""
+    <NA> for reviews the model did not predict (e.g. training reviews). ``coordinates`` maps
+    (features, seed) to points: a caller may keep them, since they depend on the encoder only,
+    not on the model whose predictions colour them."""
     if len(features) <= reviews["review_id"].max():
         raise ValueError(
             f"features have {len(features)} rows but review_id goes up to "
             f"{reviews['review_id'].max()}: re-run `douban features` for this run"
         )
     sample = stratified_sample(reviews.reset_index(drop=True), "star", cap, seed)
-    coords = tsne_coordinates(features[sample["review_id"].to_numpy()], seed)
+    coords = coordinates(features[sample["review_id"].to_numpy()], seed)
     points = pd.DataFrame(
         {
             "review_id": sample["review_id"].to_numpy(),

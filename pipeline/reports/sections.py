@@ -5,6 +5,7 @@ assembles them; ``render`` draws them."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ import pandas as pd
 from PIL import Image
 
 from pipeline.analytics.attention import attention_examples, top_attention_words
-from pipeline.analytics.embedding import tsne_points
+from pipeline.analytics.embedding import tsne_coordinates, tsne_points
 from pipeline.analytics.league import league_table
 from pipeline.analytics.quantify import run_film_estimates
 from pipeline.analytics.stars import (
@@ -151,6 +152,13 @@ def league_for(run: Run, model: str | None) -> pd.DataFrame:
 def tsne_section(
     run: Run, reviews: pd.DataFrame, preds: pd.DataFrame, cap: int, seed: int
 ) -> tuple[pd.DataFrame | None, str]:
+    """The t-SNE map of ``reviews`` coloured by ``preds``; its coordinates are kept in the
+    Run, so another model's map of the same reviews costs no second t-SNE (switching model)."""
+
+    def kept(x: np.ndarray, seed: int) -> np.ndarray:
+        key = ("tsne", hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest(), seed)
+        return run.memo(key, lambda: tsne_coordinates(x, seed))
+
     features = run.pooled_features
     if features is None:
         return None, f"no features in this run: run `douban features --run {run.name}`"
@@ -165,9 +173,9 @@ def tsne_section(
                 f"only {len(encoded)} of {len(reviews)} reviews were encoded (encode budget): "
                 f"too few for a map"
             )
-        points = tsne_points(features, encoded, preds, cap=cap, seed=seed)
+        points = tsne_points(features, encoded, preds, cap=cap, seed=seed, coordinates=kept)
         return points, f"{len(points):,} of {len(reviews):,} reviews (the encoded sample)"
-    points = tsne_points(features, reviews, preds, cap=cap, seed=seed)
+    points = tsne_points(features, reviews, preds, cap=cap, seed=seed, coordinates=kept)
     if len(points) < len(reviews):
         return points, f"{len(points):,} of {len(reviews):,} reviews, sampled by star"
     return points, f"all {len(points):,} reviews"

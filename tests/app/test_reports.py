@@ -367,3 +367,22 @@ def test_the_film_league_has_one_legend() -> None:
     spec = film_league(table, "a").to_dict()
     encoding = spec["layer"][1]["encoding"]
     assert encoding["shape"]["scale"]["domain"] == encoding["color"]["scale"]["domain"]
+
+
+def test_switching_model_reuses_the_map(demo_run, monkeypatch) -> None:
+    from pipeline.reports import sections
+
+    run = Run.open(demo_run.run_name, demo_run.runs_dir)
+    calls: list[int] = []
+    real = sections.tsne_coordinates
+    monkeypatch.setattr(
+        sections, "tsne_coordinates", lambda x, seed: calls.append(len(x)) or real(x, seed)
+    )
+    maps = [
+        sections.tsne_section(run, run.reviews, run.evaluated(model)[0], 300, 0)[0]
+        for model in ("tfidf_lr", "head_cls")
+    ]
+    assert len(calls) == 1  # one t-SNE, two models' maps
+    where = ["review_id", "x", "y"]
+    pd.testing.assert_frame_equal(maps[0][where], maps[1][where])
+    assert maps[0]["pred_star"].notna().any()
