@@ -18,7 +18,7 @@ import pipeline
 from pipeline import DoubanError, charts
 
 MAX_UPLOAD_MB = 5
-MAX_BATCH_ROWS = 2000  # CPU scoring runs at tens of reviews a second; more belongs in the CLI
+MAX_BATCH_ROWS = 2000  # a few seconds of CPU scoring; more belongs in the CLI
 MAX_CHARS = 2000
 TEXT_KEY = "score_text"
 RESULT_KEY = "score_result"  # (model, text, explanation as a dict)
@@ -171,7 +171,7 @@ def score_batch(scorer: Any, texts: list[Any]) -> tuple[pd.DataFrame, dict[str, 
     bar = st.progress(0.0, text="scoring")
     out = io.StringIO()
     counts = pipeline.write_records(
-        scorer, with_progress(texts, bar), out, "csv", chunk_size=32, total=len(texts)
+        scorer, with_progress(texts, bar), out, "csv", chunk_size=256, total=len(texts)
     )
     bar.progress(1.0, text=f"scored {counts['rows']:,} reviews")
     scored = pd.read_csv(io.StringIO(out.getvalue()), keep_default_na=False, na_values=[""])

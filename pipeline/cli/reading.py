@@ -40,13 +40,16 @@ def score(
         typer.Option(
             "--input",
             "-i",
-            help="reviews.csv (a comment, text, review or content column), reviews.txt (one "
-            "review per line) or - (stdin, one per line).",
+            help="reviews.csv or .parquet (a comment, text, review or content column), "
+            "reviews.jsonl (that key, or a string, per line), reviews.txt (one review per line) "
+            "or - (stdin, one per line).",
         ),
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Write the records to this .csv or .jsonl file."),
+        typer.Option(
+            "--output", "-o", help="Write the records to this .csv, .jsonl or .parquet file."
+        ),
     ] = None,
     run: TrainedRunOpt = None,
     runs_dir: RunsDirOpt = None,
