@@ -78,11 +78,7 @@ def adapt_records(
     if target == "em":
         adapted, prior, warning = adapt_probs(calibrated, mix)
         if say:  # the interval costs 200 EM runs: for a person reading the log, not a request
-            low, high = mix_interval(calibrated, mix)
-            shares = " · ".join(
-                f"{s}★ {p:.0%} ({lo:.0%}-{hi:.0%})"
-                for s, p, lo, hi in zip(STARS, prior, low, high, strict=True)
-            )
+            shares = said_mix(prior, *mix_interval(calibrated, mix))
             done = "kept the unadapted stars" if warning else "re-weighted each review to it"
             log.info("estimated star mix of %d reviews (MAP-EM, 95%% interval): %s; %s",
                      len(scored), shares, done)  # fmt: skip
@@ -94,10 +90,18 @@ def adapt_records(
         prior = star_shares(target)
         adapted = reweight(calibrated, mix, prior)
         if say:
-            shares = " · ".join(f"{s}★ {p:.0%}" for s, p in zip(STARS, prior, strict=True))
-            log.info("re-weighted %d reviews to the given star mix %s", len(scored), shares)
+            log.info("re-weighted %d reviews to the given mix %s", len(scored), said_mix(prior))
     for r, p in zip(scored, adapted, strict=True):
         r["probs"] = [float(x) for x in p]
         r["pred_star"] = int(p.argmax()) + 1
         r["expected_star"] = float(p @ np.asarray(STARS, dtype=np.float64))
     return [float(x) for x in prior]
+
+
+def said_mix(mix: Any, low: Any = None, high: Any = None) -> str:
+    """``1★ 8% (6%-10%) · 2★ ...``: a star mix for the log, with its interval when given."""
+    ends = zip(low, high, strict=True) if low is not None else [None] * len(mix)
+    return " · ".join(
+        f"{s}★ {p:.0%}" + (f" ({e[0]:.0%}-{e[1]:.0%})" if e else "")
+        for s, p, e in zip(STARS, mix, ends, strict=True)
+    )
