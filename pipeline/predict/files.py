@@ -263,6 +263,16 @@ def record_writer(out: IO[Any], fmt: str) -> tuple[Callable[[list[dict[str, Any]
     return lambda records: rows.writerows(flat_row(r, safe) for r in records), None
 
 
+def numbered(records: list[dict[str, Any]], counts: dict[str, int]) -> list[dict[str, Any]]:
+    """``records`` numbered on from ``counts["rows"]`` (the file's row), counting rows and
+    errors into ``counts``; both engines write through it."""
+    for record in records:
+        record["row"] = counts["rows"]
+        counts["rows"] += 1
+        counts["errors"] += record["error"] is not None
+    return records
+
+
 def write_records(
     scorer: Scorer,
     texts: Iterable[Any],
@@ -287,11 +297,7 @@ def write_records(
     with tqdm(total=total, unit="review", desc="scoring", disable=None, leave=False) as bar:
         for chunk in _chunks(texts, chunk_size):
             records = scorer.score_records(chunk, adapt_prior=adapt_prior, explain=explain)
-            for record in records:
-                record["row"] = counts["rows"]
-                counts["rows"] += 1
-                counts["errors"] += record["error"] is not None
-            write(records)
+            write(numbered(records, counts))
             out.flush()
             bar.update(len(chunk))
     if closing is not None:

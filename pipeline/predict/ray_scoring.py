@@ -30,6 +30,7 @@ from pipeline.errors import DoubanError, InputError, InputNotFoundError
 from pipeline.locate import resolve_run
 from pipeline.predict.files import (
     jsonl_text,
+    numbered,
     open_output,
     output_format,
     record_writer,
@@ -147,11 +148,7 @@ def score_file_on_ray(
             try:
                 for batch in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
                     records = [json.loads(line) for line in batch[RECORD].to_pylist()]
-                    for record in records:
-                        record["row"] = counts["rows"]
-                        counts["rows"] += 1
-                        counts["errors"] += record["error"] is not None
-                    write(records)
+                    write(numbered(records, counts))
                     bar.update(len(records))
                 if closing is not None:
                     closing.close()
