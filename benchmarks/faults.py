@@ -103,9 +103,12 @@ def environment() -> dict[str, str]:
     return {**os.environ, "DOUBAN_CACHE_DIR": os.environ.get("DOUBAN_CACHE_DIR", str(cache_root()))}
 
 
-def run_to_end(command: list[str]) -> float:
+def run_to_end(command: list[str], timeout: float = 1800) -> float:
+    """Run ``command`` to its end; its seconds. Exits with its stderr when it fails."""
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=environment())
+    done = subprocess.run(
+        command, capture_output=True, text=True, env=environment(), timeout=timeout
+    )
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     return time.perf_counter() - start

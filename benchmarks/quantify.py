@@ -40,7 +40,6 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.artifacts import write_json  # noqa: E402
 from pipeline.config import Settings  # noqa: E402
-from pipeline.modeling.bundle import store_needs  # noqa: E402
 from pipeline.modeling.metrics import quadratic_weighted_kappa  # noqa: E402
 from pipeline.modeling.prior import (  # noqa: E402
     EM_STRENGTH,
@@ -140,7 +139,7 @@ def main() -> None:
             fitted[name] = FITTERS[name](data, fold, settings, fitted)
         for name in models:
             model = fitted[name]
-            has = data.input_mask(store_needs(model))
+            has = data.input_mask(model.store_needs)
             test, val = fold.test[has[fold.test]], fold.val[has[fold.val]]
             val_probs = model.predict(data.source, val).probs
             temperature = fit_temperature(val_probs, data.stars[val])

@@ -41,7 +41,6 @@ from rich.table import Table
 from pipeline.artifacts import write_json
 from pipeline.config import PROJECT_ROOT, RunPaths
 from pipeline.locate import resolve_run
-from pipeline.modeling.bundle import reads_encoder, token_layers_of
 from pipeline.modeling.spec import list_models
 from pipeline.predict.scorer import BATCH_SIZE, Scorer
 
@@ -184,7 +183,7 @@ def main() -> None:
     # alternate scorer and encoder three times and keep each one's median: the machine's
     # other work moves both, and a ratio of medians from the same rounds is steadier
     rounds: dict[str, list[float]] = {"scorer": [], "records": [], "encoder": []}
-    layers = token_layers_of(scorer.model) or [-1]
+    layers = scorer.model.token_layers or [-1]
     for _ in range(3):
         start = time.perf_counter()
         scorer(batch_texts, batch_size=args.batch_size)
@@ -192,7 +191,7 @@ def main() -> None:
         start = time.perf_counter()
         scorer.score_records(batch_texts, batch_size=args.batch_size)
         rounds["records"].append(time.perf_counter() - start)
-        if reads_encoder(scorer.model):
+        if scorer.model.store_needs is not None:
             start = time.perf_counter()
             scorer.encode(batch_texts, layers)
             rounds["encoder"].append(time.perf_counter() - start)

@@ -66,6 +66,8 @@ class PrepareSettings(_Section):
     chunk_rows: int = Field(default=50_000, ge=1)
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     user_dict: Path | None = None  # extra jieba dictionary (one word per line)
+    # teach jieba the names the reviews use and its dictionary splits (pipeline/data/names.py)
+    discover_names: bool = True
     extra_stopwords: Path | None = None  # one word per line, added to the shipped list
     val_frac: float = Field(default=0.1, ge=0, lt=1)
     test_frac: float = Field(default=0.1, ge=0, lt=1)

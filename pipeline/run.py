@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pipeline.artifacts import read_json, read_manifest
+from pipeline.artifacts import atomic_path, read_json, read_manifest
 from pipeline.config import RunPaths
 from pipeline.data.text import Segmenter, load_stopwords
 from pipeline.errors import (
@@ -338,3 +338,25 @@ class Run:
             if key not in self._memo:
                 self._memo[key] = compute()
             return self._memo[key]
+
+    def kept_array(self, name: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """:meth:`memo` that also keeps the array in ``analytics/arrays/`` for the next process
+        (the app's server after the reports stage). ``name`` must say everything the array
+        depends on (a digest of its input): it is never recomputed while the file exists."""
+        path = self.paths.root / "analytics" / "arrays" / f"{name}.npy"
+
+        def load_or_compute() -> np.ndarray:
+            if path.is_file():
+                try:
+                    return np.load(path, allow_pickle=False)
+                except (OSError, ValueError):  # torn or foreign: computed again below
+                    pass
+            array = np.asarray(compute())
+            try:
+                with atomic_path(path) as tmp, tmp.open("wb") as f:
+                    np.save(f, array, allow_pickle=False)
+            except OSError:  # a read-only run: computed, not kept
+                pass
+            return array
+
+        return self.memo(("array", name), load_or_compute)

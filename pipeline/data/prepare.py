@@ -19,7 +19,7 @@ import logging
 import shutil
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,15 +45,24 @@ from pipeline.artifacts import (
 )
 from pipeline.config import Settings
 from pipeline.data.ingest import (
+    INGEST_SCHEMA,
     REJECT_MEANINGS,
     IngestStats,
     ingest,
     is_demo_input,
     resolve_inputs,
 )
+from pipeline.data.names import discover_names
 from pipeline.data.sources import sample_ingested, source_summary
 from pipeline.data.splits import SPLITS, assign_splits, resolve_holdout, split_counts
-from pipeline.data.text import USER_DICT, film_words, require_user_dict, segment_chunks
+from pipeline.data.text import (
+    USER_DICT,
+    Segmenter,
+    film_words,
+    load_stopwords,
+    require_user_dict,
+    segment_chunks,
+)
 from pipeline.errors import DatasetError, InputError
 from pipeline.locking import run_lock
 from pipeline.terminal import printable
@@ -64,28 +73,24 @@ CODE_VERSION = "prepare-3"  # bump when a change alters prepared output for the 
 _INGESTED = ".ingested.parquet"
 POOL_MIN_REVIEWS = 20_000  # below this a process pool's start-up costs more than it saves
 
+# the ingested row (INGEST_SCHEMA) numbered, segmented and split; the hash that grouped equal
+# texts for the splits is dropped
+_ORIGIN = ("source", "row_number")
 REVIEWS_SCHEMA = pa.schema(
     [
-        ("review_id", pa.int64()),
-        ("film", pa.string()),
-        ("film_en", pa.string()),
-        ("film_cn", pa.string()),
-        ("date", pa.string()),
-        ("star", pa.int8()),
-        ("like", pa.int64()),
-        ("comment", pa.string()),
-        ("text", pa.string()),
-        ("tokens", pa.list_(pa.string())),
-        ("split", pa.string()),
-        ("source", pa.string()),
-        ("row_number", pa.int64()),
+        pa.field("review_id", pa.int64()),
+        *(f for f in INGEST_SCHEMA if f.name not in (*_ORIGIN, "text_key")),
+        pa.field("tokens", pa.list_(pa.string())),
+        pa.field("split", pa.string()),
+        *(INGEST_SCHEMA.field(name) for name in _ORIGIN),
     ]
 )
 
 
 def prepare_fingerprint(settings: Settings, files: list[Path]) -> str:
     """What the prepared output depends on: not the worker count or chunk size (the output is the
-    same whatever they are), nor the stopwords (tokens keep them)."""
+    same whatever they are). The stopwords only through name discovery (tokens keep them), which
+    is recorded only when off, so runs prepared before it existed stay current."""
     p = settings.prepare
     return fingerprint(
         CODE_VERSION,
@@ -98,6 +103,9 @@ def prepare_fingerprint(settings: Settings, files: list[Path]) -> str:
             # only when set, so runs prepared before sampling existed stay current
             **({"sample": p.sample} if p.sample else {}),
             "user_dict": file_fingerprint(p.user_dict) if p.user_dict else None,
+            **({"discover_names": False} if not p.discover_names else {}),
+            **({"extra_stopwords": file_fingerprint(p.extra_stopwords)}
+               if p.discover_names and p.extra_stopwords else {}),  # fmt: skip
         },
         settings.seed,
     )
@@ -157,12 +165,14 @@ def prepare_run(
                     f"{err} (settings.prepare.holdout_films / --holdout-films)"
                 ) from err
             codes, split_summary = _splits(ingested, settings, holdout)
-            # film titles for jieba: the summary's film keys, which is what later stages pass to
-            # pipeline.text.Segmenter to segment new text the same way
-            words = film_words(stats.films)
+            # film titles and names for jieba: the summary's film keys and run_words, which is
+            # what later stages pass to pipeline.text.Segmenter to segment new text the same way
+            run_words = _run_names(ingested, stats.films, settings)
+            words = tuple(sorted({*film_words(stats.films), *run_words}))
             _write_reviews(ingested, tmp / paths.reviews.name, codes, words, settings, progress)
             ingested.unlink()
             summary = _summary(stats, files, split_summary, holdout, words)
+            summary["run_words"] = run_words
             summary["sample"] = sample
             summary["sources"] = source_summary(tmp / paths.reviews.name)
             summary["seconds"] = round(time.perf_counter() - start, 1)
@@ -187,6 +197,26 @@ def prepare_run(
     console.print(summary_table(summary))
     console.print(Text(printable(f"prepared {summary['kept']:,} reviews into {paths.prepared}")))
     return summary
+
+
+def _run_names(ingested: Path, films: Iterable[str], settings: Settings) -> list[str]:
+    """Names the reviews use that jieba would split (pipeline/data/names.py), logged so the user
+    sees what the run's segmenter learnt."""
+    if not settings.prepare.discover_names:
+        return []
+    columns = pq.read_table(ingested, columns=["text", "film"])
+    segmenter = Segmenter(films, settings.prepare.user_dict)
+    names = discover_names(
+        columns["text"].to_pylist(),
+        columns["film"].to_pylist(),
+        segmenter.tokens,
+        load_stopwords(settings.prepare.extra_stopwords),
+    )
+    if names:
+        shown = "、".join(printable(n) for n in names[:12])
+        log.info("jieba learns %d names from the reviews: %s%s", len(names), shown,
+                 " …" if len(names) > 12 else "")  # fmt: skip
+    return names
 
 
 def _check_same_inputs(prepared: Path, files: list[Path], force: bool) -> None:
@@ -341,6 +371,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
     if summary["blank_lines"]:
         table.add_row("blank lines skipped", f"{summary['blank_lines']:,}")
     table.add_row("films", f"{len(summary['films'])}")
+    table.add_row("names jieba learnt", f"{len(summary.get('run_words', []))}")
     for name in SPLITS:
         table.add_row(f"split: {name}", f"{summary['splits'][name]:,}")
     if summary["holdout_films"]:

@@ -171,15 +171,17 @@ def require_user_dict(path: Path | None) -> Path | None:
 
 
 class Segmenter:
-    """jieba segmentation that keeps film titles and user-dictionary words whole."""
+    """jieba segmentation that keeps film titles, the run's names and user-dictionary words
+    whole."""
 
     def __init__(
         self,
         films: Iterable[str] = (),
         user_dict: Path | None = None,
         user_lines: Iterable[str] = (),
+        names: Iterable[str] = (),
     ) -> None:
-        self.words = film_words(films)
+        self.words = tuple(sorted({*film_words(films), *names}))  # names: pipeline.data.names
         self.user_dict = require_user_dict(user_dict)
         self.user_lines = tuple(line for line in user_lines if line.strip())
         mtime = self.user_dict.stat().st_mtime_ns if self.user_dict else 0

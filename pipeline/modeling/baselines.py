@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from pipeline.modeling.inputs import FeatureSource, Predictions
+from pipeline.modeling.inputs import FeatureSource, Predictions, members_need
 from pipeline.modeling.metrics import NUM_CLASSES, quadratic_weighted_kappa
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ class MajorityModel:
     """Always the most frequent training star; its probabilities are the training frequencies."""
 
     kind = "majority"
+    store_needs, token_layers, reads_words, reads_text = None, [], False, False
 
     def __init__(self, prior: np.ndarray) -> None:
         self.prior = np.asarray(prior, dtype=np.float32)
@@ -194,6 +195,17 @@ class LinearStarModel:
         self.config: dict[str, Any] = {"kind": kind, "layers": self.layers, **(extra or {})}
         if vectoriser is not None:
             self.config["vectoriser"] = vectoriser.config()
+
+    token_layers: list[int] = []  # pooled vectors only
+    reads_text = False
+
+    @property
+    def store_needs(self) -> str | None:
+        return "pooled" if self.kind == "pooled_lr" else None
+
+    @property
+    def reads_words(self) -> bool:
+        return self.vectoriser is not None
 
     @property
     def is_regression(self) -> bool:
@@ -371,8 +383,20 @@ class EnsembleModel:
         }
 
     @property
+    def store_needs(self) -> str | None:
+        return members_need(self.members.values())
+
+    @property
+    def token_layers(self) -> list[int]:
+        return [x for m in self.members.values() for x in m.token_layers]
+
+    @property
+    def reads_words(self) -> bool:
+        return any(m.reads_words for m in self.members.values())
+
+    @property
     def reads_text(self) -> bool:
-        return any(getattr(m, "reads_text", False) for m in self.members.values())
+        return any(m.reads_text for m in self.members.values())
 
     def tensors(self) -> dict[str, np.ndarray]:
         return {"member_weights": self.weights}

@@ -9,7 +9,6 @@ bundle: scoring new text needs neither the feature store nor the prepared data.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +30,8 @@ from pipeline.modeling.spec import SCORING, list_models, read_config, retrain_hi
 
 __all__ = [  # list_models .. scoring_spec: re-exported, they read no weights (see spec.py)
     "CONFIG", "SCORING", "WEIGHTS", "EncoderMismatchError", "FinetunedTextModel", "TunedHeadModel",
-    "check_encoder", "encode_with", "list_models", "load_model", "load_star_model", "members_need",
-    "read_config", "retrain_hint", "save_model", "scoring_spec", "store_needs",
+    "check_encoder", "encode_with", "list_models", "load_model", "load_star_model",
+    "read_config", "retrain_hint", "save_model", "scoring_spec",
 ]  # fmt: skip
 
 
@@ -133,24 +132,6 @@ def load_star_model(
     return model
 
 
-def store_needs(model: Any) -> str | None:
-    """What the model reads from a run's feature store: "tokens" (heads, and ensembles holding
-    one), "pooled" (pooled_lr and ensembles holding one) or None (text models, and fine-tuned
-    ones, which encode text themselves)."""
-    kind = getattr(model, "kind", None)
-    if kind == "ensemble":
-        return members_need(model.members.values())
-    if kind == "head":
-        return "tokens"
-    return "pooled" if kind == "pooled_lr" else None
-
-
-def members_need(members: Iterable[Any]) -> str | None:
-    """What a mix of ``members`` reads from the store: the most that any of them reads."""
-    needs = {store_needs(m) for m in members}
-    return "tokens" if "tokens" in needs else "pooled" if "pooled" in needs else None
-
-
 class TunedHeadModel:
     """A fine-tuned self-attentive model (``modeling.sentence.save_tuned_head``) behind
     ``predict(source, rows)``: it reads the reviews' cleaned text and encodes it with its own
@@ -159,6 +140,7 @@ class TunedHeadModel:
 
     kind = "finetune"
     reads_text = True  # evaluation predicts only its val/test reviews (an encoder pass each)
+    store_needs, token_layers, reads_words = None, [], False  # its own encoder, not the store's
 
     def __init__(self, models_dir: Path, name: str, head: Any) -> None:
         self.models_dir, self.name, self.head = models_dir, name, head
@@ -192,30 +174,6 @@ class TunedHeadModel:
         return self.head.predict(mine, list(range(len(texts))))
 
 
-def token_layers_of(model: Any) -> list[int]:
-    """The encoder layers whose token states ``model`` reads (its members', for an ensemble)."""
-    if model is None:
-        return []
-    if getattr(model, "kind", None) == "ensemble":
-        return [x for m in model.members.values() for x in token_layers_of(m)]
-    return list(getattr(model, "layers", [])) if store_needs(model) == "tokens" else []
-
-
-def reads_encoder(model: Any) -> bool:
-    """Whether the model reads encoder features (heads, pooled baselines, ensembles of them);
-    TF-IDF, majority and fine-tuned models (their own encoder) do not."""
-    if getattr(model, "kind", None) == "ensemble":
-        return any(reads_encoder(m) for m in model.members.values())
-    return getattr(model, "kind", None) in ("head", "pooled_lr")
-
-
-def reads_words(model: Any) -> bool:
-    """Whether the model reads jieba words (TF-IDF models, and ensembles holding one)."""
-    if getattr(model, "kind", None) == "ensemble":
-        return any(reads_words(m) for m in model.members.values())
-    return getattr(model, "vectoriser", None) is not None
-
-
 def encode_with(
     encoder: Any, texts: list[str], layers: list[int], max_length: int, token_budget: int = 2048
 ) -> list[Any]:
@@ -247,6 +205,7 @@ class FinetunedTextModel:
 
     kind = "finetune"
     reads_text = True  # evaluation predicts only its val/test reviews (an encoder pass each)
+    store_needs, token_layers, reads_words = None, [], False
 
     def __init__(self, model_dir: Path) -> None:
         from pipeline.modeling.sentence import load_finetuned  # transformers: only for this kind

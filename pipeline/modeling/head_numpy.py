@@ -39,10 +39,12 @@ class NumpyHead:
     answers it (stars, score, probabilities, attention per review summed over hops)."""
 
     kind = "head"
+    store_needs, reads_words, reads_text = "tokens", False, False
 
     def __init__(self, tensors: dict[str, np.ndarray], config: dict[str, Any]) -> None:
         self.config = {"kind": self.kind, **config}
         self.layers: list[int] = list(config["layers"])
+        self.token_layers = self.layers
         self.pooled_layers: list[int] = list(config.get("pooled_layers", []))
         self.output: str = config["output"]
         w = {k: np.asarray(v, dtype=np.float32) for k, v in tensors.items()}

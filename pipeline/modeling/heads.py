@@ -186,11 +186,13 @@ class HeadModel:
     :class:`~pipeline.modeling.inputs.FeatureSource` in batches (padding per batch)."""
 
     kind = "head"
+    store_needs, reads_words, reads_text = "tokens", False, False
 
     def __init__(self, module: SelfAttentiveHead, config: dict[str, Any]) -> None:
         self.module = module
         self.config = {"kind": self.kind, **config}
         self.layers: list[int] = list(config["layers"])
+        self.token_layers = self.layers
         self.pooled_layers: list[int] = list(config.get("pooled_layers", []))
 
     @classmethod

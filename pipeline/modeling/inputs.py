@@ -6,7 +6,7 @@ so training, evaluation and scoring of new text share one code path per model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -39,6 +39,30 @@ class Predictions:
             None if first.probs is None else np.concatenate([p.probs for p in parts]),
             None if first.attention is None else [a for p in parts for a in p.attention],
         )
+
+
+class StarModel(Protocol):
+    """What every model kind answers, so callers ask the model instead of testing its kind:
+    ``store_needs`` is what it reads from a run's feature store ("tokens": heads; "pooled":
+    pooled_lr; None: TF-IDF, majority, and fine-tuned models, which encode text themselves),
+    ``token_layers`` the encoder layers whose token states it reads, ``reads_words`` whether it
+    needs jieba words (TF-IDF), ``reads_text`` whether it encodes the reviews' text itself.
+    An ensemble answers for its members."""
+
+    kind: str
+    config: dict[str, Any]
+    store_needs: str | None
+    token_layers: list[int]
+    reads_words: bool
+    reads_text: bool
+
+    def predict(self, source: FeatureSource, rows: Sequence[int]) -> Predictions: ...
+
+
+def members_need(members: Iterable[StarModel]) -> str | None:
+    """What a mix of ``members`` reads from the store: the most that any of them reads."""
+    needs = {m.store_needs for m in members}
+    return "tokens" if "tokens" in needs else "pooled" if "pooled" in needs else None
 
 
 class FeatureSource(Protocol):

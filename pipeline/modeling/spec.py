@@ -63,12 +63,18 @@ def segmenter_spec(paths: RunPaths) -> dict[str, Any]:
             hint=f"put the file back, or re-run `douban prepare --run {paths.name}`",
         )
     lines = source.read_text(encoding="utf-8-sig").splitlines() if source else []
-    return {"films": list(summary.get("films", [])), "user_dict": [x for x in lines if x.strip()]}
+    return {
+        "films": list(summary.get("films", [])),
+        "names": list(summary.get("run_words", [])),
+        "user_dict": [x for x in lines if x.strip()],
+    }
 
 
 def build_segmenter(spec: Mapping[str, Any]) -> Segmenter:
     """jieba exactly as the spec (:func:`segmenter_spec`) describes it."""
-    return Segmenter(spec.get("films", []), user_lines=spec.get("user_dict", []))
+    return Segmenter(
+        spec.get("films", []), user_lines=spec.get("user_dict", []), names=spec.get("names", [])
+    )
 
 
 def scoring_spec(

@@ -43,9 +43,6 @@ from pipeline.modeling.bundle import (
     encode_tokenized,
     encode_with,
     load_star_model,
-    reads_encoder,
-    reads_words,
-    token_layers_of,
 )
 from pipeline.modeling.inputs import EncodedSource, Predictions
 from pipeline.modeling.prior import (
@@ -147,7 +144,7 @@ class Scorer:
             return None
         if name == self.model_name:
             return self.model
-        if getattr(self.model, "kind", None) == "ensemble" and name in self.model.members:
+        if self.model.kind == "ensemble" and name in self.model.members:
             return self.model.members[name]
         return load_star_model(self.paths.models, name, self.fingerprint, numpy_heads=True)
 
@@ -156,7 +153,7 @@ class Scorer:
         """The bundle spec of the encoder features read here: this model's, or, when it reads
         none (TF-IDF, a fine-tuned encoder), the explaining head's."""
         name = self.attention_model_name
-        if reads_encoder(self.model) or name is None or name == self.model_name:
+        if self.model.store_needs is not None or name is None or name == self.model_name:
             return self.spec
         return read_scoring_spec(read_config(self.paths.models, name), name)
 
@@ -218,7 +215,8 @@ class Scorer:
         """The Python-bound part of a batch (jieba words and spans, encoder tokens), run on
         a worker thread while the encoder runs the batch before it."""
         models = self._models(explain)
-        reads, words = any(map(reads_encoder, models)), any(map(reads_words, models))
+        reads = any(m.store_needs is not None for m in models)
+        words = any(m.reads_words for m in models)
         return BatchInputs(
             texts=texts,
             tokens=[self.segmenter.tokens(t) for t in texts] if words else [[] for _ in texts],
@@ -234,7 +232,7 @@ class Scorer:
         truncated = [False] * len(texts)
         layers: list[int] = []
         if batch.tokenized is not None:
-            layers = sorted({x for m in models for x in token_layers_of(m)}) or [
+            layers = sorted({x for m in models for x in m.token_layers}) or [
                 self.encoder.num_layers
             ]
             encoded = encode_tokenized(self.encoder, batch.tokenized, layers, SCORE_TOKEN_BUDGET)
@@ -318,7 +316,7 @@ class Scorer:
         explanation loads another encoder, so only ``explain=True`` asks for one."""
         name = self.attention_model_name
         own = name == self.model_name or name in self.config.get("members", [])
-        return name is not None and own and reads_encoder(self.model)
+        return name is not None and own and self.model.store_needs is not None
 
     def score(
         self,

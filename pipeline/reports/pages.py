@@ -58,7 +58,7 @@ from pipeline.run import Run
 
 log = logging.getLogger(__name__)
 
-ANALYTICS_VERSION = 3  # bump when what a FilmReport holds changes: cached artifacts are rebuilt
+ANALYTICS_VERSION = 4  # bump when what a FilmReport holds changes: cached artifacts are rebuilt
 MIN_EVALUATED = 30  # fewer evaluated reviews: the numbers carry a visible small-sample note
 SECTIONS = {
     "numbers": "Key numbers",
@@ -75,6 +75,7 @@ SECTIONS = {
     "league": "Film league",
 }
 TEMPLATES = Path(__file__).parent / "templates"
+WORD_PARTS = ("top_words", "star_words", "clouds")  # of a FilmReport: the same for every model
 
 
 @dataclass
@@ -125,9 +126,11 @@ class FilmReport:
         model: str | None = None,
         tsne_cap: int = DEFAULT_CAP,
         seed: int = 0,
+        words: dict[str, Any] | None = None,
     ) -> FilmReport:
         """Compute a film's report (``film``: Chinese or English name; ``model``: default the
-        run's default model, chosen on validation)."""
+        run's default model, chosen on validation). ``words``: the film's :data:`WORD_PARTS`
+        from another model's report of it (they depend on the reviews only)."""
         film = run.resolve_film(film)
         model = resolve_model(run, model)
         reviews = run.reviews[run.reviews["film"] == film]
@@ -136,11 +139,7 @@ class FilmReport:
         all_models = all_models[all_models["film"] == film]
         tsne, tsne_note = tsne_section(run, reviews, preds, tsne_cap, seed)
         attention_model, attention, attention_note = attention_section(run, film, model)
-        top_words = corpus_top_words(run)[film]
-        star_words = {
-            s: t[t["count"] >= MIN_WORD_COUNT].reset_index(drop=True)
-            for s, t in star_top_words(reviews, run.stopwords).items()
-        }
+        words = words or cls.film_words(run, film, reviews)
         return cls(
             run=run.name,
             film=film,
@@ -158,9 +157,7 @@ class FilmReport:
             confusion_normalised=confusion(preds, normalise=True),
             tsne=tsne,
             tsne_note=tsne_note,
-            top_words=top_words,
-            star_words=star_words,
-            clouds=cloud_pngs(top_words, star_words),
+            **words,
             attention_model=attention_model,
             attention=attention,
             attention_note=attention_note,
@@ -169,6 +166,17 @@ class FilmReport:
             league=league_for(run, model),
             star_estimate=star_estimate(run, model, film),
         )
+
+    @staticmethod
+    def film_words(run: Run, film: str, reviews: pd.DataFrame) -> dict[str, Any]:
+        """The :data:`WORD_PARTS` of a film's report: the same for every model."""
+        top_words = corpus_top_words(run)[film]
+        star_words = {
+            s: t[t["count"] >= MIN_WORD_COUNT].reset_index(drop=True)
+            for s, t in star_top_words(reviews, run.stopwords).items()
+        }
+        clouds = cloud_pngs(top_words, star_words)
+        return {"top_words": top_words, "star_words": star_words, "clouds": clouds}
 
     # ------------------------------------------------------------------ artifact on disk
 
@@ -243,6 +251,22 @@ def analytics_dir(run: Run, model: str | None) -> Path:
     return run.paths.root / "analytics" / (model or "no-model")
 
 
+def _words_of_another_model(run: Run, where: Path, words_fp: str) -> dict[str, Any] | None:
+    """The word parts of the film's report for another model, made from the same reviews
+    (``words_fp``): switching model then costs no TF-IDF and no word clouds."""
+    models = run.paths.root / "analytics"
+    if not models.is_dir():
+        return None
+    for manifest in sorted(m / where / "manifest.json" for m in models.iterdir() if m.is_dir()):
+        try:
+            if read_json(manifest).get("words") == words_fp:
+                report = FilmReport.load(manifest.parent)
+                return {part: getattr(report, part) for part in WORD_PARTS}
+        except (OSError, KeyError, ValueError, TypeError):  # damaged or vanished: skip it
+            continue
+    return None
+
+
 def film_report(
     run: Run, film: str, model: str | None = None, tsne_cap: int = DEFAULT_CAP, seed: int = 0
 ) -> FilmReport:
@@ -260,11 +284,15 @@ def film_report(
             return FilmReport.load(folder)
         except (OSError, KeyError, ValueError, TypeError) as err:  # damaged: rebuild it
             log.warning("rebuilding the cached report in %s: %s", folder, err)
-    report = FilmReport.build(run, film, model, tsne_cap=cap, seed=seed)
+    words_fp = fingerprint(ANALYTICS_VERSION, _inputs(run), film, cap, seed)
+    words = _words_of_another_model(run, folder.relative_to(analytics_dir(run, model)), words_fp)
+    report = FilmReport.build(run, film, model, tsne_cap=cap, seed=seed, words=words)
     try:
         with atomic_dir(folder) as tmp:
             report.save(tmp)
-            write_manifest(tmp, "analytics", fp, film=film, model=model, tsne_cap=cap)
+            write_manifest(
+                tmp, "analytics", fp, film=film, model=model, tsne_cap=cap, words=words_fp
+            )
     except OSError as err:  # a read-only run (someone else's folder): computed, not kept
         log.warning("cannot keep the film's analytics in %s: %s", folder, err)
     return report

@@ -152,12 +152,14 @@ def league_for(run: Run, model: str | None) -> pd.DataFrame:
 def tsne_section(
     run: Run, reviews: pd.DataFrame, preds: pd.DataFrame, cap: int, seed: int
 ) -> tuple[pd.DataFrame | None, str]:
-    """The t-SNE map of ``reviews`` coloured by ``preds``; its coordinates are kept in the
-    Run, so another model's map of the same reviews costs no second t-SNE (switching model)."""
+    """The t-SNE map of ``reviews`` coloured by ``preds``. Its coordinates depend on the
+    features only, so they are kept with the run (:meth:`Run.kept_array`): another model's map
+    of the same reviews, in this process or the app's, costs no second t-SNE."""
 
     def kept(x: np.ndarray, seed: int) -> np.ndarray:
-        key = ("tsne", hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest(), seed)
-        return run.memo(key, lambda: tsne_coordinates(x, seed))
+        data = np.ascontiguousarray(x).tobytes() + str(x.shape).encode()
+        digest = hashlib.sha1(data).hexdigest()[:20]
+        return run.kept_array(f"tsne-{digest}-{seed}", lambda: tsne_coordinates(x, seed))
 
     features = run.pooled_features
     if features is None:

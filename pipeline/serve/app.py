@@ -22,13 +22,12 @@ from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from pipeline.config import RunPaths
@@ -41,19 +40,20 @@ from pipeline.errors import (
     StageMissingError,
 )
 from pipeline.locate import resolve_run
-from pipeline.modeling.prior import star_shares
-from pipeline.predict.records import MAX_CHARS
 from pipeline.predict.scorer import Scorer
 from pipeline.run import Run
 from pipeline.serve.batcher import MicroBatcher, Overloaded
+from pipeline.serve.schemas import (
+    MAX_BODY_BYTES,
+    ErrorResponse,
+    ModelInfo,
+    ModelsResponse,
+    ScoreRequest,
+    ScoreResponse,
+)
 
 log = logging.getLogger(__name__)
 
-MAX_TEXTS = 256  # per request; more belongs in `douban score -i FILE`
-MAX_TEXT_CHARS = MAX_CHARS
-# the largest valid request fits: MAX_TEXTS x MAX_TEXT_CHARS characters outside the BMP, each
-# escaped by the client as a surrogate pair (\ud83d\ude00: 12 bytes), plus room for the rest
-MAX_BODY_BYTES = MAX_TEXTS * MAX_TEXT_CHARS * 12 + (1 << 16)
 SCORE_BATCH = 256  # texts per scorer call inside one micro-batch
 WARM_UP_TEXT = "这部电影的剧情很好看"
 ERROR_STATUS: tuple[tuple[type[DoubanError], int], ...] = (
@@ -64,99 +64,6 @@ ERROR_STATUS: tuple[tuple[type[DoubanError], int], ...] = (
     (StageMissingError, 409),
     (DoubanError, 409),
 )
-
-
-def _adapt_target(value: Any) -> Any:
-    """"em" or five star shares, each refused with what is wrong (a union would answer a
-    4-number list with "Input should be 'em'")."""
-    if value is None or value == "em":
-        return value
-    if isinstance(value, str):
-        raise ValueError(f'adapt_prior is "em" or five star shares, not {value[:20]!r}')
-    if not isinstance(value, list) or not all(
-        isinstance(x, (int, float)) and not isinstance(x, bool) for x in value
-    ):
-        raise ValueError('adapt_prior is "em" or a list of five numbers (stars 1-5)')
-    try:
-        star_shares(value)
-    except ValueError as err:
-        raise ValueError(f"adapt_prior: {err}") from None
-    return [float(x) for x in value]
-
-
-Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
-AdaptTarget = Annotated[Literal["em"] | list[float] | None, BeforeValidator(_adapt_target)]
-
-
-class ScoreRequest(BaseModel):
-    """Texts to score; strict types (a number is not a text, "yes" is not a boolean)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    texts: Annotated[
-        list[Text],
-        Field(min_length=1, max_length=MAX_TEXTS, description="Reviews, scored in order."),
-    ]
-    model: str | None = Field(None, description="A model of the run (default: its default).")
-    explain: bool = Field(False, description="Add every word's attention (slower).")
-    adapt_prior: AdaptTarget = Field(
-        None,
-        description="Re-weight the probabilities to another star mix: five shares (stars 1-5), "
-        'or "em" to estimate the mix of this request\'s texts (send many).',
-    )
-
-
-class TopWord(BaseModel):
-    word: str
-    weight: float
-
-
-class Word(TopWord):
-    start: int
-    end: int
-
-
-class ScoreResult(BaseModel):
-    """One text's score; ``error`` set (and no star) when the text cannot be scored."""
-
-    row: int
-    text: str
-    pred_star: int | None
-    probs: list[float] | None = Field(description="Probability of stars 1..5.")
-    expected_star: float | None
-    regression: float | None
-    model: str
-    attention_model: str | None
-    top_words: list[TopWord]
-    warnings: list[str]
-    error: str | None
-    clean_text: str | None = Field(None, description="With explain: the text the model saw.")
-    words: list[Word] | None = Field(None, description="With explain: offsets in clean_text.")
-
-
-class ScoreResponse(BaseModel):
-    model: str
-    records: list[ScoreResult]
-    prior: list[float] | None = Field(None, description="The star mix adapted to, if asked.")
-
-
-class ModelInfo(BaseModel):
-    name: str
-    default: bool
-    loaded: bool
-
-
-class ModelsResponse(BaseModel):
-    run: str
-    default: str
-    models: list[ModelInfo]
-
-
-class ErrorResponse(BaseModel):
-    error: str
-    message: str
-    hint: str | None = None
-    detail: list[dict[str, Any]] | None = None
 
 
 class ScoringService:
@@ -277,6 +184,12 @@ def _validation_detail(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
+DOCS_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'"
+)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -379,6 +292,16 @@ def create_app(
     )
     app.state.service = service
     app.add_middleware(_BodyLimit, max_bytes=MAX_BODY_BYTES)
+
+    @app.middleware("http")
+    async def docs_stay_local(request: Request, call_next: Any) -> Any:
+        """The docs pages may load nothing from elsewhere: ReDoc's footer draws its logo from
+        its CDN, which offline is a broken image and online a request the user did not make."""
+        response = await call_next(request)
+        if request.url.path in ("/docs", "/redoc"):
+            response.headers["Content-Security-Policy"] = DOCS_POLICY
+        return response
+
     _install_error_handlers(app)
 
     def ready() -> None:

@@ -92,7 +92,7 @@ class TrainingData:
 
     def input_mask(self, needs: str | None) -> np.ndarray:
         """Which reviews a model can read: ``needs`` is what it reads from the store
-        (``bundle.store_needs``: "tokens", "pooled" or None for text)."""
+        (a model's ``store_needs``: "tokens", "pooled" or None for text)."""
         if needs == "tokens":
             return self.token_mask()
         if needs == "pooled":

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from pipeline.artifacts import atomic_path, fingerprint, read_json
 from pipeline.config import ModelSet, RunPaths, Settings
 from pipeline.errors import StageMissingError
-from pipeline.modeling.bundle import list_models, load_star_model, store_needs
+from pipeline.modeling.bundle import list_models, load_star_model
 from pipeline.modeling.inputs import Predictions
 from pipeline.modeling.metrics import headline, star_metrics
 from pipeline.modeling.prior import (
@@ -233,10 +233,10 @@ def evaluate_models(
     tables = []
     for name in tqdm(todo, desc=f"evaluate {evaluation}", unit="model", disable=not progress):
         model = load_star_model(models.models, name, encoder_fp)
-        if getattr(model, "reads_text", False):
+        if model.reads_text:
             rows = metric_rows
         else:
-            rows = np.flatnonzero(data.input_mask(store_needs(model)))
+            rows = np.flatnonzero(data.input_mask(model.store_needs))
             if len(rows) < len(all_rows):
                 log.info("%s reads the %d encoded reviews of %d", name, len(rows), len(all_rows))
         pred = model.predict(data.source, rows)

@@ -28,7 +28,6 @@ import pandas as pd
 from pipeline.artifacts import read_json
 from pipeline.config import Settings
 from pipeline.errors import InputError
-from pipeline.modeling.bundle import store_needs
 from pipeline.modeling.inputs import Predictions
 from pipeline.modeling.metrics import bootstrap_ci, headline, star_metrics
 from pipeline.modeling.prior import adapt_predictions, fit_temperature, implied_prior, prior_of
@@ -272,7 +271,7 @@ def run_evaluation(
             if name not in tested:
                 continue
             test, val = fold.test, fold.val
-            has = data.input_mask(store_needs(fitted[name]))  # encoder models: encoded reviews
+            has = data.input_mask(fitted[name].store_needs)  # encoder models: encoded reviews
             test, val = test[has[test]], val[has[val]]
             pred = fitted[name].predict(data.source, test)
             t = tested[name]

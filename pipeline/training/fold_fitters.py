@@ -15,8 +15,7 @@ from pipeline.config import Settings
 from pipeline.encoding.load import pick_device, resolve_encoder
 from pipeline.errors import InputError
 from pipeline.modeling.baselines import EnsembleModel, LinearStarModel, MajorityModel
-from pipeline.modeling.bundle import members_need
-from pipeline.modeling.inputs import FeatureSource, Predictions
+from pipeline.modeling.inputs import FeatureSource, Predictions, members_need
 from pipeline.modeling.sentence import model_name, predict
 from pipeline.training.data import TrainingData
 from pipeline.training.train import ALL_MODELS, ENSEMBLES, HEAD_NAMES, _head_layers, fit_head
@@ -82,6 +81,7 @@ class FoldTuned:
 
     kind = "finetune"
     reads_text = True
+    store_needs, token_layers, reads_words = None, [], False
 
     def __init__(self, tuned: Tuned, max_length: int) -> None:
         self.tuned = tuned

@@ -33,12 +33,11 @@ from pipeline.modeling.batching import length_bucketed_batches, seed_everything,
 from pipeline.modeling.bundle import (
     SCORING,
     load_star_model,
-    members_need,
     save_model,
     scoring_spec,
 )
 from pipeline.modeling.heads import OUTPUT_KINDS, HeadModel, OutputKind
-from pipeline.modeling.inputs import FeatureSource
+from pipeline.modeling.inputs import FeatureSource, members_need
 from pipeline.training.data import TEXT_MODELS, TrainingData, saved_fingerprint
 
 log = logging.getLogger(__name__)

@@ -9,18 +9,24 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from browser import (
+    CHROMIUM,
+    LAUNCH_ARGS,
+    RUN_TIMEOUT_MS,
+    free_port,
+    no_exception,
+    settle,
+    wait_healthy,
+)
 
-CHROMIUM = Path("/usr/bin/chromium")
 PAGES = {"overview": "", "films": "films", "score": "score", "reports": "reports", "lab": "lab"}
 TITLES = {
     "overview": "Overview",
@@ -38,34 +44,12 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 # Opened at /films, Streamlit first looks for its server under /films/ (404), then at the root
 BASE_PATH_PROBE = re.compile(r"^/[^/]+/_stcore/(health|host-config)$")
 VIEWPORT = {"width": 1400, "height": 1000}
-BOOT_TIMEOUT = 120
-RUN_TIMEOUT_MS = 240_000  # a page's first run reads the run, builds a film, loads the encoder
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + BOOT_TIMEOUT
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the app exited with {server.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read().strip() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"the app did not answer on {url} within {BOOT_TIMEOUT}s")
 
 
 @pytest.fixture(scope="module")
@@ -138,9 +122,8 @@ def browser_page(app_url: str):
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=str(CHROMIUM),
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                  "--disable-background-networking"],
-        )  # fmt: skip
+            args=LAUNCH_ARGS,
+        )
         page = browser.new_page(viewport=VIEWPORT)
         page.set_default_timeout(RUN_TIMEOUT_MS)
         page.on("console", lambda m: watch.errors.append(m.text) if m.type == "error" else None)
@@ -159,23 +142,6 @@ def page(browser_page):
     yield page
     assert not watch.problems(), watch.problems()
     assert not watch.external(), watch.external()
-
-
-def settle(page) -> None:
-    """Wait until the script run is over: the app is drawn and the running indicator gone."""
-    page.wait_for_timeout(500)  # a click's rerun may not have started yet
-    page.wait_for_selector('[data-testid="stMain"]', timeout=RUN_TIMEOUT_MS)
-    page.wait_for_function(
-        "() => document.querySelector('[data-testid=\"stApp\"]')"
-        "?.getAttribute('data-test-script-state') === 'notRunning'",
-        timeout=RUN_TIMEOUT_MS,
-    )
-    page.wait_for_timeout(1500)  # charts and images finish drawing
-
-
-def no_exception(page) -> None:
-    exceptions = page.locator('[data-testid="stException"]')
-    assert exceptions.count() == 0, exceptions.first.inner_text()
 
 
 def shoot(page, name: str, tmp_path: Path) -> Path:

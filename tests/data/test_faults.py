@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from benchmarks.faults import kill_after, run_to_end
 from pipeline.data.demo import generate_demo_corpus
-from pipeline.encoding.e5_convert import cache_root
 
 CONFIG = """
 [prepare]
@@ -38,36 +34,6 @@ def douban_command(*args: str | Path, runs: Path, config: Path) -> list[str]:
         sys.executable, "-m", "pipeline.cli", *map(str, args),
         "--runs-dir", str(runs), "--config", str(config),
     ]  # fmt: skip
-
-
-def environment() -> dict[str, str]:
-    return {**os.environ, "DOUBAN_CACHE_DIR": os.environ.get("DOUBAN_CACHE_DIR", str(cache_root()))}
-
-
-def run_to_end(command: list[str]) -> float:
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=environment(), timeout=900)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return time.perf_counter() - start
-
-
-def kill_after(command: list[str], seconds: float) -> bool:
-    """Start ``command`` and SIGKILL its process group after ``seconds``; True if it was still
-    running (a real interruption), False if it had already finished."""
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=environment(),
-        start_new_session=True,
-    )
-    try:
-        process.wait(timeout=seconds)
-        return False
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        return True
 
 
 def digest(path: Path) -> str:

@@ -25,8 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
 from pipeline import Scorer
-from pipeline.serve.app import MAX_BODY_BYTES, MAX_TEXT_CHARS, MAX_TEXTS, create_app
+from pipeline.serve.app import create_app
 from pipeline.serve.batcher import MicroBatcher, Overloaded
+from pipeline.serve.schemas import MAX_BODY_BYTES, MAX_TEXT_CHARS, MAX_TEXTS
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,53 @@
+"""What the browser tests share: a free port, waiting for a server to answer, and waiting for a
+Streamlit script run to settle."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+CHROMIUM = Path("/usr/bin/chromium")
+BOOT_TIMEOUT = 120
+RUN_TIMEOUT_MS = 240_000  # a page's first run reads the run, builds a film, loads the encoder
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+               "--disable-background-networking"]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, server: subprocess.Popen, path: str = "/_stcore/health") -> None:
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the app exited with {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}{path}", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"the app did not answer on {url} within {BOOT_TIMEOUT}s")
+
+
+def settle(page) -> None:
+    """Wait until the script run is over: the app is drawn and the running indicator gone."""
+    page.wait_for_timeout(500)  # a click's rerun may not have started yet
+    page.wait_for_selector('[data-testid="stMain"]', timeout=RUN_TIMEOUT_MS)
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=\"stApp\"]')"
+        "?.getAttribute('data-test-script-state') === 'notRunning'",
+        timeout=RUN_TIMEOUT_MS,
+    )
+    page.wait_for_timeout(1500)  # charts and images finish drawing
+
+
+def no_exception(page) -> None:
+    exceptions = page.locator('[data-testid="stException"]')
+    assert exceptions.count() == 0, exceptions.first.inner_text()
