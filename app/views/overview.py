@@ -73,6 +73,14 @@ def dataset_section(ctx: common.Context) -> None:
             st.caption("Held-out films: " + common.plain(", ".join(summary["holdout_films"])))
     with st.expander("Films and input files"):
         common.table(ctx.data.films)
+        names = summary.get("run_words", [])
+        if names:
+            shown = "、".join(names[:40]) + (" …" if len(names) > 40 else "")
+            st.caption(
+                f"jieba learnt {len(names)} names from the reviews (kept whole in words, "
+                "attention and TF-IDF):"
+            )
+            st.text(shown)  # words from the reviews: text, never Markdown
         if summary.get("files"):
             files = pd.DataFrame(summary["files"]).drop(columns=["path"], errors="ignore")
             files["rejected"] = files["rejected"].map(
