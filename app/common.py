@@ -142,15 +142,14 @@ def cached(func: Callable[..., Any], ctx: Context, *args: Any, **kwargs: Any) ->
     return _cached_call(name, ctx.key, args, kwargs, func, ctx.data)
 
 
-@st.cache_resource(show_spinner="Loading model…", max_entries=4)
-def _scorer(key: str, model: str | None, _run: Run) -> Any:
-    return _run.scorer(model)
-
-
 def scorer_for(ctx: Context) -> Any:
-    """The scorer of the sidebar's model (loaded once per run and model, for every session). The
-    models of a run share one encoder session, so switching model loads only the small model."""
-    return _scorer(ctx.key, ctx.model, ctx.data)
+    """The scorer of the sidebar's model: the Run's own (``Run.scorer``), loaded once per run
+    and model for every session, since the Run is. The models of a run share one encoder
+    session, so switching model loads only the small model."""
+    if ctx.model in ctx.data.loaded_scorers():
+        return ctx.data.scorer(ctx.model)
+    with st.spinner("Loading model…"):
+        return ctx.data.scorer(ctx.model)
 
 
 def model_choices(run: Run) -> list[str]:

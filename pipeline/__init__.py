@@ -19,7 +19,7 @@ _EXPORTS = {
     "Scorer": "pipeline.predict.scorer",
     "ScoreRecord": "pipeline.predict.records",
     "Explanation": "pipeline.predict.records",
-    "score": "pipeline.predict.scorer",
+    "score": "pipeline.run",
     "DoubanError": "pipeline.errors",
     "InputError": "pipeline.errors",
     "RunNameError": "pipeline.errors",

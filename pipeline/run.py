@@ -33,7 +33,7 @@ from pipeline.errors import (
     ModelNotFoundError,
     StageMissingError,
 )
-from pipeline.locate import locate_run, newest_trained_run
+from pipeline.locate import locate_run, newest_trained_run, resolve_run
 from pipeline.modeling.spec import (
     build_segmenter,
     default_model_of,
@@ -218,6 +218,19 @@ class Run:
         return read_json(self.paths.metrics) if self.paths.metrics.exists() else {}
 
     @cached_property
+    def recorded_settings(self) -> dict[str, Any]:
+        """The settings the run was last prepared with (``settings.json``), for the reader: a
+        stage takes its own from the config file and flags; {} when there is none."""
+        path = self.paths.settings
+        return read_json(path) if path.exists() else {}
+
+    @property
+    def generation(self) -> str:
+        """The name of the model set this Run reads (``gen-N``; the run's own name for a run
+        trained before model sets had generations): every surface reports it."""
+        return self.paths.model_set.root.name
+
+    @cached_property
     def default_model(self) -> str | None:
         """The run's one default model, chosen on validation (see
         :func:`pipeline.modeling.spec.choose_default_model`); None before training."""
@@ -360,3 +373,32 @@ class Run:
             return array
 
         return self.memo(("array", name), load_or_compute)
+
+
+_OPEN_RUNS: dict[str, tuple[float, Run]] = {}
+
+
+def get_scorer(
+    run: str | Path | None = None, model: str | None = None, runs_dir: Path | str | None = None
+) -> Scorer:
+    """The :class:`~pipeline.predict.scorer.Scorer` of an open :class:`Run`, kept for the
+    process (the Run memoises its scorers); the run is opened again when its models change on
+    disk (a new generation, a re-trained model)."""
+    paths = resolve_run(run, Path(runs_dir) if runs_dir else None)
+    stamp = max((p.stat().st_mtime for p in paths.models.glob("*/config.json")), default=0.0)
+    key = str(paths.root.resolve())
+    cached = _OPEN_RUNS.get(key)
+    if cached is None or cached[0] != stamp:
+        _OPEN_RUNS[key] = (stamp, Run(paths))
+    return _OPEN_RUNS[key][1].scorer(model)
+
+
+def score(
+    texts: str | Iterable[Any],
+    run: str | Path | None = None,
+    model: str | None = None,
+    runs_dir: Path | str | None = None,
+) -> list[dict[str, Any]]:
+    """Score review text(s) with a trained run: a list of records (one per text, in order) with
+    pred_star, probs (stars 1..5), expected_star, regression, top_words, warnings and error."""
+    return get_scorer(run, model, runs_dir).score_records(texts)

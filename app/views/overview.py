@@ -81,6 +81,9 @@ def dataset_section(ctx: common.Context) -> None:
                 "attention and TF-IDF):"
             )
             st.text(shown)  # words from the reviews: text, never Markdown
+    if ctx.data.recorded_settings:
+        with st.expander("Settings the run was prepared with"):
+            st.json(ctx.data.recorded_settings, expanded=1)
         if summary.get("files"):
             files = pd.DataFrame(summary["files"]).drop(columns=["path"], errors="ignore")
             files["rejected"] = files["rejected"].map(
@@ -260,7 +263,7 @@ def models_section(ctx: common.Context) -> None:
 
 ctx = common.current()
 st.title("Overview")
-st.caption(f"Run {common.plain(ctx.name)}")
+st.caption(f"Run {common.plain(ctx.name)} · model set {common.plain(ctx.data.generation)}")
 dataset_section(ctx)
 models_section(ctx)
 if ctx.data.manifest("features") is not None:

@@ -215,7 +215,9 @@ def model_rows(run: Run) -> list[dict[str, Any]]:
     rows = []
     for name in names:
         figures = evaluated.get(name, {})
-        row: dict[str, Any] = {"model": name, "default": name == default}
+        row: dict[str, Any] = {
+            "model": name, "default": name == default, "generation": run.generation
+        }
         for split in ("val", "test"):
             found = figures.get(split, {})
             row[split] = (

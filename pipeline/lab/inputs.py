@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
-from pipeline.artifacts import atomic_path, fingerprint, read_json, read_manifest, write_json
+from pipeline.artifacts import atomic_path, fingerprint, read_json, write_json
 from pipeline.config import RunPaths, Settings
 from pipeline.encoding.load import Encoder, EncoderSpec, load_encoder, pick_device, resolve_encoder
 from pipeline.errors import InputError, ModelNotFoundError, StageMissingError
@@ -163,13 +163,13 @@ def open_lab(settings: Settings, progress: bool = True) -> Lab:
     """Sample the lab's reviews and pin down what its artifacts depend on."""
     paths = settings.paths
     run = Run.open(paths.root)
-    prepared = read_manifest(paths.prepared)
+    prepared = run.manifest("prepare")
     if prepared is None or not paths.reviews.exists():
         raise StageMissingError(
             f"no prepared data in {paths.prepared}",
             hint=f"run `douban prepare --run {paths.name} --input <csv>` first",
         )
-    reviews = pd.read_parquet(paths.reviews, columns=["review_id", "film", "star", "text", "split"])
+    reviews = run.reviews[["review_id", "film", "star", "text", "split"]]
     lab = settings.lab
     split = reviews["split"].to_numpy()
     stars = reviews["star"].to_numpy(np.int64)

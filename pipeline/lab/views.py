@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 from rich.console import Console
 
 from pipeline.lab import attention_heads, geometry, probes, projection, word_in_context
@@ -187,19 +186,15 @@ def run_words(lab: Lab) -> dict[str, Any]:
 
 
 def _head_attention(lab: Lab, rows: np.ndarray) -> dict[str, np.ndarray] | None:
-    """The self-attentive head's per-token attention on ``rows`` from predictions.parquet."""
-    if not lab.paths.predictions.exists():
-        return None
-    table = pq.read_table(
-        lab.paths.predictions, columns=["model", "review_id", "attention", "evaluation"]
-    ).to_pandas()
+    """The self-attentive head's per-token attention on ``rows``, from the run's predictions."""
     model = lab.run.attention_model(lab.run.default_model)
-    if model is None or model not in set(table["model"]):
+    if model is None:
         return None
-    evaluation = table.loc[table["model"] == model, "evaluation"].iloc[0]
-    sub = table[(table["model"] == model) & (table["evaluation"] == evaluation)]
-    by_id = dict(zip(sub["review_id"], sub["attention"], strict=True))
     ids = lab.reviews["review_id"].to_numpy()[rows]
+    lists = lab.run.prediction_lists(model, ids)
+    if lists.empty:
+        return None
+    by_id = dict(zip(lists["review_id"], lists["attention"], strict=True))
     return {"model": model, "weights": {int(i): by_id[i] for i in ids if by_id.get(i) is not None}}
 
 

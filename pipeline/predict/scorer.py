@@ -412,31 +412,3 @@ class Scorer:
     def _answer(record: ScoreRecord, top_k: int | None) -> Any:
         labels = record.labels(top_k)
         return labels[0] if top_k == 1 else labels
-
-
-_SCORERS: dict[tuple[str, str | None], tuple[float, Scorer]] = {}
-
-
-def get_scorer(
-    run: str | Path | None = None, model: str | None = None, runs_dir: Path | str | None = None
-) -> Scorer:
-    """A cached :class:`Scorer` (see :meth:`Scorer.load`); reloaded when the run's models
-    change on disk."""
-    paths = resolve_run(run, Path(runs_dir) if runs_dir else None)
-    stamp = max((p.stat().st_mtime for p in paths.models.glob("*/config.json")), default=0.0)
-    key = (str(paths.root.resolve()), model)
-    cached = _SCORERS.get(key)
-    if cached is None or cached[0] != stamp:
-        _SCORERS[key] = (stamp, Scorer(paths, model))
-    return _SCORERS[key][1]
-
-
-def score(
-    texts: str | Iterable[Any],
-    run: str | Path | None = None,
-    model: str | None = None,
-    runs_dir: Path | str | None = None,
-) -> list[dict[str, Any]]:
-    """Score review text(s) with a trained run: a list of records (one per text, in order) with
-    pred_star, probs (stars 1..5), expected_star, regression, top_words, warnings and error."""
-    return get_scorer(run, model, runs_dir).score_records(texts)

@@ -83,6 +83,7 @@ class FilmReport:
     """Everything one film's page shows, as data."""
 
     run: str
+    generation: str  # the run's model set (Run.generation)
     film: str
     film_en: str | None
     is_demo: bool
@@ -142,6 +143,7 @@ class FilmReport:
         words = words or cls.film_words(run, film, reviews)
         return cls(
             run=run.name,
+            generation=run.generation,
             film=film,
             film_en=str_or_none(reviews["film_en"].iloc[0]),
             is_demo=run.is_demo,

@@ -334,6 +334,7 @@ def create_app(
         ready()
         return ModelsResponse(
             run=paths.name,
+            generation=service.run.generation,
             default=service.default or "",
             models=[
                 ModelInfo(name=m, default=m == service.default, loaded=m in service.loaded)

@@ -99,6 +99,7 @@ class ModelInfo(BaseModel):
 
 class ModelsResponse(BaseModel):
     run: str
+    generation: str = Field(description="The model set served (a new one is picked up).")
     default: str
     models: list[ModelInfo]
 
