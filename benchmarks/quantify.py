@@ -40,44 +40,32 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.artifacts import write_json  # noqa: E402
 from pipeline.config import Settings  # noqa: E402
+from pipeline.modeling.calibration import fit_calibration  # noqa: E402
 from pipeline.modeling.metrics import quadratic_weighted_kappa  # noqa: E402
 from pipeline.modeling.prior import (  # noqa: E402
     EM_STRENGTH,
     adapt_probs,
     em_prior,
-    fit_temperature,
     implied_prior,
     prior_of,
-    sharpen,
     star_piles,
 )
-from pipeline.modeling.quantify import METHODS, estimate, mean_star  # noqa: E402
+from pipeline.modeling.quantify import (  # noqa: E402
+    APP_MIXES,
+    METHODS,
+    app_sample,
+    estimate,
+    mean_star,
+)
 from pipeline.training.data import TrainingData  # noqa: E402
 from pipeline.training.evaluations import make_folds  # noqa: E402
 from pipeline.training.fold_fitters import FITTERS, fit_order  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "quantify.json"
-MIXES = {
-    "balanced": [0.2, 0.2, 0.2, 0.2, 0.2],
-    "low": [0.4, 0.3, 0.15, 0.1, 0.05],
-    "high": [0.05, 0.1, 0.15, 0.4, 0.3],
-    "80% four and five": [0.02, 0.03, 0.15, 0.4, 0.4],
-}
+MIXES = APP_MIXES
 QUANTIFIERS = (*METHODS, "map_em")
 MIN_FILM = 20
 console = Console(stderr=True)
-
-
-def app_sample(stars: np.ndarray, mix: list[float], size: int, rng: np.random.Generator) -> Any:
-    """Indices of ``size`` reviews with star shares ``mix`` (drawn with replacement per star)."""
-    counts = np.floor(np.asarray(mix) * size).astype(int)
-    counts[np.argmax(mix)] += size - counts.sum()
-    parts = [
-        rng.choice(np.flatnonzero(stars == s + 1), n, replace=True)
-        for s, n in enumerate(counts)
-        if n and (stars == s + 1).any()
-    ]
-    return np.concatenate(parts)
 
 
 def quantify(method: str, probs: np.ndarray, start: np.ndarray, val: tuple[Any, Any]) -> Any:
@@ -142,9 +130,9 @@ def main() -> None:
             has = data.input_mask(model.store_needs)
             test, val = fold.test[has[fold.test]], fold.val[has[fold.val]]
             val_probs = model.predict(data.source, val).probs
-            temperature = fit_temperature(val_probs, data.stars[val])
-            probs = sharpen(model.predict(data.source, test).probs, temperature)
-            checks = (data.stars[val], sharpen(val_probs, temperature))
+            calibration = fit_calibration(val_probs, data.stars[val])
+            probs = calibration.apply(model.predict(data.source, test).probs)
+            checks = (data.stars[val], calibration.apply(val_probs))
             start = implied_prior(model.config, prior_of(data.stars[fold.train]),
                                   lambda m, f=fitted: f[m].config)  # fmt: skip
             stars = data.stars[test].astype(int)
@@ -154,8 +142,8 @@ def main() -> None:
                 for rep in range(args.reps):
                     idx = app_sample(stars, mix, args.size, rng)
                     row = measure(stars[idx], films[idx], probs[idx], start, checks)
-                    results.append({"fold": fold.label, "model": name, "mix": mix_name,
-                                    "rep": rep, "temperature": temperature} | row)  # fmt: skip
+                    results.append({"fold": fold.label, "model": name, "mix": mix_name, "rep": rep,
+                                    "temperature": calibration.temperature} | row)  # fmt: skip
 
     summary = summarise(results)
     write_json(args.output, {

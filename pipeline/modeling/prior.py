@@ -26,8 +26,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.artifacts import CHECK_HINT
-from pipeline.errors import CorruptArtifactError
+from pipeline.modeling.calibration import Calibration
 from pipeline.modeling.inputs import Predictions
 from pipeline.modeling.metrics import NUM_CLASSES, STARS
 
@@ -158,42 +157,17 @@ def one_hot(pred_star: np.ndarray) -> np.ndarray:
     return np.eye(NUM_CLASSES)[np.asarray(pred_star, dtype=np.int64) - 1]
 
 
-def sharpen(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """Temperature scaling of probabilities: ``softmax(log p / T)``."""
-    z = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, None)) / temperature
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def fit_temperature(probs: np.ndarray, stars: np.ndarray) -> float:
-    """The temperature that minimises the log loss of ``probs`` on labelled (validation) reviews.
-
-    EM needs calibrated probabilities: a regularised logistic regression is under-confident
-    (T = 0.6-0.9 on held-out Douban films), and EM on its raw output over-shoots the new mix
-    (QWK fell 0.34 -> 0.32 on held-out films); calibrated first, EM raised it to 0.37."""
-    probs = np.asarray(probs, dtype=np.float64)
-    idx = np.asarray(stars, dtype=np.int64) - 1
-    if len(idx) == 0:
-        return 1.0
-
-    def loss(t: float) -> float:
-        return float(-np.log(sharpen(probs, t)[np.arange(len(idx)), idx] + 1e-12).mean())
-
-    from scipy.optimize import minimize_scalar
-
-    return float(minimize_scalar(loss, bounds=(0.1, 10.0), method="bounded").x)
-
-
 def adapt_predictions(
-    pred: Predictions, train_prior: np.ndarray, temperature: float = 1.0
+    pred: Predictions, train_prior: np.ndarray, calibration: Calibration | None = None
 ) -> Predictions:
-    """``pred`` calibrated by ``temperature`` (:func:`fit_temperature`) and re-weighted to the
-    EM-estimated star mix of its own reviews (the batch is the new corpus); star picks follow
-    the adapted probabilities. Regression outputs (no probabilities) come back unchanged."""
+    """``pred`` calibrated (:mod:`~pipeline.modeling.calibration`, fitted on validation) and
+    re-weighted to the EM-estimated star mix of its own reviews (the batch is the new corpus);
+    star picks follow the adapted probabilities. Regression outputs (no probabilities) come
+    back unchanged."""
     if pred.probs is None or len(pred.probs) == 0:
         return pred
-    probs = adapt_probs(sharpen(pred.probs, temperature), train_prior)[0].astype(np.float32)
+    calibrated = (calibration or Calibration()).apply(pred.probs)
+    probs = adapt_probs(calibrated, train_prior)[0].astype(np.float32)
     return Predictions(
         (probs.argmax(axis=1) + 1).astype(np.int8),
         probs @ np.asarray(STARS, dtype=np.float32),
@@ -225,24 +199,3 @@ def run_train_prior(reviews_path: Path) -> np.ndarray:
     """The star mix a run's models learnt from: its train split (prepared reviews.parquet)."""
     table = pq.read_table(reviews_path, columns=["star", "split"]).to_pandas()
     return prior_of(table.loc[table["split"] == "train", "star"].to_numpy())
-
-
-def saved_temperature(predictions_path: Path, model: str) -> float:
-    """:func:`fit_temperature` of a saved model on its run's validation predictions (1.0 when
-    there are none), for adapting new text the way the evaluations do."""
-    if not predictions_path.exists():
-        return 1.0
-    try:
-        table = pq.read_table(
-            predictions_path,
-            columns=["evaluation", "split", "star", "probs"],
-            filters=[("model", "==", model), ("split", "==", "val")],
-        ).to_pandas()
-    except (OSError, ValueError) as err:  # truncated, not parquet, columns missing
-        raise CorruptArtifactError(
-            f"{predictions_path} cannot be read ({err})", f"re-evaluate: {CHECK_HINT}"
-        ) from err
-    table = table[table["evaluation"].isin(("random", "film_holdout")) & table["probs"].notna()]
-    if table.empty:
-        return 1.0
-    return fit_temperature(np.stack(table["probs"].to_numpy()), table["star"].to_numpy())

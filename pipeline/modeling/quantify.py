@@ -20,15 +20,33 @@ estimated distributions (for ordered stars: the sum of absolute differences of t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pipeline.modeling.metrics import NUM_CLASSES, STARS
-from pipeline.modeling.prior import adjusted_prior, em_prior, one_hot, prior_of
+from pipeline.modeling.metrics import NUM_CLASSES, STARS, quadratic_weighted_kappa
+from pipeline.modeling.prior import adapt_probs, adjusted_prior, em_prior, one_hot, prior_of
 
 METHODS = ("cc", "pcc", "acc", "pacc", "em")
+METHOD_NAMES = {
+    "cc": "classify and count (CC)",
+    "pcc": "mean probability (PCC)",
+    "acc": "adjusted classify and count (ACC)",
+    "pacc": "adjusted mean probability (PACC)",
+    "em": "EM re-estimation of the priors",
+}
 _STARS = np.asarray(STARS, dtype=np.float64)
+# the artificial-prevalence protocol's star mixes: from balanced to 80% four and five stars
+APP_MIXES = {
+    "balanced": [0.2, 0.2, 0.2, 0.2, 0.2],
+    "low": [0.4, 0.3, 0.15, 0.1, 0.05],
+    "high": [0.05, 0.1, 0.15, 0.4, 0.3],
+    "80% four and five": [0.02, 0.03, 0.15, 0.4, 0.4],
+}
+SKEWED = "80% four and five"
+MIN_CHECK_REVIEWS = 100  # labelled reviews below which APP cannot tell the methods apart
+QWK_SLACK = 0.02  # per-review adaptation may cost this much QWK at a mix, never more
 
 
 def mean_star(dist: np.ndarray) -> float:
@@ -138,3 +156,84 @@ def summarise(estimates: pd.DataFrame, min_reviews: int = 50) -> dict[str, dict[
         }
         for m in methods
     }
+
+
+def app_sample(stars: np.ndarray, mix: Sequence[float], size: int, rng: np.random.Generator) -> Any:
+    """Indices of ``size`` reviews with star shares ``mix`` (drawn with replacement per star;
+    a star with no review is left out)."""
+    counts = np.floor(np.asarray(mix) * size).astype(int)
+    counts[int(np.argmax(mix))] += size - counts.sum()
+    parts = [
+        rng.choice(np.flatnonzero(stars == s + 1), n, replace=True)
+        for s, n in enumerate(counts)
+        if n and (stars == s + 1).any()
+    ]
+    return np.concatenate(parts)
+
+
+def app_check(
+    stars: np.ndarray,
+    probs: np.ndarray,
+    train_prior: np.ndarray,
+    *,
+    size: int = 100,
+    reps: int = 8,
+    seed: int = 0,
+) -> dict[str, Any] | None:
+    """How each quantifier and per-review adaptation fare when the star mix moves, measured on
+    labelled reviews the model did not train on (its validation reviews), under the
+    artificial-prevalence protocol: the reviews split in two halves, one for the confusion
+    rates ACC and PACC correct by, the other resampled to each mix of :data:`APP_MIXES`
+    (``reps`` samples of ``size``), then the other way round.
+
+    Returns the median |mean-star error| per method, the ``best`` method, the mean QWK per mix
+    with and without re-weighting each review (MAP-EM, :func:`~pipeline.modeling.prior.
+    adapt_probs`) and ``adapt_reviews``: whether re-weighting each review helps (no worse than
+    :data:`QWK_SLACK` at any mix, better at the skewed one). None below
+    :data:`MIN_CHECK_REVIEWS` reviews."""
+    stars = np.asarray(stars, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    if len(stars) < MIN_CHECK_REVIEWS:
+        return None
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(stars))
+    halves = order[::2], order[1::2]
+    errors: dict[str, list[float]] = {m: [] for m in METHODS}
+    kappas: dict[str, tuple[list[float], list[float]]] = {m: ([], []) for m in APP_MIXES}
+    for rates, held in (halves, halves[::-1]):
+        val = {"val_stars": stars[rates], "val_probs": probs[rates], "train_prior": train_prior}
+        for name, mix in APP_MIXES.items():
+            for _ in range(reps):
+                idx = held[app_sample(stars[held], mix, size, rng)]
+                truth = mean_star(np.bincount(stars[idx] - 1, minlength=NUM_CLASSES) / len(idx))
+                for m in METHODS:
+                    errors[m].append(abs(mean_star(estimate(m, probs[idx], **val)) - truth))
+                adapted = adapt_probs(probs[idx], train_prior)[0]
+                plain = probs[idx].argmax(axis=1) + 1
+                kappas[name][0].append(quadratic_weighted_kappa(stars[idx], plain))
+                kappas[name][1].append(quadratic_weighted_kappa(stars[idx], adapted.argmax(1) + 1))
+    medians = {m: float(np.median(e)) for m, e in errors.items()}
+    per_mix = {n: (float(np.mean(a)), float(np.mean(b))) for n, (a, b) in kappas.items()}
+    helps = all(b >= a - QWK_SLACK for a, b in per_mix.values())
+    helps = helps and per_mix[SKEWED][1] > per_mix[SKEWED][0]
+    return {
+        "reviews": len(stars),
+        "samples": len(errors[METHODS[0]]),
+        "median_abs_error": medians,
+        "best": min(METHODS, key=lambda m: (medians[m], METHODS.index(m))),
+        "qwk": {n: {"unadapted": a, "adapted": b} for n, (a, b) in per_mix.items()},
+        "adapt_reviews": bool(helps),
+    }
+
+
+def bootstrap_estimate(
+    method: str, probs: np.ndarray, reps: int = 200, seed: int = 0, **context: Any
+) -> tuple[float, float]:
+    """95% interval of one method's mean-star estimate, resampling the reviews."""
+    rng = np.random.default_rng(seed)
+    probs = np.asarray(probs, dtype=np.float64)
+    means = [
+        mean_star(estimate(method, probs[rng.integers(0, len(probs), len(probs))], **context))
+        for _ in range(reps)
+    ]
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))

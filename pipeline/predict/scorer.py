@@ -28,6 +28,7 @@ Chinese characters (English, emoji-only) is scored with a warning; text longer t
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 from collections.abc import Iterable, Iterator, Sequence
@@ -44,10 +45,8 @@ from pipeline.modeling.bundle import (
     encode_with,
     load_star_model,
 )
+from pipeline.modeling.calibration import validation_predictions
 from pipeline.modeling.inputs import EncodedSource, Predictions
-from pipeline.modeling.prior import (
-    saved_temperature,
-)
 from pipeline.modeling.spec import (
     build_segmenter,
     default_model_of,
@@ -56,7 +55,7 @@ from pipeline.modeling.spec import (
     read_config,
     read_scoring_spec,
 )
-from pipeline.predict.adapt import adapt_records, model_prior
+from pipeline.predict.adapt import Adaptation, adapt_records, fit_adaptation, model_prior
 from pipeline.predict.batching import LOOKAHEAD, BatchInputs, length_batches, prefetched
 from pipeline.predict.records import (
     Explanation,
@@ -354,18 +353,25 @@ class Scorer:
             self.adapt_records(done)
         return done
 
+    @functools.cached_property
+    def adaptation(self) -> Adaptation:
+        """Calibration, start mix and validation check for adapting this model's scores
+        (:func:`adapt.fit_adaptation` on the run's validation predictions), fitted once."""
+        stars, probs = validation_predictions(self.paths.predictions, self.model_name)
+        return fit_adaptation(stars, probs, model_prior(self.paths, self.config))
+
     def adapt_records(
         self, records: Sequence[Any], target: str | Sequence[float] = "em", say: bool = True
-    ) -> list[float]:
+    ) -> tuple[list[float], bool]:
         """Re-weight the scored records to ``target`` ("em" or five star shares) from this
-        model's training mix and validation temperature (:func:`adapt.adapt_records`, which the
-        CLI, the Python API and the service all use); returns the mix adapted to."""
+        model's training mix and validation calibration (:func:`adapt.adapt_records`, which the
+        CLI, the Python API and the service all use); returns the mix adapted to and whether
+        each review was re-weighted to it (see :attr:`Adaptation.per_review`)."""
         return adapt_records(
             records,
             target,
             self.model_name,
-            start=lambda: model_prior(self.paths, self.config),
-            temperature=lambda: saved_temperature(self.paths.predictions, self.model_name),
+            lambda: self.adaptation,
             say=say,
         )
 

@@ -143,9 +143,9 @@ class ScoringService:
 
     def adapt(
         self, records: list[dict[str, Any]], adapt_prior: str | list[float], model: str
-    ) -> list[float]:
-        """Re-weight the records to ``adapt_prior`` the way every surface does
-        (:meth:`Scorer.adapt_records`)."""
+    ) -> tuple[list[float], bool]:
+        """Adapt the records to ``adapt_prior`` the way every surface does
+        (:meth:`Scorer.adapt_records`): the mix, and whether each review was re-weighted."""
         return self._scorer(model).adapt_records(records, adapt_prior, say=False)
 
 
@@ -359,9 +359,9 @@ def create_app(
         records = await service.batcher.submit((model, request.explain), request.texts)
         for i, record in enumerate(records):
             record["row"] = i
-        prior = None
+        prior, each = None, None
         if request.adapt_prior is not None:
-            prior = service.adapt(records, request.adapt_prior, model)
-        return {"model": model, "records": records, "prior": prior}
+            prior, each = service.adapt(records, request.adapt_prior, model)
+        return {"model": model, "records": records, "prior": prior, "reviews_adapted": each}
 
     return app

@@ -53,7 +53,8 @@ class ScoreRequest(BaseModel):
     adapt_prior: AdaptTarget = Field(
         None,
         description="Re-weight the probabilities to another star mix: five shares (stars 1-5), "
-        'or "em" to estimate the mix of this request\'s texts (send many).',
+        'or "em" to estimate the mix of this request\'s texts (send many; each record is '
+        "re-weighted only where the model's validation shows it helps, see reviews_adapted).",
     )
 
 
@@ -89,6 +90,12 @@ class ScoreResponse(BaseModel):
     model: str
     records: list[ScoreResult]
     prior: list[float] | None = Field(None, description="The star mix adapted to, if asked.")
+    reviews_adapted: bool | None = Field(
+        None,
+        description="With adapt_prior: whether each record's probabilities and star were "
+        're-weighted to the mix (with "em", only where the model\'s validation check shows '
+        "it helps; otherwise the records stay as scored and only the mix is estimated).",
+    )
 
 
 class ModelInfo(BaseModel):

@@ -31,13 +31,13 @@ from pipeline.artifacts import atomic_path, fingerprint, read_json
 from pipeline.config import ModelSet, RunPaths, Settings
 from pipeline.errors import StageMissingError
 from pipeline.modeling.bundle import list_models, load_star_model
+from pipeline.modeling.calibration import saved_calibration
 from pipeline.modeling.inputs import Predictions
 from pipeline.modeling.metrics import headline, star_metrics
 from pipeline.modeling.prior import (
     adapt_predictions,
     implied_prior,
     run_train_prior,
-    saved_temperature,
 )
 from pipeline.modeling.spec import best_on_validation, write_metrics
 from pipeline.training.data import TrainingData, saved_fingerprint
@@ -243,12 +243,12 @@ def evaluate_models(
         tables.append(prediction_table(evaluation, name, reviews, rows, pred))
         section["models"][name] = model_metrics(reviews, rows, pred, splits)
         if evaluation == "cross_corpus" and pred.probs is not None:  # a new corpus: its own prior
-            temperature = saved_temperature(models.predictions, name)
+            calibration = saved_calibration(models.predictions, name)
             members = getattr(model, "members", {})
             prior = implied_prior(
                 model.config, run_train_prior(paths.reviews), lambda m, ms=members: ms[m].config
             )
-            adapted = adapt_predictions(pred, prior, temperature)
+            adapted = adapt_predictions(pred, prior, calibration)
             section.setdefault("adapted", {})[name] = model_metrics(reviews, rows, adapted, splits)
         recorded[name] = pair_fingerprint(data, models, name)
     if todo:

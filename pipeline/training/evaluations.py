@@ -28,9 +28,10 @@ import pandas as pd
 from pipeline.artifacts import read_json
 from pipeline.config import Settings
 from pipeline.errors import InputError
+from pipeline.modeling.calibration import Calibration, fit_calibration
 from pipeline.modeling.inputs import Predictions
 from pipeline.modeling.metrics import bootstrap_ci, headline, star_metrics
-from pipeline.modeling.prior import adapt_predictions, fit_temperature, implied_prior, prior_of
+from pipeline.modeling.prior import adapt_predictions, implied_prior, prior_of
 from pipeline.modeling.quantify import film_estimates, summarise
 from pipeline.modeling.spec import write_metrics
 from pipeline.training.data import TrainingData
@@ -137,14 +138,14 @@ class _Tested:
 
 
 def _adapt_by_source(
-    pred: Predictions, sources: np.ndarray, train_prior: np.ndarray, temperature: float
+    pred: Predictions, sources: np.ndarray, train_prior: np.ndarray, calibration: Calibration
 ) -> Predictions:
     """EM prior adaptation run separately over each tested corpus (its star mix is its own),
     on probabilities calibrated on the fold's validation reviews."""
     parts = [np.flatnonzero(sources == s) for s in pd.unique(sources)]
     order = np.concatenate(parts)
     adapted = Predictions.concat(
-        [adapt_predictions(_take(pred, rows), train_prior, temperature) for rows in parts]
+        [adapt_predictions(_take(pred, rows), train_prior, calibration) for rows in parts]
     )
     return _take(adapted, np.argsort(order))
 
@@ -286,8 +287,8 @@ def run_evaluation(
                 None if pred.probs is None else fitted[name].predict(data.source, val).probs
             )
             if pred.probs is not None:
-                temperature = fit_temperature(t.val_probs[-1], data.stars[val])
-                t.adapted.append(_adapt_by_source(pred, sources[test], t.priors[-1], temperature))
+                calibration = fit_calibration(t.val_probs[-1], data.stars[val])
+                t.adapted.append(_adapt_by_source(pred, sources[test], t.priors[-1], calibration))
     out = _section(data, tested)
     out |= {
         "evaluation": evaluation,

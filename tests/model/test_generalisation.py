@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from pipeline.data.sources import stratified_keep
 from pipeline.errors import InputError
+from pipeline.modeling.calibration import Calibration, fit_calibration
 from pipeline.modeling.inputs import Predictions
 from pipeline.modeling.metrics import bootstrap_ci, quadratic_weighted_kappa
 from pipeline.modeling.prior import (
     adapt_predictions,
     adjusted_prior,
     em_prior,
-    fit_temperature,
     implied_prior,
     one_hot,
     prior_of,
     reweight,
-    sharpen,
 )
 from pipeline.modeling.quantify import METHODS, emd, film_estimates, mean_star, summarise
 from pipeline.training.data import TrainingData
@@ -301,7 +302,10 @@ def test_cli_film_holdout_records_intervals(demo_run, tmp_path) -> None:
     assert lone.exit_code == 2 and "--external" in lone.output
 
 
-def test_score_adapt_prior_follows_the_batch_star_mix(demo_run, tmp_path, caplog) -> None:
+def test_score_adapt_prior_estimates_the_batch_star_mix(demo_run, tmp_path, caplog) -> None:
+    """--adapt-prior on a batch of 4-5 star reviews: the estimated mix moves up; the demo's
+    tfidf_lr has too few validation reviews to show that re-weighting each review helps, so
+    each review keeps its star and the log says why."""
     import json
     import logging
     import shutil
@@ -323,14 +327,48 @@ def test_score_adapt_prior_follows_the_batch_star_mix(demo_run, tmp_path, caplog
     assert plain.exit_code == 0 and adapted.exit_code == 0, adapted.output
     said = [m for r in caplog.records if (m := r.getMessage()).startswith("estimated star mix")]
     assert len(said) == 1 and f"of {len(high)} reviews (MAP-EM, 95% interval): 1★" in said[0]
+    assert "kept each review's star" in said[0] and "too few validation reviews" in said[0]
+    shares = [float(x) for x in re.findall(r"(\d+)% \(", said[0])]
     rows = [[json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
             for r in (plain, adapted)]  # fmt: skip
-    assert len(rows[0]) == len(rows[1]) == len(high)
-    for r in rows[1]:
-        assert sum(r["probs"]) == pytest.approx(1.0, abs=1e-5)
-        assert r["pred_star"] == int(np.argmax(r["probs"])) + 1
-    share = [np.mean([np.sum(r["probs"][3:]) for r in rs]) for rs in rows]
-    assert share[1] > share[0]  # the batch is all 4-5 stars: EM moves the mix up
+    assert rows[0] == rows[1]  # each review as scored
+    before = np.mean([np.sum(r["probs"][3:]) for r in rows[0]])
+    assert (shares[3] + shares[4]) / 100 > before  # the batch is all 4-5 stars: the mix moves up
+
+
+def test_each_review_is_re_weighted_only_where_validation_shows_it_helps() -> None:
+    from pipeline.modeling.quantify import app_check
+    from pipeline.predict.adapt import Adaptation, adapt_records, fit_adaptation
+
+    stars, probs = _shifted_sample(TRAIN_PRIOR, 4_000, seed=3)  # calibrated, the prior moves
+    plan = fit_adaptation(stars, probs, TRAIN_PRIOR)
+    assert plan.check is not None and plan.check["best"] in ("acc", "pacc", "em")
+    skewed = plan.check["qwk"]["80% four and five"]
+    assert plan.per_review == (skewed["adapted"] > skewed["unadapted"])
+    batch_stars, batch = _shifted_sample(np.array([0.02, 0.03, 0.15, 0.4, 0.4]), 300, seed=4)
+
+    def records() -> list[dict]:
+        return [{"error": None, "probs": list(p), "pred_star": int(p.argmax()) + 1,
+                 "expected_star": 0.0, "warnings": []} for p in batch]  # fmt: skip
+
+    helps = Adaptation(plan.calibration, TRAIN_PRIOR, plan.check | {"adapt_reviews": True})
+    moved = records()
+    mix, each = adapt_records(moved, "em", "m", lambda: helps, say=False)
+    assert each and mix[3] + mix[4] > 0.6
+    assert quadratic_weighted_kappa(batch_stars, [r["pred_star"] for r in moved]) > (
+        quadratic_weighted_kappa(batch_stars, batch.argmax(1) + 1)
+    )
+    does_not = Adaptation(plan.calibration, TRAIN_PRIOR, plan.check | {"adapt_reviews": False})
+    kept = records()
+    mix_too, each = adapt_records(kept, "em", "m", lambda: does_not, say=False)
+    assert not each and kept == records() and mix_too == pytest.approx(mix)
+    unchecked = Adaptation(plan.calibration, TRAIN_PRIOR, None)  # too few validation reviews
+    assert not unchecked.per_review and "too few" in unchecked.why_not()
+    given = records()
+    _, each = adapt_records(given, [0, 0, 0, 0, 1], "m", lambda: unchecked, say=False)
+    fives = np.mean([r["pred_star"] == 5 for r in given])
+    assert each and fives > 0.9 > np.mean(batch.argmax(1) == 4)  # a mix the user gives: each
+    assert app_check(stars[:50], probs[:50], TRAIN_PRIOR) is None
 
 
 def test_run_film_estimates_from_saved_predictions(demo_run) -> None:
@@ -350,12 +388,20 @@ def test_run_film_estimates_from_saved_predictions(demo_run) -> None:
         run_film_estimates(run, "tfidf_ridge")
 
 
-def test_fit_temperature_undoes_a_known_flattening() -> None:
+def test_calibration_undoes_a_known_flattening_and_bias() -> None:
     stars, probs = _shifted_sample(TRAIN_PRIOR, 5_000, seed=7)
-    flat = sharpen(probs, 2.0)  # an under-confident model: T = 2 flattened its output
-    assert fit_temperature(flat, stars) == pytest.approx(0.5, abs=0.08)
-    assert np.allclose(sharpen(flat, 0.5), probs, atol=1e-6)
-    assert fit_temperature(probs, stars) == pytest.approx(1.0, abs=0.15)
+    flat = Calibration(2.0).apply(probs)  # an under-confident model: T = 2 flattened its output
+    assert fit_calibration(flat, stars, bias=False).temperature == pytest.approx(0.5, abs=0.08)
+    assert np.allclose(Calibration(0.5).apply(flat), probs, atol=1e-6)
+    assert fit_calibration(probs, stars).temperature == pytest.approx(1.0, abs=0.15)
+    # a model that leans to 5 stars: BCTS finds the lean (one bias per star) and takes it off
+    lean = (-0.3, -0.3, 0.0, 0.0, 0.6)
+    leaning = Calibration(1.5, lean).apply(probs)
+    fitted = fit_calibration(leaning, stars)
+    assert fitted.temperature == pytest.approx(1 / 1.5, abs=0.1)
+    undone = fitted.apply(leaning)
+    assert np.abs(undone - probs).mean() < 0.02
+    assert fitted.bias[4] < fitted.bias[0] - 0.5
 
 
 def test_balanced_tfidf_predicts_the_rare_stars_more_often(demo_run) -> None:
@@ -448,7 +494,8 @@ def test_the_guard_fires_on_a_degenerate_case() -> None:
 @pytest.mark.real_data
 @pytest.mark.slow
 def test_em_on_a_skewed_slice_of_a_real_corpus_does_not_collapse(demo_run, shared_data) -> None:
-    from pipeline.modeling.prior import EM_STRENGTH, adapt_probs, saved_temperature, sharpen
+    from pipeline.modeling.calibration import saved_calibration
+    from pipeline.modeling.prior import EM_STRENGTH, adapt_probs
     from pipeline.predict.adapt import model_prior
     from pipeline.predict.scorer import Scorer
 
@@ -460,9 +507,8 @@ def test_em_on_a_skewed_slice_of_a_real_corpus_does_not_collapse(demo_run, share
     )
     scorer = Scorer.load(demo_run.run_name, "tfidf_lr", runs_dir=demo_run.runs_dir)
     records = scorer.score_records(picked["Comment"].astype(str).tolist(), explain=False)
-    probs = sharpen(
-        np.array([r["probs"] for r in records]),
-        saved_temperature(scorer.paths.predictions, "tfidf_lr"),
+    probs = saved_calibration(scorer.paths.predictions, "tfidf_lr").apply(
+        np.array([r["probs"] for r in records])
     )
     start, stars = model_prior(scorer.paths, scorer.config), picked["Star"].to_numpy()
     map_em = em_prior(probs, start, strength=EM_STRENGTH)[0]
