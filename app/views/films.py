@@ -126,7 +126,6 @@ def estimate_section(report: Any) -> None:
     e = report.star_estimate
     if e is None:
         return
-    how = "EM re-estimation of the priors" if e["method"] == "em" else "mean probability (PCC)"
     st.markdown("**Star mix estimated from the text alone** (what a crawl without stars tells)")
     rows = {
         f"true ({e['n']:,} test reviews)": [*e["true"], e["true_mean"]],
@@ -140,7 +139,7 @@ def estimate_section(report: Any) -> None:
         index=[f"{star}★" for star in range(1, 6)] + ["mean star"],
     ).T
     st.dataframe(table)
-    st.caption(f"{how}; absolute error of the mean star {e['abs_error']:.2f}.")
+    st.caption(common.plain(e["note"]))
 
 
 def map_section(report: Any) -> None:

@@ -58,7 +58,7 @@ from pipeline.run import Run
 
 log = logging.getLogger(__name__)
 
-ANALYTICS_VERSION = 4  # bump when what a FilmReport holds changes: cached artifacts are rebuilt
+ANALYTICS_VERSION = 5  # bump when what a FilmReport holds changes: cached artifacts are rebuilt
 MIN_EVALUATED = 30  # fewer evaluated reviews: the numbers carry a visible small-sample note
 SECTIONS = {
     "numbers": "Key numbers",

@@ -18,7 +18,7 @@ from PIL import Image
 from pipeline.analytics.attention import attention_examples, top_attention_words
 from pipeline.analytics.embedding import tsne_coordinates, tsne_points
 from pipeline.analytics.league import league_table
-from pipeline.analytics.quantify import run_film_estimates
+from pipeline.analytics.quantify import film_rating_estimates
 from pipeline.analytics.stars import (
     STARS,
 )
@@ -27,6 +27,7 @@ from pipeline.errors import InputError, ModelNotFoundError
 from pipeline.fonts import cjk_font_path
 from pipeline.markup import highlight_html
 from pipeline.modeling.metrics import bootstrap_ci
+from pipeline.modeling.quantify import METHOD_NAMES
 from pipeline.run import Run
 
 log = logging.getLogger(__name__)
@@ -96,32 +97,42 @@ def same_evaluation(preds: pd.DataFrame, evaluated_on: str) -> pd.DataFrame:
     return preds[(preds["evaluation"] == evaluation) & (preds["split"] == split)]
 
 
-def star_estimates(run: Run, model: str | None) -> pd.DataFrame | None:
-    """Every film's EM and PCC estimate of its star mix on the test split (memoised per run);
-    None when the model gives no star probabilities."""
+def star_estimates(run: Run, model: str | None) -> tuple[pd.DataFrame, dict[str, Any]] | None:
+    """Every film's star-mix estimate on the test split by the quantifier the run's validation
+    picks, with intervals, and that choice (memoised per run); None when the model gives no
+    star probabilities."""
     if model is None:
         return None
 
-    def compute() -> pd.DataFrame | None:
+    def compute() -> tuple[pd.DataFrame, dict[str, Any]] | None:
         try:
-            return run_film_estimates(run, model, methods=("pcc", "em")).set_index("film")
+            table, choice = film_rating_estimates(run, model)
         except InputError:
             return None
+        return table.set_index("film"), choice
 
     return run.memo(("star_estimates", model), compute)
 
 
 def star_estimate(run: Run, model: str | None, film: str) -> dict[str, Any] | None:
     """The film's star mix estimated from the model's probabilities alone, beside the true mix
-    of the same test reviews: what a crawl without stars would tell about the film. EM
-    re-estimation of the priors, or PCC on fewer than ``MIN_EM_REVIEWS`` reviews."""
-    table = star_estimates(run, model)
-    if table is None or film not in table.index:
+    of the same test reviews: what a crawl without stars would tell about the film. The method
+    is the one the run's validation picked (with its validated error and the film's 95%
+    interval); mean probability (PCC) on fewer than ``MIN_EM_REVIEWS`` reviews, where the
+    corrected methods run away."""
+    found = star_estimates(run, model)
+    if found is None or film not in found[0].index:
         return None
+    table, choice = found
     row = table.loc[film]
-    method = "em" if row["n"] >= MIN_EM_REVIEWS else "pcc"
-    return {
+    chosen = row["n"] >= MIN_EM_REVIEWS
+    method = choice["method"] if chosen else "pcc"
+    estimate = {
         "method": method,
+        "method_name": METHOD_NAMES[method],
+        "validated_error": choice["validated_error"] if chosen else None,
+        "validated_on": choice["reviews"],
+        "interval": [float(row["low"]), float(row["high"])] if chosen else None,
         "n": int(row["n"]),
         "true": [float(x) for x in row["true"]],
         "estimated": [float(x) for x in row[method]],
@@ -129,6 +140,29 @@ def star_estimate(run: Run, model: str | None, film: str) -> dict[str, Any] | No
         "estimated_mean": float(row[f"{method}_mean"]),
         "abs_error": float(row[f"{method}_abs_error"]),
     }
+    return estimate | {"note": estimate_note(estimate)}
+
+
+def estimate_note(e: dict[str, Any]) -> str:
+    """What the film's star-mix estimate is and how far to trust it, in words (the report and
+    the app say the same)."""
+    said = e["method_name"]
+    if e["interval"]:
+        low, high = e["interval"]
+        said += (
+            f": mean star {e['estimated_mean']:.2f} (95% interval {low:.2f}-{high:.2f} from "
+            "resampling the reviews)"
+        )
+    said += f"; off the true mean star of these reviews by {e['abs_error']:.2f}. "
+    if e["validated_error"] is not None:
+        return said + (
+            f"Chosen for this run on its {e['validated_on']:,} validation reviews resampled to "
+            "star mixes from balanced to 80% four and five stars, where its median error of "
+            f"the mean star was {e['validated_error']:.2f}."
+        )
+    if e["interval"] is None:
+        return said + "Too few reviews for the validated method: the mean probability instead."
+    return said + "Not validated: the run has too few validation reviews to choose a method."
 
 
 def corpus_top_words(run: Run) -> dict[object, pd.DataFrame]:

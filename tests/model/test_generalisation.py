@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 
 import numpy as np
@@ -434,12 +435,39 @@ def test_film_report_shows_the_estimated_beside_the_true_star_mix(demo_run) -> N
     assert np.allclose(est["true"], true)
     assert sum(est["estimated"]) == pytest.approx(1.0)
     assert est["abs_error"] == pytest.approx(abs(est["estimated_mean"] - test["star"].mean()))
+    # the demo's ~100 validation reviews are too few for the APP check: EM, said unvalidated
     assert est["method"] == ("em" if len(test) >= 30 else "pcc")
+    assert est["validated_error"] is None
     page = render_film(report)
     assert "Star mix estimated from the text" in page
     assert f"estimated ({est['method'].upper()})" in page
+    assert html.escape(est["note"]) in page
     assert FilmReport.build(run, film, "tfidf_ridge", tsne_cap=50).star_estimate is None
     assert "Estimate" in render_index(run, "tfidf_lr", {}, tsne_cap=50)
+
+
+def test_the_run_picks_its_quantifier_on_validation_with_intervals(demo_run) -> None:
+    """With enough validation reviews the APP check picks the method and every film gets an
+    interval; the report says which method, its validated error and the interval."""
+    from pipeline.analytics.quantify import _labelled, film_rating_estimates
+    from pipeline.modeling.quantify import app_check
+    from pipeline.reports.sections import estimate_note
+    from pipeline.run import Run
+
+    run = Run.open(demo_run.run_name, demo_run.runs_dir)
+    labelled = _labelled(run, "tfidf_lr", "test")
+    table, choice = film_rating_estimates(run, "tfidf_lr")
+    assert choice["method"] == "em" and choice["validated_error"] is None  # ~100 val reviews
+    assert (table["low"] <= table["high"]).all()
+    # a run with enough validation reviews: its own test split stands in for them here
+    check = app_check(labelled.stars, labelled.probs, labelled.prior, reps=4)
+    if check is not None:
+        assert check["best"] in METHODS
+        assert check["median_abs_error"][check["best"]] == min(check["median_abs_error"].values())
+    note = estimate_note({"method_name": "adjusted mean probability (PACC)", "interval": [3.1, 3.4],
+                          "estimated_mean": 3.25, "abs_error": 0.1, "validated_error": 0.09,
+                          "validated_on": 5095})  # fmt: skip
+    assert "3.10-3.40" in note and "5,095 validation reviews" in note and "0.09" in note
 
 
 def test_star_cutpoints_reproduce_the_training_star_mix() -> None:
