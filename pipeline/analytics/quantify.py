@@ -53,7 +53,8 @@ def film_rating_estimates(
     ``samples`` and validation ``reviews`` it was measured on (EM, unvalidated, when there are
     too few)."""
     labelled = _labelled(run, model, split)
-    check = app_check(labelled.val_stars, labelled.val_probs, labelled.prior)
+    check = app_check(labelled.val_stars, labelled.val_probs, labelled.prior,
+                      films=labelled.val_films)  # fmt: skip
     method = check["best"] if check else "em"
     context = {"train_prior": labelled.prior, "val_stars": labelled.val_stars,
                "val_probs": labelled.val_probs}  # fmt: skip
@@ -84,6 +85,7 @@ class _Labelled:
     probs: np.ndarray
     val_stars: np.ndarray
     val_probs: np.ndarray
+    val_films: np.ndarray
     train_stars: np.ndarray
     prior: np.ndarray
 
@@ -119,6 +121,7 @@ def _labelled(run: Run, model: str | None, split: str) -> _Labelled:
         probs=calibration.apply(np.stack(test["probs"].to_numpy())),
         val_stars=val_stars,
         val_probs=calibration.apply(val_probs),
+        val_films=val["film"].to_numpy(object),
         train_stars=train_stars,
         prior=prior,
     )

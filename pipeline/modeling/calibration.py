@@ -78,16 +78,18 @@ def fit_calibration(probs: np.ndarray, stars: np.ndarray, bias: bool = True) -> 
     return Calibration(float(1.0 / fit.x[0]), tuple(float(x) for x in b))
 
 
-def validation_predictions(predictions_path: Path, model: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(stars, probs)`` of a saved model on its run's validation reviews (empty when there
-    are none), what its calibration and the adaptation checks are fitted on."""
-    empty = np.zeros(0, dtype=np.int64), np.zeros((0, NUM_CLASSES))
+def validation_predictions(
+    predictions_path: Path, model: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(stars, probs, films)`` of a saved model on its run's validation reviews (empty when
+    there are none), what its calibration and the adaptation checks are fitted on."""
+    empty = np.zeros(0, dtype=np.int64), np.zeros((0, NUM_CLASSES)), np.zeros(0, dtype=object)
     if not predictions_path.exists():
         return empty
     try:
         table = pq.read_table(
             predictions_path,
-            columns=["evaluation", "split", "star", "probs"],
+            columns=["evaluation", "split", "star", "probs", "film", "review_id"],
             filters=[("model", "==", model), ("split", "==", "val")],
         ).to_pandas()
     except (OSError, ValueError) as err:  # truncated, not parquet, columns missing
@@ -95,13 +97,15 @@ def validation_predictions(predictions_path: Path, model: str) -> tuple[np.ndarr
             f"{predictions_path} cannot be read ({err})", f"re-evaluate: {CHECK_HINT}"
         ) from err
     table = table[table["evaluation"].isin(CALIBRATION_EVALUATIONS) & table["probs"].notna()]
+    table = table.drop_duplicates("review_id")
     if table.empty:
         return empty
-    return table["star"].to_numpy(np.int64), np.stack(table["probs"].to_numpy())
+    probs = np.stack(table["probs"].to_numpy())
+    return table["star"].to_numpy(np.int64), probs, table["film"].to_numpy(object)
 
 
 def saved_calibration(predictions_path: Path, model: str) -> Calibration:
     """:func:`fit_calibration` of a saved model on its run's validation predictions (the
     identity when there are none), for adapting new text the way the evaluations do."""
-    stars, probs = validation_predictions(predictions_path, model)
+    stars, probs, _ = validation_predictions(predictions_path, model)
     return fit_calibration(probs, stars)

@@ -176,6 +176,7 @@ def app_check(
     probs: np.ndarray,
     train_prior: np.ndarray,
     *,
+    films: Sequence[str] | None = None,
     size: int = 100,
     reps: int = 8,
     seed: int = 0,
@@ -184,7 +185,9 @@ def app_check(
     labelled reviews the model did not train on (its validation reviews), under the
     artificial-prevalence protocol: the reviews split in two halves, one for the confusion
     rates ACC and PACC correct by, the other resampled to each mix of :data:`APP_MIXES`
-    (``reps`` samples of ``size``), then the other way round.
+    (``reps`` samples of ``size``), then the other way round. With ``films`` the halves are
+    two sets of films, so a method is also tried on films whose reviews read differently from
+    the ones its rates came from (what a film report, or a new crawl, asks of it).
 
     Returns the median |mean-star error| per method, the ``best`` method, the mean QWK per mix
     with and without re-weighting each review (MAP-EM, :func:`~pipeline.modeling.prior.
@@ -196,8 +199,7 @@ def app_check(
     if len(stars) < MIN_CHECK_REVIEWS:
         return None
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(stars))
-    halves = order[::2], order[1::2]
+    halves = _halves(films, len(stars), rng)
     errors: dict[str, list[float]] = {m: [] for m in METHODS}
     kappas: dict[str, tuple[list[float], list[float]]] = {m: ([], []) for m in APP_MIXES}
     for rates, held in (halves, halves[::-1]):
@@ -224,6 +226,23 @@ def app_check(
         "qwk": {n: {"unadapted": a, "adapted": b} for n, (a, b) in per_mix.items()},
         "adapt_reviews": bool(helps),
     }
+
+
+def _halves(
+    films: Sequence[str] | None, n: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two halves of ``n`` reviews: by film (films alternate between the halves, largest first)
+    when there are at least four films and each half holds a third of the reviews, else at
+    random."""
+    if films is not None:
+        names, counts = np.unique(np.asarray(films, dtype=object), return_counts=True)
+        if len(names) >= 4:
+            first = set(names[np.argsort(-counts, kind="stable")][::2])
+            mask = np.array([f in first for f in films])
+            if n / 3 <= mask.sum() <= 2 * n / 3:
+                return np.flatnonzero(mask), np.flatnonzero(~mask)
+    order = rng.permutation(n)
+    return order[::2], order[1::2]
 
 
 def bootstrap_estimate(

@@ -74,10 +74,13 @@ class Adaptation:
         )
 
 
-def fit_adaptation(stars: np.ndarray, probs: np.ndarray, start: np.ndarray) -> Adaptation:
-    """:class:`Adaptation` from labelled validation ``stars`` / ``probs`` and the start mix."""
+def fit_adaptation(
+    stars: np.ndarray, probs: np.ndarray, start: np.ndarray, films: Any = None
+) -> Adaptation:
+    """:class:`Adaptation` from labelled validation ``stars`` / ``probs`` (and their ``films``,
+    so the check also crosses films) and the start mix."""
     calibration = fit_calibration(probs, stars)
-    check = app_check(stars, calibration.apply(probs), start) if len(stars) else None
+    check = app_check(stars, calibration.apply(probs), start, films=films) if len(stars) else None
     return Adaptation(calibration, start, check)
 
 

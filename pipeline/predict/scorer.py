@@ -357,8 +357,8 @@ class Scorer:
     def adaptation(self) -> Adaptation:
         """Calibration, start mix and validation check for adapting this model's scores
         (:func:`adapt.fit_adaptation` on the run's validation predictions), fitted once."""
-        stars, probs = validation_predictions(self.paths.predictions, self.model_name)
-        return fit_adaptation(stars, probs, model_prior(self.paths, self.config))
+        stars, probs, films = validation_predictions(self.paths.predictions, self.model_name)
+        return fit_adaptation(stars, probs, model_prior(self.paths, self.config), films)
 
     def adapt_records(
         self, records: Sequence[Any], target: str | Sequence[float] = "em", say: bool = True

@@ -156,9 +156,10 @@ def estimate_note(e: dict[str, Any]) -> str:
     said += f"; off the true mean star of these reviews by {e['abs_error']:.2f}. "
     if e["validated_error"] is not None:
         return said + (
-            f"Chosen for this run on its {e['validated_on']:,} validation reviews resampled to "
-            "star mixes from balanced to 80% four and five stars, where its median error of "
-            f"the mean star was {e['validated_error']:.2f}."
+            f"Chosen for this run on its {e['validated_on']:,} validation reviews (one set of "
+            "films resampled to star mixes from balanced to 80% four and five stars, the other "
+            "giving the confusion rates), where its median error of the mean star was "
+            f"{e['validated_error']:.2f}."
         )
     if e["interval"] is None:
         return said + "Too few reviews for the validated method: the mean probability instead."
