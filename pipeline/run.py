@@ -10,13 +10,14 @@ features manifest's, the segmenter is prepare's (same film words, same user dict
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,14 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pipeline.artifacts import atomic_path, read_json, read_manifest
+from pipeline.artifacts import (
+    atomic_dir,
+    atomic_path,
+    is_current,
+    read_json,
+    read_manifest,
+    write_manifest,
+)
 from pipeline.config import RunPaths
 from pipeline.data.text import Segmenter, load_stopwords
 from pipeline.errors import (
@@ -42,6 +50,9 @@ from pipeline.modeling.spec import (
     read_config,
     segmenter_spec,
 )
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from pipeline.features.store import FeatureStore
@@ -351,6 +362,34 @@ class Run:
             if key not in self._memo:
                 self._memo[key] = compute()
             return self._memo[key]
+
+    def kept_analytics(
+        self,
+        where: Path,
+        fp: str,
+        build: Callable[[], T],
+        save: Callable[[T, Path], None],
+        load: Callable[[Path], T],
+        **manifest: Any,
+    ) -> T:
+        """The one fingerprinted cache of derived artifacts (film reports, maps) in the run's
+        folder ``where``: loaded while its manifest holds ``fp``, else built and kept
+        atomically with that manifest (a damaged one is rebuilt; a read-only run computes
+        without keeping)."""
+        folder = self.paths.root / where
+        if is_current(folder, fp):
+            try:
+                return load(folder)
+            except (OSError, KeyError, ValueError, TypeError) as err:  # damaged: rebuild it
+                log.warning("rebuilding the cached %s: %s", folder, err)
+        value = build()
+        try:
+            with atomic_dir(folder) as tmp:
+                save(value, tmp)
+                write_manifest(tmp, "analytics", fp, **manifest)
+        except OSError as err:  # a read-only run (someone else's folder): computed, not kept
+            log.warning("cannot keep %s: %s", folder, err)
+        return value
 
     def kept_array(self, name: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
         """:meth:`memo` that also keeps the array in ``analytics/arrays/`` for the next process

@@ -30,12 +30,9 @@ from pipeline.analytics.stars import (
 from pipeline.analytics.time import likes_agreement, monthly_trend
 from pipeline.analytics.words import star_top_words, star_words_table
 from pipeline.artifacts import (
-    atomic_dir,
     fingerprint,
-    is_current,
     read_json,
     write_json,
-    write_manifest,
 )
 from pipeline.reports.names import film_file_names
 from pipeline.reports.sections import (
@@ -279,25 +276,18 @@ def film_report(
     films = run.films.set_index("film")["reviews"]
     cap = min(tsne_cap, int(films[film]))  # a film smaller than the cap: one map for every cap
     name = film_file_names(list(films.index))[film].removesuffix(".html")
-    folder = analytics_dir(run, model) / "films" / f"{name}.map-{cap}"
+    where = Path("films") / f"{name}.map-{cap}"
     fp = fingerprint(ANALYTICS_VERSION, _inputs(run), film, model, cap, seed)
-    if is_current(folder, fp):
-        try:
-            return FilmReport.load(folder)
-        except (OSError, KeyError, ValueError, TypeError) as err:  # damaged: rebuild it
-            log.warning("rebuilding the cached report in %s: %s", folder, err)
     words_fp = fingerprint(ANALYTICS_VERSION, _inputs(run), film, cap, seed)
-    words = _words_of_another_model(run, folder.relative_to(analytics_dir(run, model)), words_fp)
-    report = FilmReport.build(run, film, model, tsne_cap=cap, seed=seed, words=words)
-    try:
-        with atomic_dir(folder) as tmp:
-            report.save(tmp)
-            write_manifest(
-                tmp, "analytics", fp, film=film, model=model, tsne_cap=cap, words=words_fp
-            )
-    except OSError as err:  # a read-only run (someone else's folder): computed, not kept
-        log.warning("cannot keep the film's analytics in %s: %s", folder, err)
-    return report
+
+    def build() -> FilmReport:
+        words = _words_of_another_model(run, where, words_fp)
+        return FilmReport.build(run, film, model, tsne_cap=cap, seed=seed, words=words)
+
+    return run.kept_analytics(
+        analytics_dir(run, model).relative_to(run.paths.root) / where, fp, build,
+        FilmReport.save, FilmReport.load, film=film, model=model, tsne_cap=cap, words=words_fp,
+    )  # fmt: skip
 
 
 def corpus_map(
@@ -306,20 +296,20 @@ def corpus_map(
     """A t-SNE map of the whole corpus (a sample stratified by star) and what it shows, stored
     like :func:`film_report`; no points without features."""
     model = resolve_model(run, model)
-    folder = analytics_dir(run, model) / f"corpus-{cap}"
+    where = analytics_dir(run, model).relative_to(run.paths.root) / f"corpus-{cap}"
     fp = fingerprint(ANALYTICS_VERSION, _inputs(run), model, cap, seed)
-    if is_current(folder, fp):
+
+    def save(found: tuple[pd.DataFrame | None, str], folder: Path) -> None:
+        points, note = found
+        if points is not None:
+            points.to_parquet(folder / "map.parquet")
+        write_json(folder / "map.json", {"has_map": points is not None, "note": note})
+
+    def load(folder: Path) -> tuple[pd.DataFrame | None, str]:
         doc = read_json(folder / "map.json")
-        points = pd.read_parquet(folder / "map.parquet") if doc["has_map"] else None
-        return points, doc["note"]
-    preds, _ = evaluated(run, model, None)
-    points, note = tsne_section(run, run.reviews, preds, cap, seed)
-    try:
-        with atomic_dir(folder) as tmp:
-            if points is not None:
-                points.to_parquet(tmp / "map.parquet")
-            write_json(tmp / "map.json", {"has_map": points is not None, "note": note})
-            write_manifest(tmp, "analytics", fp, model=model, cap=cap)
-    except OSError as err:  # a read-only run: computed, not kept
-        log.warning("cannot keep the corpus map in %s: %s", folder, err)
-    return points, note
+        return (pd.read_parquet(folder / "map.parquet") if doc["has_map"] else None), doc["note"]
+
+    def build() -> tuple[pd.DataFrame | None, str]:
+        return tsne_section(run, run.reviews, evaluated(run, model, None)[0], cap, seed)
+
+    return run.kept_analytics(where, fp, build, save, load, model=model, cap=cap)
