@@ -171,6 +171,45 @@ def models(
 
 
 @app.command()
+def aspects(
+    film: Annotated[str, typer.Option("--film", help="Film: Chinese or English name.")],
+    run: TrainedRunOpt = None,
+    runs_dir: RunsDirOpt = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model that scores the clauses (default: tfidf_lr, else the default)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """What a film's reviews praise and complain about: per aspect (plot, acting, visuals...),
+    the clauses that mention it, their mean sentiment (-1 one star .. +1 five stars) with a 95%
+    interval beside the other films', and (--json) the most telling clauses both ways."""
+    from pipeline.analytics.aspects import clause_model, film_aspects, telling_clauses
+    from pipeline.run import Run
+
+    opened = Run.open(run, runs_dir)
+    table = film_aspects(opened, film, model)
+    if as_json:
+        for row in table.to_dict("records"):
+            row |= telling_clauses(opened, film, row["aspect"], model=model)
+            sys.stdout.write(json_line(row) + "\n")
+        return
+    head = f"{'aspect':<20}{'clauses':>8}{'reviews':>9}{'mean':>7}{'95% interval':>16}"
+    lines = [head + f"{'others':>8}{'praise':>8}{'complain':>9}"]
+    for r in table.itertuples():
+        others = "-" if r.corpus_mean is None else f"{r.corpus_mean:+.2f}"
+        lines.append(
+            f"{r.name + ' ' + r.english:<20}{r.clauses:>8,}{r.reviews:>9,}{r.mean:>+7.2f}"
+            f"{f'{r.low:+.2f} .. {r.high:+.2f}':>16}{others:>8}{r.praise:>8.0%}{r.complaint:>9.0%}"
+            + ("  (few clauses)" if r.small else "")
+        )
+    for line in lines:
+        stdout.print(Text(printable(line)), soft_wrap=True)
+    say(f"run {opened.name}, film {film}: clauses scored one by one by "
+        f"{model or clause_model(opened)}; 'others' is the other films' mean")  # fmt: skip
+
+
+@app.command()
 def doctor(
     run: Annotated[str, typer.Option("--run", help="Run name under runs/.")],
     runs_dir: RunsDirOpt = None,

@@ -31,12 +31,13 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import RunPaths
+from pipeline.data.aspects import default_terms
 from pipeline.errors import InputError, ModelNotFoundError, StageMissingError
 from pipeline.locate import resolve_run
 from pipeline.modeling.bundle import (
@@ -56,6 +57,7 @@ from pipeline.modeling.spec import (
     read_scoring_spec,
 )
 from pipeline.predict.adapt import Adaptation, adapt_records, fit_adaptation, model_prior
+from pipeline.predict.aspects import score_aspects
 from pipeline.predict.batching import LOOKAHEAD, BatchInputs, length_batches, prefetched
 from pipeline.predict.records import (
     Explanation,
@@ -385,6 +387,16 @@ class Scorer:
         """:meth:`score` as plain dicts (what the CLI and the API print)."""
         records = self.score(texts, batch_size, explain=explain, adapt_prior=adapt_prior)
         return [r.to_dict() for r in records]
+
+    def aspects(
+        self, texts: str | Sequence[str], terms: Mapping[str, Sequence[str]] | None = None
+    ) -> Any:
+        """Clause-level opinions (:func:`aspects.score_aspects`): the aspect-bearing clauses of
+        a text (a list of them for a list of texts), each scored alone, with the aspects it
+        names. ``terms``: the aspects' words (default: the shipped taxonomy)."""
+        single = isinstance(texts, str)
+        found = score_aspects(self, [texts] if single else list(texts), terms or default_terms())
+        return found[0] if single else found
 
     def explain(self, text: str) -> Explanation:
         """The score of one text with every word's attention, for highlighting."""

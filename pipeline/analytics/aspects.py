@@ -1,0 +1,119 @@
+"""What a film's reviews praise and complain about: aspects per film, from clause-level opinions.
+
+Every review of the run is split into clauses; the clauses that mention an aspect (plot, acting,
+visuals, ...; :data:`pipeline.data.aspects.ASPECTS`, extended with the run's own words) are
+scored alone by one of the run's models (:func:`pipeline.predict.aspects.score_aspects`; by
+default the TF-IDF classifier, which scores a 50,000-review run's clauses in seconds on a CPU).
+Per film and aspect: how many clauses and reviews mention it, the mean clause sentiment with a
+bootstrap interval, the corpus's mean for the same aspect, and the most telling clauses both
+ways.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.data.aspects import ASPECTS, default_terms, extend_terms, split_clauses
+from pipeline.predict.aspects import PRAISE, score_aspects
+
+if TYPE_CHECKING:
+    from pipeline.run import Run
+
+MIN_CLAUSES = 10  # fewer clauses on an aspect: its numbers carry a small-sample note
+CLAUSE_COLUMNS = ["review_id", "film", "star", "aspect", "clause", "words", "denied", "sentiment"]
+
+
+def clause_model(run: Run) -> str | None:
+    """The model that scores clauses: ``tfidf_lr`` when the run has it (fast, and it reads
+    words, which is what a clause is), else the run's default."""
+    return "tfidf_lr" if "tfidf_lr" in run.saved_models else run.default_model
+
+
+def run_terms(run: Run) -> dict[str, list[str]]:
+    """The taxonomy's seed terms plus the words of the run that behave like them (memoised)."""
+
+    def compute() -> dict[str, list[str]]:
+        terms = default_terms()
+        segmenter = run.segmenter
+        texts = run.reviews["text"].tolist()[:: max(1, len(run.reviews) // 20_000)]
+        clauses = ([w for w, _, _ in segmenter.spans(c.text)] for t in texts
+                   for c in split_clauses(t))  # fmt: skip
+        for aspect, words in extend_terms(clauses, terms, run.stopwords).items():
+            terms[aspect] += words
+        return terms
+
+    return run.memo("aspect_terms", compute)
+
+
+def run_clauses(run: Run, model: str | None = None) -> pd.DataFrame:
+    """Every aspect-bearing clause of the run's reviews, one row per (clause, aspect), scored
+    by ``model`` (default :func:`clause_model`); memoised per run and model."""
+    model = model or clause_model(run)
+
+    def compute() -> pd.DataFrame:
+        reviews = run.reviews
+        scorer = run.scorer(model)
+        records = score_aspects(scorer, reviews["text"].tolist(), run_terms(run))
+        rows = [
+            (rid, film, star, aspect, r["clause"], words, r["denied"], r["sentiment"])
+            for rid, film, star, found in zip(
+                reviews["review_id"], reviews["film"], reviews["star"], records, strict=True
+            )
+            for r in found
+            for aspect, words in r["aspects"].items()
+        ]
+        return pd.DataFrame(rows, columns=CLAUSE_COLUMNS)
+
+    return run.memo(("aspect_clauses", model), compute)
+
+
+def film_aspects(run: Run, film: str, model: str | None = None, seed: int = 0) -> pd.DataFrame:
+    """One row per aspect the film's reviews mention: ``aspect``, ``name`` (Chinese),
+    ``english``, ``clauses``, ``reviews`` (mentioning it), ``share`` (of the film's reviews),
+    ``mean`` sentiment with a 95% bootstrap interval (``low``, ``high``), ``praise`` and
+    ``complaint`` (shares of its clauses), ``corpus_mean`` (the other films' clauses on the same
+    aspect) and ``small`` (fewer than :data:`MIN_CLAUSES` clauses). Most mentioned first."""
+    film = run.resolve_film(film)
+    clauses = run_clauses(run, model).dropna(subset=["sentiment"])
+    mine, others = clauses[clauses["film"] == film], clauses[clauses["film"] != film]
+    n_reviews = int((run.reviews["film"] == film).sum())
+    rng = np.random.default_rng(seed)
+    rows = []
+    for aspect, group in mine.groupby("aspect", sort=False):
+        values = group["sentiment"].to_numpy(np.float64)
+        draws = rng.choice(values, size=(200, len(values)), replace=True).mean(axis=1)
+        rest = others.loc[others["aspect"] == aspect, "sentiment"]
+        zh, en, _ = ASPECTS.get(str(aspect), (str(aspect), str(aspect), ()))
+        rows.append({
+            "aspect": aspect, "name": zh, "english": en, "clauses": len(values),
+            "reviews": int(group["review_id"].nunique()),
+            "share": group["review_id"].nunique() / max(n_reviews, 1),
+            "mean": float(values.mean()), "low": float(np.percentile(draws, 2.5)),
+            "high": float(np.percentile(draws, 97.5)),
+            "praise": float((values > PRAISE).mean()),
+            "complaint": float((values < -PRAISE).mean()),
+            "corpus_mean": float(rest.mean()) if len(rest) else None,
+            "small": len(values) < MIN_CLAUSES,
+        })  # fmt: skip
+    frame = pd.DataFrame(rows, columns=["aspect", "name", "english", "clauses", "reviews", "share",
+                                        "mean", "low", "high", "praise", "complaint",
+                                        "corpus_mean", "small"])  # fmt: skip
+    return frame.sort_values("clauses", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def telling_clauses(
+    run: Run, film: str, aspect: str, k: int = 5, model: str | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """The film's ``k`` most positive and ``k`` most negative clauses on ``aspect`` (each with
+    its review's star and the words that name the aspect), for reading and highlighting."""
+    film = run.resolve_film(film)
+    clauses = run_clauses(run, model).dropna(subset=["sentiment"])
+    rows = clauses[(clauses["film"] == film) & (clauses["aspect"] == aspect)]
+    rows = rows.drop_duplicates(["review_id", "clause"])
+    fields = ["clause", "words", "sentiment", "star", "denied", "review_id"]
+    best = rows[rows["sentiment"] > PRAISE].nlargest(k, "sentiment")[fields]
+    worst = rows[rows["sentiment"] < -PRAISE].nsmallest(k, "sentiment")[fields]
+    return {"praise": best.to_dict("records"), "complaint": worst.to_dict("records")}
