@@ -47,7 +47,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 CHROMIUM = "/usr/bin/chromium"
 PAGES = {"Overview": "", "Films": "films", "Score a review": "score", "Reports": "reports",
          "Model lab": "lab"}  # fmt: skip
-FILM_TABS = ["Stars", "Map", "Words", "Attention", "Time & likes", "League"]
+FILM_TABS = ["Stars", "Map", "Words", "Aspects", "Attention", "Time & likes", "League"]
 GOALS = {"page warm": 2.0, "largest film, first open": 5.0, "switch film": 2.0,
          "switch model": 2.0, "one film's report": 20.0}  # fmt: skip
 TIMEOUT_MS = 600_000

@@ -17,7 +17,7 @@ from pipeline import DoubanError, charts
 FILM_PARAM = "film"
 TSNE_CAPS = [300, 1000, 2000]
 DEFAULT_CAP = 2000  # the reports stage's: its cached maps open instantly
-SECTIONS = ["Stars", "Map", "Words", "Attention", "Time & likes", "League"]
+SECTIONS = ["Stars", "Map", "Words", "Aspects", "Attention", "Time & likes", "League"]
 
 
 def pick_film(ctx: common.Context) -> str | None:
@@ -245,6 +245,47 @@ def league_section(report: Any) -> None:
     common.table(table)
 
 
+def aspects_section(ctx: common.Context, film: str) -> None:
+    """What the film's reviews praise and complain about, aspect by aspect; pick an aspect to
+    read its most telling clauses with the words that name it highlighted."""
+    with st.spinner("Scoring the run's clauses once (seconds; every film at once)…"):
+        table = common.cached(pipeline.film_aspects, ctx, film)
+    if table.empty:
+        st.info("No clause of this film's reviews names an aspect of the taxonomy.")
+        return
+    st.markdown(
+        "**Aspects**: each review is split into clauses; the clauses that name an aspect are "
+        "scored alone. Green: share of the aspect's clauses that praise it; red: that complain."
+    )
+    st.altair_chart(charts.aspect_bars(table), width="stretch")
+    shown = table.rename(columns={"mean": "sentiment", "corpus_mean": "other films"})
+    common.table(shown.drop(columns=["aspect", "small"]))
+    small = table.loc[table["small"], "english"].tolist()
+    model = pipeline.clause_model(ctx.data)
+    st.caption(
+        common.plain(
+            f"Clauses scored one by one by {pipeline.model_name(model)} ({model}); sentiment runs "
+            "from -1 (a one-star clause) to +1 (five stars), with its 95% bootstrap interval; "
+            "'other films' is the same aspect in the run's other films."
+            + (f" Few clauses (under 10): {', '.join(small)}." if small else "")
+        )
+    )
+    labels = dict(zip(table["aspect"], table["name"] + " " + table["english"], strict=True))
+    aspect = st.selectbox("Read the clauses on", list(labels), format_func=labels.get,
+                          key="aspect")  # fmt: skip
+    told = common.cached(pipeline.telling_clauses, ctx, film, aspect)
+    for side, title in (("praise", "Most positive"), ("complaint", "Most negative")):
+        st.markdown(f"**{title}**")
+        if not told[side]:
+            st.caption("none")
+        for c in told[side]:
+            spans = [(w, i, i + len(w), 1.0) for w in c["words"] if (i := c["clause"].find(w)) >= 0]
+            st.html(
+                f'<div class="attention">{pipeline.highlight_html(c["clause"], spans)} '
+                f"<small>({c['sentiment']:+.2f} · review {c['star']}★)</small></div>"
+            )
+
+
 def keep_cap() -> None:
     """Keep the map size in plain session state: a widget's own state is dropped on runs that
     do not draw it (other tabs), which would rebuild the report with the default size."""
@@ -261,6 +302,7 @@ def show(ctx: common.Context, film: str) -> None:
         "Stars": lambda: stars_section(ctx, report),
         "Map": lambda: map_section(report),
         "Words": lambda: words_section(report),
+        "Aspects": lambda: aspects_section(ctx, film),
         "Attention": lambda: attention_section(report),
         "Time & likes": lambda: time_section(report),
         "League": lambda: league_section(report),

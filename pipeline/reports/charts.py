@@ -299,6 +299,37 @@ def film_league(table: pd.DataFrame, highlight: str | None = None) -> alt.LayerC
     return (rule + points).properties(height=alt.Step(24), width="container")
 
 
+def aspect_bars(table: pd.DataFrame) -> alt.Chart:
+    """Praise (right) and complaint (left) per aspect: the shares of its clauses that read
+    positive and negative (``analytics.aspects.film_aspects``), most mentioned aspect on top."""
+    labels = [f"{n} {e} ({c:,})" for n, e, c in
+              zip(table["name"], table["english"], table["clauses"], strict=True)]  # fmt: skip
+    long = pd.concat([
+        pd.DataFrame({"aspect": labels, "side": "praise", "share": table["praise"]}),
+        pd.DataFrame({"aspect": labels, "side": "complaint", "share": -table["complaint"]}),
+    ])  # fmt: skip
+    scale = alt.Scale(domain=["complaint", "praise"], range=["#d62728", "#2ca02c"])
+    return (
+        alt.Chart(long)
+        .mark_bar()
+        .encode(
+            y=alt.Y("aspect:N", sort=labels, title="", axis=alt.Axis(labelLimit=300)),
+            x=alt.X(
+                "share:Q",
+                title="share of the aspect's clauses (complaint | praise)",
+                axis=alt.Axis(format="%", labelExpr="abs(datum.value) * 100 + '%'"),
+            ),
+            color=alt.Color("side:N", title="", scale=scale),
+            tooltip=[
+                "aspect:N",
+                "side:N",
+                alt.Tooltip("share:Q", title="share (negative: complaint)", format=".0%"),
+            ],
+        )
+        .properties(height=alt.Step(26), width="container")
+    )
+
+
 def scatter_map(points: pd.DataFrame, color: str = "star", by_film: bool = False) -> alt.Chart:
     """2-d map (t-SNE, projections): hover a point to read its review. ``points`` has ``x, y``,
     ``star`` and the review as ``text`` (or ``review``); ``pred_star`` (<NA> for reviews the

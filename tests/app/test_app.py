@@ -17,7 +17,7 @@ from pipeline.config import load_settings
 
 HOME = Path(__file__).resolve().parents[2] / "app" / "Home.py"
 TIMEOUT = 180  # the first score loads the encoder; t-SNE and reports take seconds on 2 cores
-FILM_SECTIONS = ["Stars", "Map", "Words", "Attention", "Time & likes", "League"]
+FILM_SECTIONS = ["Stars", "Map", "Words", "Aspects", "Attention", "Time & likes", "League"]
 
 
 def open_app(monkeypatch: pytest.MonkeyPatch, run_dir: Path, page: str | None = None) -> AppTest:
@@ -117,6 +117,26 @@ def test_films_every_section_of_every_kind_of_film(monkeypatch, trained: Path) -
     at.session_state["film_section"] = "Words"
     at.run()
     assert len(at.get("image")) >= 1  # word clouds
+
+
+def test_the_aspects_tab_shows_the_films_aspects_and_their_clauses(monkeypatch, trained) -> None:
+    run = Run.open(trained)
+    film = run.films["film"].iloc[0]
+    table = pipeline.film_aspects(run, film)
+    at = open_app(monkeypatch, trained, "films")
+    at.session_state["film_section"] = "Aspects"
+    at.run()
+    assert_ok(at)
+    picker = at.selectbox(key="aspect")
+    assert picker.options == (table["name"] + " " + table["english"]).tolist()
+    told_by = {a: pipeline.telling_clauses(run, film, a) for a in table["aspect"]}
+    aspect = next(a for a, t in reversed(told_by.items()) if t["praise"] or t["complaint"])
+    picker.set_value(aspect).run()
+    told = told_by[aspect]
+    shown = texts(at.get("html"))
+    for clause in told["praise"] + told["complaint"]:
+        assert clause["words"][0] in shown  # highlighted words of each telling clause
+    assert 'class="att"' in shown
 
 
 def test_film_found_by_english_name(monkeypatch, trained: Path) -> None:

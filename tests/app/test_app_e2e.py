@@ -36,7 +36,7 @@ TITLES = {
     "lab": "Model lab",
 }
 TABS = {
-    "films": ["Stars", "Map", "Words", "Attention", "Time & likes", "League"],
+    "films": ["Stars", "Map", "Words", "Aspects", "Attention", "Time & likes", "League"],
     "lab": ["Findings", "Probes", "Geometry", "Projections", "Word in context", "Attention heads"],
     "score": ["One review", "A file of reviews"],
 }
