@@ -245,11 +245,11 @@ def league_section(report: Any) -> None:
     common.table(table)
 
 
-def aspects_section(ctx: common.Context, film: str) -> None:
-    """What the film's reviews praise and complain about, aspect by aspect; pick an aspect to
-    read its most telling clauses with the words that name it highlighted."""
-    with st.spinner("Scoring the run's clauses once (seconds; every film at once)…"):
-        table = common.cached(pipeline.film_aspects, ctx, film)
+def aspects_section(report: Any) -> None:
+    """What the film's reviews praise and complain about, aspect by aspect (the report's own
+    numbers); pick an aspect to read its most telling clauses, the words that name it
+    highlighted."""
+    table = report.aspects
     if table.empty:
         st.info("No clause of this film's reviews names an aspect of the taxonomy.")
         return
@@ -258,10 +258,9 @@ def aspects_section(ctx: common.Context, film: str) -> None:
         "scored alone. Green: share of the aspect's clauses that praise it; red: that complain."
     )
     st.altair_chart(charts.aspect_bars(table), width="stretch")
-    shown = table.rename(columns={"mean": "sentiment", "corpus_mean": "other films"})
-    common.table(shown.drop(columns=["aspect", "small"]))
+    common.table(pipeline.aspect_table(table))
     small = table.loc[table["small"], "english"].tolist()
-    model = pipeline.clause_model(ctx.data)
+    model = report.clause_model
     st.caption(
         common.plain(
             f"Clauses scored one by one by {pipeline.model_name(model)} ({model}); sentiment runs "
@@ -273,15 +272,14 @@ def aspects_section(ctx: common.Context, film: str) -> None:
     labels = dict(zip(table["aspect"], table["name"] + " " + table["english"], strict=True))
     aspect = st.selectbox("Read the clauses on", list(labels), format_func=labels.get,
                           key="aspect")  # fmt: skip
-    told = common.cached(pipeline.telling_clauses, ctx, film, aspect)
+    told = report.aspect_clauses[aspect]
     for side, title in (("praise", "Most positive"), ("complaint", "Most negative")):
         st.markdown(f"**{title}**")
         if not told[side]:
             st.caption("none")
         for c in told[side]:
-            spans = [(w, i, i + len(w), 1.0) for w in c["words"] if (i := c["clause"].find(w)) >= 0]
             st.html(
-                f'<div class="attention">{pipeline.highlight_html(c["clause"], spans)} '
+                f'<div class="attention">{c["html"]} '
                 f"<small>({c['sentiment']:+.2f} · review {c['star']}★)</small></div>"
             )
 
@@ -302,7 +300,7 @@ def show(ctx: common.Context, film: str) -> None:
         "Stars": lambda: stars_section(ctx, report),
         "Map": lambda: map_section(report),
         "Words": lambda: words_section(report),
-        "Aspects": lambda: aspects_section(ctx, film),
+        "Aspects": lambda: aspects_section(report),
         "Attention": lambda: attention_section(report),
         "Time & likes": lambda: time_section(report),
         "League": lambda: league_section(report),

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data.aspects import ASPECTS, default_terms, extend_terms, split_clauses
+from pipeline.markup import highlight_html
 from pipeline.predict.aspects import PRAISE, score_aspects
 
 if TYPE_CHECKING:
@@ -28,8 +29,9 @@ CLAUSE_COLUMNS = ["review_id", "film", "star", "aspect", "clause", "words", "den
 
 def clause_model(run: Run) -> str | None:
     """The model that scores clauses: ``tfidf_lr`` when the run has it (fast, and it reads
-    words, which is what a clause is), else the run's default."""
-    return "tfidf_lr" if "tfidf_lr" in run.saved_models else run.default_model
+    words, which is what a clause is), else the run's default; None when no model is saved."""
+    saved = run.saved_models
+    return next((m for m in ("tfidf_lr", run.default_model) if m in saved), None)
 
 
 def run_terms(run: Run) -> dict[str, list[str]]:
@@ -52,6 +54,8 @@ def run_clauses(run: Run, model: str | None = None) -> pd.DataFrame:
     """Every aspect-bearing clause of the run's reviews, one row per (clause, aspect), scored
     by ``model`` (default :func:`clause_model`); memoised per run and model."""
     model = model or clause_model(run)
+    if model is None:  # nothing trained yet: no clause is scored
+        return pd.DataFrame(columns=CLAUSE_COLUMNS)
 
     def compute() -> pd.DataFrame:
         reviews = run.reviews
@@ -104,6 +108,12 @@ def film_aspects(run: Run, film: str, model: str | None = None, seed: int = 0) -
     return frame.sort_values("clauses", ascending=False, kind="stable").reset_index(drop=True)
 
 
+def aspect_table(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`film_aspects` as the app and the reports show it."""
+    shown = table.rename(columns={"mean": "sentiment", "corpus_mean": "other films"})
+    return shown.drop(columns=["aspect", "small"])
+
+
 def telling_clauses(
     run: Run, film: str, aspect: str, k: int = 5, model: str | None = None
 ) -> dict[str, list[dict[str, Any]]]:
@@ -116,4 +126,19 @@ def telling_clauses(
     fields = ["clause", "words", "sentiment", "star", "denied", "review_id"]
     best = rows[rows["sentiment"] > PRAISE].nlargest(k, "sentiment")[fields]
     worst = rows[rows["sentiment"] < -PRAISE].nsmallest(k, "sentiment")[fields]
-    return {"praise": best.to_dict("records"), "complaint": worst.to_dict("records")}
+    return {"praise": _readable(best), "complaint": _readable(worst)}
+
+
+def _readable(rows: pd.DataFrame) -> list[dict[str, Any]]:
+    """Clause rows as plain records, each with ``html``: the clause with the words that name
+    the aspect highlighted (escaped; the app and the reports show the same)."""
+    out = []
+    for row in rows.to_dict("records"):
+        clause, words = row["clause"], list(row["words"])
+        spans = [(w, i, i + len(w), 1.0) for w in words if (i := clause.find(w)) >= 0]
+        out.append({
+            "clause": clause, "words": words, "sentiment": float(row["sentiment"]),
+            "star": int(row["star"]), "denied": bool(row["denied"]),
+            "review_id": int(row["review_id"]), "html": highlight_html(clause, spans),
+        })  # fmt: skip
+    return out

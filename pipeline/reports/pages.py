@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from pipeline.analytics.aspects import clause_model, film_aspects, telling_clauses
 from pipeline.analytics.embedding import DEFAULT_CAP
 from pipeline.analytics.stars import (
     STARS,
@@ -55,7 +56,7 @@ from pipeline.run import Run
 
 log = logging.getLogger(__name__)
 
-ANALYTICS_VERSION = 5  # bump when what a FilmReport holds changes: cached artifacts are rebuilt
+ANALYTICS_VERSION = 6  # bump when what a FilmReport holds changes: cached artifacts are rebuilt
 MIN_EVALUATED = 30  # fewer evaluated reviews: the numbers carry a visible small-sample note
 SECTIONS = {
     "numbers": "Key numbers",
@@ -64,6 +65,7 @@ SECTIONS = {
     "confusion": "Confusion matrix",
     "tsne": "Map of the reviews (t-SNE)",
     "words": "Words that set the film apart",
+    "aspects": "What the reviews praise and complain about",
     "star-words": "Top words per star",
     "clouds": "Word clouds",
     "attention": "What the attention head looked at",
@@ -72,7 +74,8 @@ SECTIONS = {
     "league": "Film league",
 }
 TEMPLATES = Path(__file__).parent / "templates"
-WORD_PARTS = ("top_words", "star_words", "clouds")  # of a FilmReport: the same for every model
+# of a FilmReport: what depends on the reviews only, the same for every model
+WORD_PARTS = ("top_words", "star_words", "clouds", "aspects", "aspect_clauses", "clause_model")
 
 
 @dataclass
@@ -99,6 +102,9 @@ class FilmReport:
     top_words: pd.DataFrame
     star_words: dict[int, pd.DataFrame]
     clouds: dict[str, bytes]  # PNG word clouds: the film, then "1★".."5★"
+    aspects: pd.DataFrame  # analytics.aspects.film_aspects: one row per aspect mentioned
+    aspect_clauses: dict[str, dict[str, list[dict[str, Any]]]]  # aspect -> telling_clauses
+    clause_model: str | None  # the model that scored the clauses
     attention_model: str | None
     attention: list[AttentionExample]
     attention_note: str  # why there are no examples
@@ -175,11 +181,15 @@ class FilmReport:
             for s, t in star_top_words(reviews, run.stopwords).items()
         }
         clouds = cloud_pngs(top_words, star_words)
-        return {"top_words": top_words, "star_words": star_words, "clouds": clouds}
+        aspects = film_aspects(run, film)
+        told = {str(a): telling_clauses(run, film, str(a)) for a in aspects["aspect"]}
+        return {"top_words": top_words, "star_words": star_words, "clouds": clouds,
+                "aspects": aspects, "aspect_clauses": told,
+                "clause_model": clause_model(run)}  # fmt: skip
 
     # ------------------------------------------------------------------ artifact on disk
 
-    _FRAMES = ("models", "distribution", "tsne", "top_words", "trend", "league")
+    _FRAMES = ("models", "distribution", "tsne", "top_words", "trend", "league", "aspects")
 
     def save(self, folder: Path) -> None:
         """Write the report into ``folder``: frames as parquet, clouds as PNG, the rest JSON."""

@@ -14,6 +14,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
+from pipeline.analytics.aspects import aspect_table
 from pipeline.analytics.embedding import DEFAULT_CAP
 from pipeline.analytics.stars import (
     accuracy_summary,
@@ -94,6 +95,8 @@ def render_film(report: FilmReport) -> str:
         figures["trend"] = _chart(charts.trend(report.trend, report.model))
     if report.league["mean_true"].notna().any():
         figures["league"] = _chart(charts.film_league(report.league, report.film))
+    if len(report.aspects):
+        figures["aspects"] = _chart(charts.aspect_bars(report.aspects))
     likes = report.likes
     top_liked = None
     if likes is not None:
@@ -112,6 +115,15 @@ def render_film(report: FilmReport) -> str:
                 words.assign(rank=range(1, len(words) + 1))[["rank", "word", "count", "score"]]
             ),
             star_words=_table(report.star_table.reset_index()),
+            aspects=_table(aspect_table(report.aspects)) if len(report.aspects) else None,
+            aspect_names=dict(
+                zip(
+                    report.aspects["aspect"],
+                    report.aspects["name"] + " " + report.aspects["english"],
+                    strict=True,
+                )
+            ),
+            clause_model=report.clause_model,
             clouds={k: _data_uri(v) for k, v in report.clouds.items()},
             top_liked=top_liked,
             glossary=METRIC_GLOSSARY,

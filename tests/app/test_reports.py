@@ -4,6 +4,7 @@ a real browser draws offline (headless Chromium, skipped where it is not install
 
 from __future__ import annotations
 
+import html
 import json
 from html.parser import HTMLParser
 from pathlib import Path
@@ -392,3 +393,25 @@ def test_switching_model_reuses_the_map(demo_run, monkeypatch) -> None:
     again = sections.tsne_section(fresh, fresh.reviews, fresh.evaluated("head_reg")[0], 300, seed)
     assert len(calls) == 1
     pd.testing.assert_frame_equal(again[0][where], maps[0][where])
+
+
+def test_the_aspects_section_matches_the_app(demo_run) -> None:
+    """The report's aspects are film_aspects' and telling_clauses' (what the app's tab shows),
+    every telling clause with its aspect words highlighted."""
+    from pipeline import aspect_table, film_aspects, telling_clauses
+    from pipeline.reports.render import render_film
+
+    run = Run.open(demo_run.run_name, demo_run.runs_dir)
+    film = run.films["film"].iloc[0]
+    report = film_report(run, film)
+    expected = film_aspects(run, film)
+    pd.testing.assert_frame_equal(report.aspects.reset_index(drop=True), expected)
+    page = render_film(report)
+    assert 'id="aspects"' in page
+    for row in aspect_table(expected).itertuples():
+        assert html.escape(f"{row.name} {row.english}") in page
+    for aspect in expected["aspect"]:
+        told = telling_clauses(run, film, aspect)
+        assert report.aspect_clauses[aspect] == told
+        for clause in told["praise"] + told["complaint"]:
+            assert clause["html"] in page and 'class="att"' in clause["html"]
