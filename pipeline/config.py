@@ -173,6 +173,13 @@ class LabSettings(_Section):
     device: str = "auto"
 
 
+class AspectSettings(_Section):
+    # words per aspect key, added to the shipped taxonomy (pipeline/data/aspects.py); a new key
+    # is a new aspect, e.g. terms = { plot = ["脑洞"], costume = ["服装", "造型"] }
+    terms: dict[str, list[str]] = Field(default_factory=dict)
+    extend: bool = True  # add the words of the run that keep each aspect's company
+
+
 class Settings(_Section):
     run_name: str = DEMO_RUN
     runs_dir: Path = Field(default_factory=default_runs_dir)
@@ -185,6 +192,7 @@ class Settings(_Section):
     head: HeadSettings = Field(default_factory=HeadSettings)
     finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
     lab: LabSettings = Field(default_factory=LabSettings)
+    aspects: AspectSettings = Field(default_factory=AspectSettings)
 
     @field_validator("run_name")
     @classmethod

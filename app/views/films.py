@@ -245,7 +245,7 @@ def league_section(report: Any) -> None:
     common.table(table)
 
 
-def aspects_section(report: Any) -> None:
+def aspects_section(ctx: common.Context, report: Any) -> None:
     """What the film's reviews praise and complain about, aspect by aspect (the report's own
     numbers); pick an aspect to read its most telling clauses, the words that name it
     highlighted."""
@@ -269,6 +269,17 @@ def aspects_section(report: Any) -> None:
             + (f" Few clauses (under 10): {', '.join(small)}." if small else "")
         )
     )
+    with st.expander("The words that name each aspect"):
+        terms = common.cached(pipeline.run_terms, ctx)
+        st.dataframe(
+            pd.DataFrame({"aspect": list(terms), "words": ["、".join(w) for w in terms.values()]}),
+            hide_index=True,
+        )
+        st.caption(
+            "The shipped seed words, the ones your settings add, and the words of this run that "
+            "keep each aspect's company. Add or change words with `[aspects] terms = { plot = "
+            '["脑洞"] }` in a settings file (`--config`) and prepare the run again.'
+        )
     labels = dict(zip(table["aspect"], table["name"] + " " + table["english"], strict=True))
     aspect = st.selectbox("Read the clauses on", list(labels), format_func=labels.get,
                           key="aspect")  # fmt: skip
@@ -300,7 +311,7 @@ def show(ctx: common.Context, film: str) -> None:
         "Stars": lambda: stars_section(ctx, report),
         "Map": lambda: map_section(report),
         "Words": lambda: words_section(report),
-        "Aspects": lambda: aspects_section(report),
+        "Aspects": lambda: aspects_section(ctx, report),
         "Attention": lambda: attention_section(report),
         "Time & likes": lambda: time_section(report),
         "League": lambda: league_section(report),

@@ -35,10 +35,18 @@ def clause_model(run: Run) -> str | None:
 
 
 def run_terms(run: Run) -> dict[str, list[str]]:
-    """The taxonomy's seed terms plus the words of the run that behave like them (memoised)."""
+    """The taxonomy's seed terms, the words the run's settings add (``[aspects] terms``, as the
+    run was prepared with them) and, unless ``extend = false``, the words of the run that keep
+    each aspect's company (memoised)."""
 
     def compute() -> dict[str, list[str]]:
         terms = default_terms()
+        chosen = run.recorded_settings.get("aspects") or {}
+        for aspect, words in (chosen.get("terms") or {}).items():
+            terms.setdefault(str(aspect), [])
+            terms[str(aspect)] += [str(w) for w in words if str(w) not in terms[str(aspect)]]
+        if not chosen.get("extend", True):
+            return terms
         segmenter = run.segmenter
         texts = run.reviews["text"].tolist()[:: max(1, len(run.reviews) // 20_000)]
         clauses = ([w for w, _, _ in segmenter.spans(c.text)] for t in texts
@@ -90,7 +98,7 @@ def film_aspects(run: Run, film: str, model: str | None = None, seed: int = 0) -
         values = group["sentiment"].to_numpy(np.float64)
         draws = rng.choice(values, size=(200, len(values)), replace=True).mean(axis=1)
         rest = others.loc[others["aspect"] == aspect, "sentiment"]
-        zh, en, _ = ASPECTS.get(str(aspect), (str(aspect), str(aspect), ()))
+        zh, en, _ = ASPECTS.get(str(aspect), (str(aspect), "(your aspect)", ()))
         rows.append({
             "aspect": aspect, "name": zh, "english": en, "clauses": len(values),
             "reviews": int(group["review_id"].nunique()),

@@ -172,7 +172,12 @@ def models(
 
 @app.command()
 def aspects(
-    film: Annotated[str, typer.Option("--film", help="Film: Chinese or English name.")],
+    film: Annotated[
+        str | None, typer.Option("--film", help="Film: Chinese or English name.")
+    ] = None,
+    terms: Annotated[
+        bool, typer.Option("--terms", help="Print the words that name each aspect instead.")
+    ] = False,
     run: TrainedRunOpt = None,
     runs_dir: RunsDirOpt = None,
     model: Annotated[
@@ -184,10 +189,19 @@ def aspects(
     """What a film's reviews praise and complain about: per aspect (plot, acting, visuals...),
     the clauses that mention it, their mean sentiment (-1 one star .. +1 five stars) with a 95%
     interval beside the other films', and (--json) the most telling clauses both ways."""
-    from pipeline.analytics.aspects import clause_model, film_aspects, telling_clauses
+    from pipeline.analytics.aspects import clause_model, film_aspects, run_terms, telling_clauses
+    from pipeline.errors import InputError
     from pipeline.run import Run
 
     opened = Run.open(run, runs_dir)
+    if terms:
+        for aspect, words in run_terms(opened).items():
+            line = json_line({"aspect": aspect, "words": words}) if as_json else (
+                f"{aspect:<12}{'、'.join(words)}")  # fmt: skip
+            stdout.print(Text(printable(line)), soft_wrap=True)
+        return
+    if film is None:
+        raise InputError("name the film: --film NAME", "or print the aspects' words: --terms")
     table = film_aspects(opened, film, model)
     if as_json:
         for row in table.to_dict("records"):
@@ -255,7 +269,9 @@ def model_rows(run: Run) -> list[dict[str, Any]]:
     for name in names:
         figures = evaluated.get(name, {})
         row: dict[str, Any] = {
-            "model": name, "default": name == default, "generation": run.generation
+            "model": name,
+            "default": name == default,
+            "generation": run.generation,
         }
         for split in ("val", "test"):
             found = figures.get(split, {})

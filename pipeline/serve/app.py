@@ -141,6 +141,10 @@ class ScoringService:
                 hint="GET /v1/models lists them",
             )
 
+    def aspects(self, model: str, texts: list[str]) -> list[list[dict[str, Any]]]:
+        """Each text's aspect-bearing clauses, scored by ``model`` (:meth:`Scorer.aspects`)."""
+        return self._scorer(model).aspects(texts)
+
     def adapt(
         self, records: list[dict[str, Any]], adapt_prior: str | list[float], model: str
     ) -> tuple[list[float], bool]:
@@ -359,6 +363,10 @@ def create_app(
         records = await service.batcher.submit((model, request.explain), request.texts)
         for i, record in enumerate(records):
             record["row"] = i
+        if request.aspects:
+            found = await asyncio.to_thread(service.aspects, model, request.texts)
+            for record, clauses in zip(records, found, strict=True):
+                record["aspects"] = None if record["error"] else clauses
         prior, each = None, None
         if request.adapt_prior is not None:
             prior, each = service.adapt(records, request.adapt_prior, model)

@@ -50,6 +50,9 @@ class ScoreRequest(BaseModel):
     ]
     model: str | None = Field(None, description="A model of the run (default: its default).")
     explain: bool = Field(False, description="Add every word's attention (slower).")
+    aspects: bool = Field(
+        False, description="Add each text's aspect-bearing clauses, each scored alone."
+    )
     adapt_prior: AdaptTarget = Field(
         None,
         description="Re-weight the probabilities to another star mix: five shares (stars 1-5), "
@@ -68,6 +71,19 @@ class Word(TopWord):
     end: int
 
 
+class ClauseOpinion(BaseModel):
+    """A clause that names film aspects (plot, acting, visuals...), scored alone."""
+
+    clause: str
+    start: int = Field(description="Offset of the clause in clean_text.")
+    end: int
+    aspects: dict[str, list[str]] = Field(description="Aspect -> the words that name it.")
+    denied: bool = Field(description="不是X不好，是Y: the complaint is taken back.")
+    pred_star: int | None
+    expected_star: float | None
+    sentiment: float | None = Field(description="-1 (a one-star clause) .. +1 (five stars).")
+
+
 class ScoreResult(BaseModel):
     """One text's score; ``error`` set (and no star) when the text cannot be scored."""
 
@@ -84,6 +100,7 @@ class ScoreResult(BaseModel):
     error: str | None
     clean_text: str | None = Field(None, description="With explain: the text the model saw.")
     words: list[Word] | None = Field(None, description="With explain: offsets in clean_text.")
+    aspects: list[ClauseOpinion] | None = Field(None, description="With aspects: its clauses.")
 
 
 class ScoreResponse(BaseModel):

@@ -56,3 +56,26 @@ def test_douban_aspects_prints_a_table_and_json(demo_run) -> None:
     assert {"aspect", "mean", "low", "high", "praise", "complaint"} <= set(rows[0])
     missing = CliRunner().invoke(app, ["aspects", *where[:-1], "没有这部电影"])
     assert missing.exit_code != 0 and "Traceback" not in missing.output
+    words = CliRunner().invoke(app, ["aspects", *where[:-2], "--terms", "--json"])
+    listed = {
+        json.loads(line)["aspect"]: json.loads(line)["words"] for line in words.stdout.splitlines()
+    }
+    assert "演技" in listed["acting"] and set(listed) >= {"plot", "music", "emotion"}
+
+
+def test_the_runs_settings_add_words_and_aspects(demo_run, tmp_path) -> None:
+    import shutil
+
+    from pipeline.analytics.aspects import run_terms
+    from pipeline.artifacts import read_json, write_json
+
+    shutil.copytree(demo_run.paths.root, tmp_path / "demo")
+    recorded = read_json(tmp_path / "demo" / "settings.json")
+    recorded["aspects"] = {"terms": {"plot": ["脑洞"], "costume": ["服装", "造型"]},
+                           "extend": False}  # fmt: skip
+    write_json(tmp_path / "demo" / "settings.json", recorded)
+    terms = run_terms(Run.open(tmp_path / "demo"))
+    assert terms["plot"][-1] == "脑洞" and terms["costume"] == ["服装", "造型"]
+    assert terms["acting"] == list(
+        __import__("pipeline.data.aspects").data.aspects.ASPECTS["acting"][2]
+    )

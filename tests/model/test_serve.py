@@ -94,6 +94,18 @@ def test_other_models_load_on_request_and_unknown_ones_are_404(client):
     assert "nope" in error["message"] and "tfidf_lr" in error["message"]
 
 
+def test_aspects_come_with_each_record_when_asked(client):
+    texts = ["剧情狗血老套，但是演技精湛自然", "好", ""]
+    plain = client.post("/v1/score", json={"texts": texts}).json()
+    assert all(r.get("aspects") is None for r in plain["records"])
+    answer = client.post("/v1/score", json={"texts": texts, "aspects": True}).json()
+    plot, acting = answer["records"][0]["aspects"]
+    assert plot["aspects"] == {"plot": ["剧情"]} and acting["aspects"] == {"acting": ["演技"]}
+    assert plot["sentiment"] < 0 < acting["sentiment"]
+    assert answer["records"][1]["aspects"] == []  # no aspect named
+    assert answer["records"][2]["error"] and answer["records"][2]["aspects"] is None
+
+
 def test_adapt_prior_reweights_probabilities(client):
     texts = [GOOD, BAD, GOOD]
     plain = client.post("/v1/score", json={"texts": texts}).json()
