@@ -43,7 +43,10 @@ ASPECTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
 }  # fmt: skip
 TURNS = ("但是", "不过", "可是", "然而", "只是", "而是", "但")  # longest first where they overlap
 DENIALS = ("不是", "并不是", "并非", "倒不是", "也不是")
-_BREAK = re.compile(r"[，,。.！!？?；;：:、…~～\n\r]+|\s{2,}")
+# punctuation; two spaces; one space between Chinese characters (Douban's comma: 剧情还行 演技差)
+_BREAK = re.compile(
+    r"[，,。.！!？?；;：:、…~～\n\r]+|\s{2,}|(?<=[\u4e00-\u9fff])\s(?=[\u4e00-\u9fff])"
+)
 _TURN = re.compile("(?<!不)(?=" + "|".join(TURNS) + ")")  # not the 但 of 不但 (not only)
 
 

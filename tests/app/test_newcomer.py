@@ -160,3 +160,36 @@ def test_the_api_docs_render_offline(demo_run, tmp_path: Path) -> None:
         page.goto(f"{url}/redoc")
         page.get_by_text("/v1/score").first.wait_for()
         assert not page.outside, page.outside
+
+
+@pytest.mark.real_data
+def test_the_aspects_tab_on_real_reviews(shared_data: Path, tmp_path: Path) -> None:
+    """A run of real reviews (text models only: no features needed): the Aspects tab draws
+    the film's aspects, and choosing an aspect shows its clauses with the aspect's words lit."""
+    import pandas as pd
+
+    rows = pd.read_csv(shared_data / "douban_2016_4films.csv").sample(1500, random_state=0)
+    rows.to_csv(tmp_path / "real.csv", index=False)
+    runs, env = tmp_path / "runs", dict(os.environ)
+    for stage in (["prepare", "-i", tmp_path / "real.csv"], ["train"]):
+        done = subprocess.run(douban(*stage, "--run", "real", "--runs-dir", runs),
+                              capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+    app = douban("app", "--run", "real", "--runs-dir", runs, "--headless")
+    with serving(app, "/_stcore/health", tmp_path / "app.log", env) as url, offline_page() as page:
+        page.goto(f"{url}/films")
+        settle(page)
+        page.get_by_role("tab", name="Aspects", exact=True).click()
+        settle(page)
+        no_exception(page)
+        main = page.locator('[data-testid="stMain"]')
+        assert main.locator('[data-testid="stVegaLiteChart"]').count() >= 1
+        assert "plot & story" in main.inner_text()
+        main.get_by_label("Read the clauses on").click()
+        page.keyboard.type("plot")  # the picker filters its options as one types
+        page.keyboard.press("Enter")
+        settle(page)
+        assert "plot & story" in main.locator('[data-testid="stSelectbox"]').last.inner_text()
+        no_exception(page)
+        assert main.locator(".attention span.att").count() >= 1  # clauses, aspect words lit
+        assert not page.outside, page.outside

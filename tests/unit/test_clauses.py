@@ -23,6 +23,8 @@ def test_clauses_split_at_punctuation_and_turns_with_their_offsets() -> None:
     whole = "这部电影不但好看而且感人"  # the 但 of 不但 is no turn
     assert [c.text for c in split_clauses(whole)] == [whole]
     assert split_clauses("，。！  ") == []
+    spaced = "剧情还行 演技太差 but the BGM is great"  # one space: a comma between Chinese only
+    assert [c.text for c in split_clauses(spaced)] == ["剧情还行", "演技太差 but the BGM is great"]
 
 
 def test_a_denial_before_an_assertion_is_marked() -> None:
