@@ -75,7 +75,7 @@ SECTIONS = {
 }
 TEMPLATES = Path(__file__).parent / "templates"
 # of a FilmReport: what depends on the reviews only, the same for every model
-WORD_PARTS = ("top_words", "star_words", "clouds", "aspects", "aspect_clauses", "clause_model")
+TEXT_PARTS = ("top_words", "star_words", "clouds", "aspects", "aspect_clauses", "clause_model")
 
 
 @dataclass
@@ -130,10 +130,10 @@ class FilmReport:
         model: str | None = None,
         tsne_cap: int = DEFAULT_CAP,
         seed: int = 0,
-        words: dict[str, Any] | None = None,
+        text: dict[str, Any] | None = None,
     ) -> FilmReport:
         """Compute a film's report (``film``: Chinese or English name; ``model``: default the
-        run's default model, chosen on validation). ``words``: the film's :data:`WORD_PARTS`
+        run's default model, chosen on validation). ``text``: the film's :data:`TEXT_PARTS`
         from another model's report of it (they depend on the reviews only)."""
         film = run.resolve_film(film)
         model = resolve_model(run, model)
@@ -143,7 +143,7 @@ class FilmReport:
         all_models = all_models[all_models["film"] == film]
         tsne, tsne_note = tsne_section(run, reviews, preds, tsne_cap, seed)
         attention_model, attention, attention_note = attention_section(run, film, model)
-        words = words or cls.film_words(run, film, reviews)
+        text = text or cls.text_parts(run, film, reviews)
         return cls(
             run=run.name,
             generation=run.generation,
@@ -162,7 +162,7 @@ class FilmReport:
             confusion_normalised=confusion(preds, normalise=True),
             tsne=tsne,
             tsne_note=tsne_note,
-            **words,
+            **text,
             attention_model=attention_model,
             attention=attention,
             attention_note=attention_note,
@@ -173,8 +173,8 @@ class FilmReport:
         )
 
     @staticmethod
-    def film_words(run: Run, film: str, reviews: pd.DataFrame) -> dict[str, Any]:
-        """The :data:`WORD_PARTS` of a film's report: the same for every model."""
+    def text_parts(run: Run, film: str, reviews: pd.DataFrame) -> dict[str, Any]:
+        """The :data:`TEXT_PARTS` of a film's report: the same for every model."""
         top_words = corpus_top_words(run)[film]
         star_words = {
             s: t[t["count"] >= MIN_WORD_COUNT].reset_index(drop=True)
@@ -260,9 +260,9 @@ def analytics_dir(run: Run, model: str | None) -> Path:
     return run.paths.root / "analytics" / (model or "no-model")
 
 
-def _words_of_another_model(run: Run, where: Path, words_fp: str) -> dict[str, Any] | None:
-    """The word parts of the film's report for another model, made from the same reviews
-    (``words_fp``): switching model then costs no TF-IDF and no word clouds."""
+def _text_of_another_model(run: Run, where: Path, words_fp: str) -> dict[str, Any] | None:
+    """The :data:`TEXT_PARTS` of the film's report for another model, made from the same
+    reviews (``words_fp``): switching model then costs no TF-IDF, word clouds or aspects."""
     models = run.paths.root / "analytics"
     if not models.is_dir():
         return None
@@ -270,7 +270,7 @@ def _words_of_another_model(run: Run, where: Path, words_fp: str) -> dict[str, A
         try:
             if read_json(manifest).get("words") == words_fp:
                 report = FilmReport.load(manifest.parent)
-                return {part: getattr(report, part) for part in WORD_PARTS}
+                return {part: getattr(report, part) for part in TEXT_PARTS}
         except (OSError, KeyError, ValueError, TypeError):  # damaged or vanished: skip it
             continue
     return None
@@ -291,8 +291,8 @@ def film_report(
     words_fp = fingerprint(ANALYTICS_VERSION, _inputs(run), film, cap, seed)
 
     def build() -> FilmReport:
-        words = _words_of_another_model(run, where, words_fp)
-        return FilmReport.build(run, film, model, tsne_cap=cap, seed=seed, words=words)
+        text = _text_of_another_model(run, where, words_fp)
+        return FilmReport.build(run, film, model, tsne_cap=cap, seed=seed, text=text)
 
     return run.kept_analytics(
         analytics_dir(run, model).relative_to(run.paths.root) / where, fp, build,
