@@ -245,7 +245,7 @@ def league_section(report: Any) -> None:
     common.table(table)
 
 
-def aspects_section(ctx: common.Context, report: Any) -> None:
+def aspects_section(report: Any) -> None:
     """What the film's reviews praise and complain about, aspect by aspect (the report's own
     numbers); pick an aspect to read its most telling clauses, the words that name it
     highlighted."""
@@ -270,7 +270,7 @@ def aspects_section(ctx: common.Context, report: Any) -> None:
         )
     )
     with st.expander("The words that name each aspect"):
-        terms = common.cached(pipeline.run_terms, ctx)
+        terms = report.aspect_terms
         st.dataframe(
             pd.DataFrame({"aspect": list(terms), "words": ["、".join(w) for w in terms.values()]}),
             hide_index=True,
@@ -311,7 +311,7 @@ def show(ctx: common.Context, film: str) -> None:
         "Stars": lambda: stars_section(ctx, report),
         "Map": lambda: map_section(report),
         "Words": lambda: words_section(report),
-        "Aspects": lambda: aspects_section(ctx, report),
+        "Aspects": lambda: aspects_section(report),
         "Attention": lambda: attention_section(report),
         "Time & likes": lambda: time_section(report),
         "League": lambda: league_section(report),

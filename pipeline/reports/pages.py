@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.analytics.aspects import clause_model, film_aspects, telling_clauses
+from pipeline.analytics.aspects import clause_model, film_aspects, run_terms, telling_clauses
 from pipeline.analytics.embedding import DEFAULT_CAP
 from pipeline.analytics.stars import (
     STARS,
@@ -56,7 +56,7 @@ from pipeline.run import Run
 
 log = logging.getLogger(__name__)
 
-ANALYTICS_VERSION = 6  # bump when what a FilmReport holds changes: cached artifacts are rebuilt
+ANALYTICS_VERSION = 7  # bump when what a FilmReport holds changes: cached artifacts are rebuilt
 MIN_EVALUATED = 30  # fewer evaluated reviews: the numbers carry a visible small-sample note
 SECTIONS = {
     "numbers": "Key numbers",
@@ -75,7 +75,8 @@ SECTIONS = {
 }
 TEMPLATES = Path(__file__).parent / "templates"
 # of a FilmReport: what depends on the reviews only, the same for every model
-TEXT_PARTS = ("top_words", "star_words", "clouds", "aspects", "aspect_clauses", "clause_model")
+TEXT_PARTS = ("top_words", "star_words", "clouds", "aspects", "aspect_clauses", "aspect_terms",
+              "clause_model")  # fmt: skip
 
 
 @dataclass
@@ -104,6 +105,7 @@ class FilmReport:
     clouds: dict[str, bytes]  # PNG word clouds: the film, then "1★".."5★"
     aspects: pd.DataFrame  # analytics.aspects.film_aspects: one row per aspect mentioned
     aspect_clauses: dict[str, dict[str, list[dict[str, Any]]]]  # aspect -> telling_clauses
+    aspect_terms: dict[str, list[str]]  # the words that name each aspect in this run
     clause_model: str | None  # the model that scored the clauses
     attention_model: str | None
     attention: list[AttentionExample]
@@ -184,7 +186,7 @@ class FilmReport:
         aspects = film_aspects(run, film)
         told = {str(a): telling_clauses(run, film, str(a)) for a in aspects["aspect"]}
         return {"top_words": top_words, "star_words": star_words, "clouds": clouds,
-                "aspects": aspects, "aspect_clauses": told,
+                "aspects": aspects, "aspect_clauses": told, "aspect_terms": run_terms(run),
                 "clause_model": clause_model(run)}  # fmt: skip
 
     # ------------------------------------------------------------------ artifact on disk
