@@ -393,7 +393,8 @@ class Scorer:
     ) -> Any:
         """Clause-level opinions (:func:`aspects.score_aspects`): the aspect-bearing clauses of
         a text (a list of them for a list of texts), each scored alone, with the aspects it
-        names. ``terms``: the aspects' words (default: the shipped taxonomy)."""
+        names. ``terms``: the aspects' words (default: the shipped taxonomy; a run's own, as
+        the app and the reports use them: ``pipeline.run_terms(run)``)."""
         single = isinstance(texts, str)
         found = score_aspects(self, [texts] if single else list(texts), terms or default_terms())
         return found[0] if single else found

@@ -142,8 +142,11 @@ class ScoringService:
             )
 
     def aspects(self, model: str, texts: list[str]) -> list[list[dict[str, Any]]]:
-        """Each text's aspect-bearing clauses, scored by ``model`` (:meth:`Scorer.aspects`)."""
-        return self._scorer(model).aspects(texts)
+        """Each text's aspect-bearing clauses, scored by ``model`` (:meth:`Scorer.aspects`)
+        with the run's words per aspect, as the CLI, the app and the reports use them."""
+        from pipeline.analytics.aspects import run_terms
+
+        return self._scorer(model).aspects(texts, run_terms(self.run))
 
     def adapt(
         self, records: list[dict[str, Any]], adapt_prior: str | list[float], model: str
