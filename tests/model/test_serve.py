@@ -100,7 +100,8 @@ def test_aspects_come_with_each_record_when_asked(client):
     assert all(r.get("aspects") is None for r in plain["records"])
     answer = client.post("/v1/score", json={"texts": texts, "aspects": True}).json()
     plot, acting = answer["records"][0]["aspects"]
-    assert plot["aspects"] == {"plot": ["剧情"]} and acting["aspects"] == {"acting": ["演技"]}
+    assert set(plot["aspects"]) == {"plot"} and set(acting["aspects"]) == {"acting"}
+    assert "演技" in acting["aspects"]["acting"]  # with the run's own words (精湛, on the demo)
     assert plot["sentiment"] < 0 < acting["sentiment"]
     assert answer["records"][1]["aspects"] == []  # no aspect named
     assert answer["records"][2]["error"] and answer["records"][2]["aspects"] is None
