@@ -5,6 +5,7 @@ once per run, model and map size, kept in runs/<run>/analytics/), so a visit onl
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import common
@@ -289,9 +290,13 @@ def aspects_section(report: Any) -> None:
         if not told[side]:
             st.caption("none")
         for c in told[side]:
+            looked = ""
+            if c.get("attention_html"):  # the head reading the clause alone
+                head = html.escape(pipeline.model_name(c["attention_model"]))
+                looked = f"<div><small>{head} looked at:</small> {c['attention_html']}</div>"
             st.html(
                 f'<div class="attention">{c["html"]} '
-                f"<small>({c['sentiment']:+.2f} · review {c['star']}★)</small></div>"
+                f"<small>({c['sentiment']:+.2f} · review {c['star']}★)</small>{looked}</div>"
             )
 
 

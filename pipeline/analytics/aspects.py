@@ -134,7 +134,22 @@ def telling_clauses(
     fields = ["clause", "words", "sentiment", "star", "denied", "review_id"]
     best = rows[rows["sentiment"] > PRAISE].nlargest(k, "sentiment")[fields]
     worst = rows[rows["sentiment"] < -PRAISE].nsmallest(k, "sentiment")[fields]
-    return {"praise": _readable(best), "complaint": _readable(worst)}
+    told = {"praise": _readable(best), "complaint": _readable(worst)}
+    _attend(run, told["praise"] + told["complaint"])
+    return told
+
+
+def _attend(run: Run, clauses: list[dict[str, Any]]) -> None:
+    """Add to each clause where the run's self-attentive head looks when it reads the clause
+    alone (``attention_html``, ``attention_model``): which words carried it."""
+    head = run.attention_model(run.default_model)
+    if head is None or head not in run.saved_models or not clauses:
+        return
+    explained = run.scorer(head).score([c["clause"] for c in clauses], explain=True)
+    for clause, record in zip(clauses, explained, strict=True):
+        if record.words and record.clean_text:
+            clause["attention_html"] = highlight_html(record.clean_text, record.words)
+            clause["attention_model"] = head
 
 
 def _readable(rows: pd.DataFrame) -> list[dict[str, Any]]:

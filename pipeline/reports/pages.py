@@ -56,7 +56,7 @@ from pipeline.run import Run
 
 log = logging.getLogger(__name__)
 
-ANALYTICS_VERSION = 7  # bump when what a FilmReport holds changes: cached artifacts are rebuilt
+ANALYTICS_VERSION = 8  # bump when what a FilmReport holds changes: cached artifacts are rebuilt
 MIN_EVALUATED = 30  # fewer evaluated reviews: the numbers carry a visible small-sample note
 SECTIONS = {
     "numbers": "Key numbers",

@@ -415,3 +415,6 @@ def test_the_aspects_section_matches_the_app(demo_run) -> None:
         assert report.aspect_clauses[aspect] == told
         for clause in told["praise"] + told["complaint"]:
             assert clause["html"] in page and 'class="att"' in clause["html"]
+            # which words carried it: the run's head reading the clause alone
+            assert clause["attention_model"] == run.attention_model(run.default_model)
+            assert clause["attention_html"] in page

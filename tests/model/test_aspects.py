@@ -43,6 +43,11 @@ def test_a_films_aspects_with_intervals_and_telling_clauses(demo_run) -> None:
     assert len(told["praise"]) <= 3 and all(c["sentiment"] > 0.25 for c in told["praise"])
     assert all(c["sentiment"] < -0.25 for c in told["complaint"])
     assert all(c["words"] for c in told["praise"] + told["complaint"])
+    head = run.attention_model(run.default_model)
+    for c in told["praise"] + told["complaint"]:  # the head's attention on the clause alone
+        expected = run.scorer(head).explain(c["clause"])
+        assert c["attention_model"] == head and 'class="att"' in c["attention_html"]
+        assert max(expected.words, key=lambda w: w[3])[0] in c["attention_html"]
 
 
 def test_douban_aspects_prints_a_table_and_json(demo_run) -> None:
