@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -21,10 +19,9 @@ from browser import (
     CHROMIUM,
     LAUNCH_ARGS,
     RUN_TIMEOUT_MS,
-    free_port,
     no_exception,
+    serving,
     settle,
-    wait_healthy,
 )
 
 PAGES = {"overview": "", "films": "films", "score": "score", "reports": "reports", "lab": "lab"}
@@ -66,25 +63,12 @@ def demo_with_lab(demo_run, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def app_url(demo_with_lab: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`douban app --run demo --headless` on a free port; stopped with its process group."""
-    port = free_port()
     env = dict(os.environ, DOUBAN_REPORTS_DIR=str(tmp_path_factory.mktemp("reports")))
-    log = (tmp_path_factory.mktemp("server") / "app.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "app", "--run", demo_with_lab.name,
-         "--runs-dir", str(demo_with_lab.parent), "--port", str(port), "--headless"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, server)
+    command = [sys.executable, "-m", "pipeline.cli", "app", "--run", demo_with_lab.name,
+               "--runs-dir", str(demo_with_lab.parent), "--headless"]  # fmt: skip
+    log = tmp_path_factory.mktemp("server") / "app.log"
+    with serving(command, "/_stcore/health", log, env) as url:
         yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-        log.close()
 
 
 class Watch:

@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,10 +21,9 @@ from browser import (
     CHROMIUM,
     LAUNCH_ARGS,
     RUN_TIMEOUT_MS,
-    free_port,
     no_exception,
+    serving,
     settle,
-    wait_healthy,
 )
 
 from pipeline.data.aspects import ASPECTS
@@ -58,27 +56,6 @@ def digest(folder: Path) -> str:
         h.update(str(path.relative_to(folder)).encode())
         h.update(path.read_bytes())
     return h.hexdigest()
-
-
-@contextmanager
-def serving(command: list[str], health: str, log: Path, env: dict[str, str]) -> Iterator[str]:
-    """Start a server (``command`` gets ``--port``) and yield its URL; stopped with its group."""
-    port = free_port()
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [*command, "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_healthy(url, server, health)
-            yield url
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
 
 
 @contextmanager
