@@ -18,6 +18,7 @@ import pandas as pd
 
 from pipeline.data.aspects import ASPECTS, default_terms, extend_terms, split_clauses
 from pipeline.markup import highlight_html
+from pipeline.modeling.metrics import resampled_interval
 from pipeline.predict.aspects import PRAISE, score_aspects
 
 if TYPE_CHECKING:
@@ -94,19 +95,17 @@ def film_aspects(run: Run, film: str, model: str | None = None, seed: int = 0) -
     clauses = run_clauses(run, model).dropna(subset=["sentiment"])
     mine, others = clauses[clauses["film"] == film], clauses[clauses["film"] != film]
     n_reviews = int((run.reviews["film"] == film).sum())
-    rng = np.random.default_rng(seed)
     rows = []
     for aspect, group in mine.groupby("aspect", sort=False):
         values = group["sentiment"].to_numpy(np.float64)
-        draws = rng.choice(values, size=(200, len(values)), replace=True).mean(axis=1)
+        low, high = resampled_interval(lambda r, v=values: v[r].mean(), len(values), seed=seed)
         rest = others.loc[others["aspect"] == aspect, "sentiment"]
         zh, en, _ = ASPECTS.get(str(aspect), (str(aspect), "(your aspect)", ()))
         rows.append({
             "aspect": aspect, "name": zh, "english": en, "clauses": len(values),
             "reviews": int(group["review_id"].nunique()),
             "share": group["review_id"].nunique() / max(n_reviews, 1),
-            "mean": float(values.mean()), "low": float(np.percentile(draws, 2.5)),
-            "high": float(np.percentile(draws, 97.5)),
+            "mean": float(values.mean()), "low": float(low), "high": float(high),
             "praise": float((values > PRAISE).mean()),
             "complaint": float((values < -PRAISE).mean()),
             "corpus_mean": float(rest.mean()) if len(rest) else None,

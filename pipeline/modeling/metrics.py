@@ -6,6 +6,7 @@ returns JSON-ready dicts, so evaluation, reports and the app all read the same n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -175,6 +176,16 @@ HEADLINE = ("accuracy", "off_by_one", "mae", "qwk", "macro_f1")
 def headline(metrics: dict[str, Any]) -> dict[str, float]:
     """The five numbers every table shows."""
     return {k: metrics.get(k, float("nan")) for k in HEADLINE}
+
+
+def resampled_interval(
+    statistic: Callable[[np.ndarray], Any], n: int, reps: int = 200, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """95% percentile interval of ``statistic(rows)`` over ``reps`` bootstrap resamples of ``n``
+    rows (``rows``: indices drawn with replacement), for any estimate made from reviews."""
+    rng = np.random.default_rng(seed)
+    draws = [statistic(rng.integers(0, n, n)) for _ in range(reps)]
+    return np.percentile(draws, 2.5, axis=0), np.percentile(draws, 97.5, axis=0)
 
 
 def bootstrap_ci(

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from pipeline.modeling.calibration import Calibration
 from pipeline.modeling.inputs import Predictions
-from pipeline.modeling.metrics import NUM_CLASSES, STARS
+from pipeline.modeling.metrics import NUM_CLASSES, STARS, resampled_interval
 
 _FLOOR = 1e-6  # keeps a star that vanished from a mix recoverable by the next EM step
 MIN_EM_REVIEWS = 20  # fewer reviews than this: EM's estimate runs to one star
@@ -124,14 +124,11 @@ def mix_interval(
     probs: np.ndarray, train_prior: np.ndarray, reps: int = 200, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """95% bootstrap interval (over reviews) of the MAP-EM star mix of ``probs``."""
-    rng = np.random.default_rng(seed)
     probs = np.asarray(probs, dtype=np.float64)
-    draws = [
-        em_prior(probs[rng.integers(0, len(probs), len(probs))], train_prior, tol=1e-4,
-                 strength=EM_STRENGTH)[1]
-        for _ in range(reps)
-    ]  # fmt: skip
-    return np.percentile(draws, 2.5, axis=0), np.percentile(draws, 97.5, axis=0)
+    return resampled_interval(
+        lambda rows: em_prior(probs[rows], train_prior, tol=1e-4, strength=EM_STRENGTH)[1],
+        len(probs), reps, seed,
+    )  # fmt: skip
 
 
 def adjusted_prior(scores: np.ndarray, val_stars: np.ndarray, val_scores: np.ndarray) -> np.ndarray:

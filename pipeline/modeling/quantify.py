@@ -25,7 +25,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.modeling.metrics import NUM_CLASSES, STARS, quadratic_weighted_kappa
+from pipeline.modeling.metrics import (
+    NUM_CLASSES,
+    STARS,
+    quadratic_weighted_kappa,
+    resampled_interval,
+)
 from pipeline.modeling.prior import adapt_probs, adjusted_prior, em_prior, one_hot, prior_of
 
 METHODS = ("cc", "pcc", "acc", "pacc", "em")
@@ -249,10 +254,8 @@ def bootstrap_estimate(
     method: str, probs: np.ndarray, reps: int = 200, seed: int = 0, **context: Any
 ) -> tuple[float, float]:
     """95% interval of one method's mean-star estimate, resampling the reviews."""
-    rng = np.random.default_rng(seed)
     probs = np.asarray(probs, dtype=np.float64)
-    means = [
-        mean_star(estimate(method, probs[rng.integers(0, len(probs), len(probs))], **context))
-        for _ in range(reps)
-    ]
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    low, high = resampled_interval(
+        lambda rows: mean_star(estimate(method, probs[rows], **context)), len(probs), reps, seed
+    )
+    return float(low), float(high)
