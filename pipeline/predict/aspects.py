@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pipeline.data.aspects import Clause, clause_aspects, split_clauses, term_index
-from pipeline.data.text import clean_text
 
 if TYPE_CHECKING:
     from pipeline.predict.scorer import Scorer
@@ -45,12 +44,12 @@ def aspect_clauses(
 
 
 def score_aspects(
-    scorer: Scorer, texts: Sequence[str], terms: Mapping[str, Sequence[str]]
+    scorer: Scorer, cleaned: Sequence[str], terms: Mapping[str, Sequence[str]]
 ) -> list[list[dict[str, Any]]]:
-    """Every aspect-bearing clause of each text, scored alone by ``scorer``: one list of clause
-    records per text (``clause``, ``start``, ``end`` in the cleaned text, ``aspects`` {aspect:
-    [words]}, ``denied``, ``pred_star``, ``expected_star``, ``sentiment``)."""
-    cleaned = [clean_text(t) for t in texts]
+    """Every aspect-bearing clause of each cleaned text (:func:`~pipeline.data.text.
+    clean_text`: a run's reviews already are), scored alone by ``scorer``: one list of clause
+    records per text (``clause``, ``start``, ``end`` in the text, ``aspects`` {aspect: [words]},
+    ``denied``, ``pred_star``, ``expected_star``, ``sentiment``)."""
     found = aspect_clauses(cleaned, scorer.segmenter, terms)
     flat = [clause.text for clauses in found for clause, _ in clauses]
     scored = iter(scorer.score_records(flat, explain=False)) if flat else iter(())

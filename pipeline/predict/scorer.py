@@ -38,6 +38,7 @@ from typing import Any
 
 from pipeline.config import RunPaths
 from pipeline.data.aspects import default_terms
+from pipeline.data.text import clean_text
 from pipeline.errors import InputError, ModelNotFoundError, StageMissingError
 from pipeline.locate import resolve_run
 from pipeline.modeling.bundle import (
@@ -396,7 +397,8 @@ class Scorer:
         names. ``terms``: the aspects' words (default: the shipped taxonomy; a run's own, as
         the app and the reports use them: ``pipeline.run_terms(run)``)."""
         single = isinstance(texts, str)
-        found = score_aspects(self, [texts] if single else list(texts), terms or default_terms())
+        cleaned = [clean_text(t) for t in ([texts] if single else texts)]
+        found = score_aspects(self, cleaned, terms or default_terms())
         return found[0] if single else found
 
     def explain(self, text: str) -> Explanation:
