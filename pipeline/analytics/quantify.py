@@ -7,7 +7,6 @@ too); this module reads a :class:`~pipeline.run.Run` for reports and the app.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,29 +16,10 @@ import pandas as pd
 from pipeline.errors import InputError
 from pipeline.modeling.calibration import fit_calibration
 from pipeline.modeling.prior import implied_prior, prior_of
-from pipeline.modeling.quantify import METHODS, app_check, bootstrap_estimate, film_estimates
+from pipeline.modeling.quantify import app_check, bootstrap_estimate, film_estimates
 
 if TYPE_CHECKING:
     from pipeline.run import Run
-
-
-def run_film_estimates(
-    run: Run,
-    model: str | None = None,
-    split: str = "test",
-    min_reviews: int = 1,
-    methods: Sequence[str] = METHODS,
-) -> pd.DataFrame:
-    """:func:`film_estimates` of a run's films on ``split`` from a saved model's predictions
-    (default: the run's default model), calibrated on the val split (BCTS), its training prior
-    from the train split and the confusion rates from the val split: what a report or the app
-    shows beside the true mix."""
-    labelled = _labelled(run, model, split)
-    return film_estimates(
-        labelled.films, labelled.stars, labelled.probs, train_stars=labelled.train_stars,
-        val_stars=labelled.val_stars, val_probs=labelled.val_probs, methods=methods,
-        min_reviews=min_reviews, prior=labelled.prior,
-    )  # fmt: skip
 
 
 def film_rating_estimates(

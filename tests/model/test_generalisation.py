@@ -373,11 +373,11 @@ def test_each_review_is_re_weighted_only_where_validation_shows_it_helps() -> No
 
 
 def test_run_film_estimates_from_saved_predictions(demo_run) -> None:
-    from pipeline.analytics.quantify import run_film_estimates
+    from pipeline.analytics.quantify import film_rating_estimates
     from pipeline.run import Run
 
     run = Run.open(demo_run.run_name, demo_run.runs_dir)
-    est = run_film_estimates(run, "tfidf_lr")
+    est = film_rating_estimates(run, "tfidf_lr")[0]
     reviews = run.reviews
     test = reviews[reviews["split"] == "test"]
     assert int(est["n"].sum()) == len(test)
@@ -386,7 +386,7 @@ def test_run_film_estimates_from_saved_predictions(demo_run) -> None:
         assert row.pacc.sum() == pytest.approx(1.0)
         assert 1.0 <= row.em_mean <= 5.0
     with pytest.raises(InputError, match="no star probabilities"):
-        run_film_estimates(run, "tfidf_ridge")
+        film_rating_estimates(run, "tfidf_ridge")
 
 
 def test_calibration_undoes_a_known_flattening_and_bias() -> None:
