@@ -43,13 +43,16 @@ def discover_names(
     splits: Callable[[str], list[str]],
     stopwords: frozenset[str],
     min_reviews: int = 10,
+    every: int = 1,
 ) -> list[str]:
     """Words of ``texts`` that pass every test in the module docstring, most frequent first.
 
     ``splits(word)`` is jieba's cut of a word as the run's segmenter would make it (without these
-    words): a candidate it already keeps whole is not new."""
-    step = max(1, len(texts) // MAX_SAMPLE)
+    words): a candidate it already keeps whole is not new. ``every``: the texts are every n-th
+    review of the run already (:func:`sample_step`), which the frequency floor scales by."""
+    step = sample_step(len(texts))
     texts, films = texts[::step], films[::step]
+    step *= every
     counts: Counter[str] = Counter()
     by_film: dict[str, Counter[str]] = defaultdict(Counter)
     reviews: Counter[str] = Counter()
@@ -90,6 +93,11 @@ def _splits_like_a_name(pieces: list[str], stopwords: frozenset[str]) -> bool:
         and any(len(p) == 1 for p in pieces)
         and not any(p in stopwords for p in pieces)
     )
+
+
+def sample_step(reviews: int) -> int:
+    """Read every n-th of ``reviews`` reviews: about :data:`MAX_SAMPLE` of them."""
+    return max(1, reviews // MAX_SAMPLE)
 
 
 def _pmi(gram: str, counts: Counter[str], total: int) -> float:

@@ -52,7 +52,7 @@ from pipeline.data.ingest import (
     is_demo_input,
     resolve_inputs,
 )
-from pipeline.data.names import discover_names
+from pipeline.data.names import discover_names, sample_step
 from pipeline.data.sources import sample_ingested, source_summary
 from pipeline.data.splits import SPLITS, assign_splits, resolve_holdout, split_counts
 from pipeline.data.text import (
@@ -205,12 +205,15 @@ def _run_names(ingested: Path, films: Iterable[str], settings: Settings) -> list
     if not settings.prepare.discover_names:
         return []
     columns = pq.read_table(ingested, columns=["text", "film"])
+    every = sample_step(columns.num_rows)  # only the sample becomes Python strings
+    columns = columns.take(np.arange(0, columns.num_rows, every))
     segmenter = Segmenter(films, settings.prepare.user_dict)
     names = discover_names(
         columns["text"].to_pylist(),
         columns["film"].to_pylist(),
         segmenter.tokens,
         load_stopwords(settings.prepare.extra_stopwords),
+        every=every,
     )
     if names:
         shown = "、".join(printable(n) for n in names[:12])
