@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from test_app_e2e import free_port, wait_healthy
+from browser import free_port, wait_healthy
 
 pytestmark = pytest.mark.slow
 
