@@ -2,7 +2,7 @@
 
 A head's attention (summed over hops, one weight per stored token) is spread over each token's
 characters via the feature store's offsets and summed per jieba word
-(:func:`pipeline.predict.scorer.word_attention`, the same mapping ``Scorer.explain`` uses).
+(:func:`pipeline.predict.postprocess.word_attention`, the same mapping ``Scorer.explain`` uses).
 Every piece of review text goes through :func:`html.escape`: reviews are user content.
 """
 

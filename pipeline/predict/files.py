@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from pipeline.artifacts import atomic_path
 from pipeline.errors import InputError, InputNotFoundError
 from pipeline.predict.batching import LOOKAHEAD
-from pipeline.predict.records import Unreadable
+from pipeline.predict.preprocess import Unreadable
 from pipeline.predict.scorer import TEXT_COLUMNS, Scorer
 from pipeline.terminal import json_line, printable
 
@@ -150,7 +150,7 @@ class ParquetTexts:
 
 def jsonl_text(line: str) -> Any:
     """The review of one JSON Lines line: a JSON string, or an object's review key (any
-    case); anything else is :class:`~pipeline.predict.records.Unreadable`."""
+    case); anything else is :class:`~pipeline.predict.preprocess.Unreadable`."""
     try:
         value = json.loads(line)
     except ValueError:

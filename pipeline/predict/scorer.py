@@ -3,8 +3,9 @@
 A :class:`Scorer` holds one model of a run, loaded from its self-contained bundle (the model's
 directory: weights plus a config that names the encoder, ``max_length`` and the segmenter prepare
 ran), so it needs neither the feature store nor the prepared reviews. Like a transformers
-pipeline it runs ``preprocess`` (clean, flag) -> ``_forward`` (encode, predict) -> ``postprocess``
-(typed :class:`ScoreRecord`), and it is callable the same way::
+pipeline it runs preprocess (clean, flag: :mod:`~pipeline.predict.preprocess`) -> forward (encode,
+predict: :mod:`~pipeline.predict.forward`) -> postprocess (typed :class:`ScoreRecord`:
+:mod:`~pipeline.predict.postprocess`), each step entered once, and it is callable the same way::
 
     clf = Scorer.load("demo")
     clf("剧情拖沓，浪费时间")           # [{"label": 1, "score": 0.83}]
@@ -29,7 +30,6 @@ Chinese characters (English, emoji-only) is scored with a warning; text longer t
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
@@ -41,14 +41,8 @@ from pipeline.data.aspects import default_terms
 from pipeline.data.text import clean_text
 from pipeline.errors import InputError, ModelNotFoundError, StageMissingError
 from pipeline.locate import resolve_run
-from pipeline.modeling.bundle import (
-    check_encoder,
-    encode_tokenized,
-    encode_with,
-    load_star_model,
-)
+from pipeline.modeling.bundle import check_encoder, encode_with, load_star_model
 from pipeline.modeling.calibration import validation_predictions
-from pipeline.modeling.inputs import EncodedSource, Predictions
 from pipeline.modeling.spec import (
     build_segmenter,
     default_model_of,
@@ -59,21 +53,13 @@ from pipeline.modeling.spec import (
 )
 from pipeline.predict.adapt import Adaptation, adapt_records, fit_adaptation, model_prior
 from pipeline.predict.aspects import score_aspects
-from pipeline.predict.batching import LOOKAHEAD, BatchInputs, length_batches, prefetched
-from pipeline.predict.records import (
-    Explanation,
-    Prepared,
-    ScoreRecord,
-    positive_int,
-    prepare_input,
-    texts_of,
-    word_attention,
-)
+from pipeline.predict.forward import SCORE_TOKEN_BUDGET, forward
+from pipeline.predict.postprocess import scored_records
+from pipeline.predict.preprocess import prepared_inputs
+from pipeline.predict.records import Explanation, ScoreRecord, positive_int
 
 log = logging.getLogger(__name__)
 
-TOP_WORDS = 8
-SCORE_TOKEN_BUDGET = 2_048  # padded tokens per encoder batch: small, length-sorted batches on CPU
 BATCH_SIZE = 256  # texts per model call (each split into encoder batches by SCORE_TOKEN_BUDGET)
 TEXT_COLUMNS = ("comment", "text", "review", "content")
 BACKENDS = ("auto", "onnx", "torch")  # what runs the encoder (see Scorer.encoder)
@@ -202,112 +188,23 @@ class Scorer:
         """jieba as the run's prepare stage ran it (its film words and user dictionary)."""
         return build_segmenter(self.spec["segmenter"])
 
-    # ------------------------------------------------------------------ pipeline steps
+    # ------------------------------------------------------------------ the pipeline
 
-    def preprocess(self, texts: Iterable[Any]) -> list[Prepared]:
-        """Clean each input and flag what cannot be scored or deserves a warning."""
-        return [prepare_input(t) for t in texts]
-
-    def _models(self, explain: bool) -> list[Any]:
+    def models_for(self, explain: bool) -> list[Any]:
         """The models a batch runs: this one, and the head that explains it when asked."""
         attention = self.attention_model if explain else None
         return [self.model] + ([attention] if attention not in (None, self.model) else [])
-
-    def _inputs(self, texts: list[str], explain: bool) -> BatchInputs:
-        """The Python-bound part of a batch (jieba words and spans, encoder tokens), run on
-        a worker thread while the encoder runs the batch before it."""
-        models = self._models(explain)
-        reads = any(m.store_needs is not None for m in models)
-        words = any(m.reads_words for m in models)
-        return BatchInputs(
-            texts=texts,
-            tokens=[self.segmenter.tokens(t) for t in texts] if words else [[] for _ in texts],
-            spans=[self.segmenter.spans(t) for t in texts] if explain else None,
-            tokenized=self.encoder.tokenize(texts, self.max_length) if reads else None,
-        )
-
-    def _forward(self, batch: BatchInputs, explain: bool) -> dict[str, Any]:
-        """Encode (when a model reads encoder features) and predict one batch of clean texts."""
-        models = self._models(explain)
-        texts, rows = batch.texts, list(range(len(batch.texts)))
-        encoded: list[Any] = [None] * len(texts)
-        truncated = [False] * len(texts)
-        layers: list[int] = []
-        if batch.tokenized is not None:
-            layers = sorted({x for m in models for x in m.token_layers}) or [
-                self.encoder.num_layers
-            ]
-            encoded = encode_tokenized(self.encoder, batch.tokenized, layers, SCORE_TOKEN_BUDGET)
-            truncated = [
-                len(enc.input_ids) >= self.max_length
-                and int(enc.offsets[:, 1].max(initial=0)) < len(text.rstrip())
-                for text, enc in zip(texts, encoded, strict=True)
-            ]
-        source = EncodedSource(texts, encoded, batch.tokens, layers, self.fingerprint)
-        main = self.model.predict(source, rows)
-        attended = None
-        if explain and self.attention_model is not None:
-            attended = (
-                main if self.attention_model is self.model else models[-1].predict(source, rows)
-            )
-        return {"main": main, "attention": attended, "encoded": encoded, "truncated": truncated,
-                "spans": batch.spans}  # fmt: skip
 
     def encode(self, texts: list[str], layers: list[int]) -> list[Any]:
         """Encoder features of clean texts (token states of ``layers``), on this backend."""
         return encode_with(self.encoder, texts, layers, self.max_length, SCORE_TOKEN_BUDGET)
 
-    def postprocess(
-        self, prep: Prepared, out: dict[str, Any], j: int, explain: bool
-    ) -> ScoreRecord:
-        """One typed record from a batch's outputs (row ``j`` of the batch)."""
-        main: Predictions = out["main"]
-        text = prep.text or ""
-        warnings = list(prep.warnings)
-        if out["truncated"][j]:
-            seen = int(out["encoded"][j].offsets[:, 1].max(initial=0))
-            warnings.append(
-                f"truncated to the first {self.max_length} tokens ({seen:,} of "
-                f"{len(text):,} characters) for the encoder"
-            )
-        words: list[tuple[str, int, int, float]] = []
-        attended: Predictions | None = out["attention"]
-        if attended is not None and attended.attention is not None:
-            offsets = out["encoded"][j].offsets
-            words = word_attention(text, offsets, attended.attention[j], out["spans"][j])
-        top = sorted(words, key=lambda w: -w[3])[:TOP_WORDS]
-        regresses = main.probs is None
-        return ScoreRecord(
-            row=0,
-            text=prep.original,
-            pred_star=int(main.pred_star[j]),
-            probs=None if regresses else [float(p) for p in main.probs[j]],
-            expected_star=None if regresses else float(main.expected_star[j]),
-            regression=float(main.score[j]) if regresses else None,
-            model=self.model_name,
-            attention_model=self.attention_model_name if explain else None,
-            top_words=[{"word": w, "weight": round(a, 4)} for w, _, _, a in top],
-            warnings=warnings,
-            error=None,
-            clean_text=prep.text,
-            words=words,
-        )
-
-    def _error_record(self, prep: Prepared) -> ScoreRecord:
-        return ScoreRecord(
-            row=0,
-            text=prep.original,
-            pred_star=None,
-            probs=None,
-            expected_star=None,
-            regression=None,
-            model=self.model_name,
-            attention_model=None,
-            top_words=[],
-            warnings=prep.warnings,
-            error=prep.error,
-            clean_text=prep.text,
-        )
+    def _records(self, inputs: Any, batch_size: int, explain: bool) -> Iterator[ScoreRecord]:
+        """preprocess (clean, flag) -> forward (encode, predict) -> postprocess (records),
+        lazily, one record per input in order."""
+        prepared = prepared_inputs(inputs)
+        windows = forward(self, prepared, batch_size, explain)
+        return scored_records(self, windows, explain)
 
     # ------------------------------------------------------------------ entry points
 
@@ -333,28 +230,11 @@ class Scorer:
         new corpus has its own). Texts are scored in length-sorted batches of ``batch_size``
         over windows of :data:`~pipeline.predict.batching.LOOKAHEAD`, the next batch's jieba
         and tokenizer work overlapping the encoder's."""
-        texts = [texts] if isinstance(texts, str) else texts_of(texts)
-        batch_size = positive_int("batch_size", batch_size)
         explain = self.explains_for_free if explain is None else explain
-        prepared = self.preprocess(texts)
-        records: list[ScoreRecord | None] = [None] * len(prepared)
-        ok = [i for i, p in enumerate(prepared) if p.text is not None]
-        lengths = [len(p.text or "") for p in prepared]
-        batches = length_batches(ok, lengths, batch_size)
-        inputs = lambda idx: self._inputs([prepared[i].text or "" for i in idx], explain)  # noqa: E731
-        for idx, batch in prefetched(batches, inputs):
-            out = self._forward(batch, explain)
-            for j, i in enumerate(idx):
-                records[i] = self.postprocess(prepared[i], out, j, explain)
-        done = [
-            r if r is not None else self._error_record(p)
-            for r, p in zip(records, prepared, strict=True)
-        ]
-        for i, r in enumerate(done):
-            r.row = i
+        records = list(self._records(texts, positive_int("batch_size", batch_size), explain))
         if adapt_prior:
-            self.adapt_records(done)
-        return done
+            adapt_records(records, "em", self.model_name, lambda: self.adaptation)
+        return records
 
     @functools.cached_property
     def adaptation(self) -> Adaptation:
@@ -414,22 +294,11 @@ class Scorer:
         :data:`~pipeline.predict.batching.LOOKAHEAD` texts at a time (sorted by length
         together), and yields one answer per text, in order."""
         top_k = None if top_k is None else positive_int("top_k", top_k)
-        batch_size = positive_int("batch_size", batch_size)
-        if isinstance(inputs, str):
-            return self.score([inputs], batch_size, explain=False)[0].labels(top_k)
-        if isinstance(inputs, Sequence) or hasattr(inputs, "tolist"):
-            texts = texts_of(inputs)
-            return [self._answer(r, top_k) for r in self.score(texts, batch_size, explain=False)]
-        return self._stream(iter(texts_of(inputs, lazy=True)), top_k, batch_size)
-
-    def _stream(
-        self, inputs: Iterator[Any], top_k: int | None, batch_size: int
-    ) -> Iterator[list[dict[str, Any]]]:
-        while batch := list(itertools.islice(inputs, LOOKAHEAD)):
-            for record in self.score(batch, batch_size, explain=False):
-                yield self._answer(record, top_k)
-
-    @staticmethod
-    def _answer(record: ScoreRecord, top_k: int | None) -> Any:
-        labels = record.labels(top_k)
-        return labels[0] if top_k == 1 else labels
+        one_text = isinstance(inputs, str)
+        records = self._records(inputs, positive_int("batch_size", batch_size), explain=False)
+        answers = (record.answer(top_k, one_text) for record in records)
+        if one_text:
+            return next(answers)
+        return (
+            list(answers) if isinstance(inputs, Sequence) or hasattr(inputs, "tolist") else answers
+        )

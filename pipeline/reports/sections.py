@@ -251,7 +251,7 @@ def attention_section(
     store = run.feature_store
     if store is None:
         return name, [], f"no feature store (token offsets): run `douban features --run {run.name}`"
-    from pipeline.predict.records import word_attention
+    from pipeline.predict.postprocess import word_attention
 
     preds, _ = run.evaluated(name, film)
     preds = preds.merge(run.prediction_lists(name, preds["review_id"]), on="review_id")

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from pipeline.modeling.prior import star_shares
-from pipeline.predict.records import MAX_CHARS
+from pipeline.predict.preprocess import MAX_CHARS
 
 MAX_TEXTS = 256  # per request; more belongs in `douban score -i FILE`
 MAX_TEXT_CHARS = MAX_CHARS

@@ -13,7 +13,7 @@ import pipeline
 from pipeline import Run, Scorer, StageMissingError
 from pipeline.cli import app
 from pipeline.predict.files import score_file
-from pipeline.predict.records import word_attention
+from pipeline.predict.postprocess import word_attention
 
 pytestmark = pytest.mark.slow
 
