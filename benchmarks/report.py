@@ -37,7 +37,6 @@ from pipeline import Run  # noqa: E402
 from pipeline.artifacts import write_json  # noqa: E402
 from pipeline.config import Settings  # noqa: E402
 from pipeline.reports.names import film_file_names  # noqa: E402
-from pipeline.reports.pages import analytics_dir  # noqa: E402
 from pipeline.reports.site import write_reports  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "report.json"
@@ -103,7 +102,7 @@ def main() -> None:
     rows = []
     for film in films:
         stem = names[run.resolve_film(film)].removesuffix(".html")
-        for cached in (analytics_dir(run, model) / "films").glob(f"{stem}.map-*"):
+        for cached in (run.analytics_dir(model) / "films").glob(f"{stem}.map-*"):
             shutil.rmtree(cached)
         profile = cProfile.Profile()
         start, cpu_start = time.perf_counter(), time.process_time()

@@ -20,9 +20,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import CorruptArtifactError
+
+if TYPE_CHECKING:  # imported where used: every stage imports this module, few read parquet
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
 MANIFEST = "manifest.json"
 MODEL_WEIGHTS = "model.safetensors"  # a saved model: its weights (never pickle) ...
@@ -265,3 +271,124 @@ def new_generation(parent: Path, base: Path | None, entries: tuple[str, ...]) ->
         shutil.rmtree(new, ignore_errors=True)
         raise
     write_text(parent / POINTER, new.name)
+
+
+# ------------------------------------------------------------------ opening a run's files
+# The one place a run's files are opened: tests/unit/test_readers.py holds every other module
+# to these (and the app, reports, service and CLI to pipeline.run.Run). Errors pass through as
+# the libraries raise them: each caller says what a damaged file means for it.
+
+
+def read_frame(path: Path, columns: list[str] | None = None, **options: Any) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.read_parquet(path, columns=columns, **options)
+
+
+def read_table(path: Path, columns: list[str] | None = None, **options: Any) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path, columns=columns, **options)
+
+
+def parquet_file(path: Path) -> pq.ParquetFile:
+    """A parquet artifact opened for streaming its row groups or reading its metadata."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path)
+
+
+def read_array(path: Path, mmap: bool = False) -> np.ndarray:
+    import numpy as np
+
+    return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+
+def read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` artifact, read whole."""
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def write_arrays(path: Path, fp: str | None = None, **arrays: np.ndarray) -> None:
+    """Arrays as one ``.npz`` artifact, with the fingerprint ``fp`` of what produced them
+    (:func:`cached_arrays` reads them back only for that fingerprint)."""
+    import numpy as np
+
+    if fp is not None:
+        arrays["fingerprint"] = np.array(fp)
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        np.savez(f, **arrays)
+
+
+def read_tensors(path: Path, torch: bool = False) -> dict[str, Any]:
+    """The tensors of a safetensors file (numpy arrays, or torch tensors with ``torch``)."""
+    if torch:
+        from safetensors.torch import load_file
+    else:
+        from safetensors.numpy import load_file
+    return load_file(str(path))
+
+
+def read_bytes(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def cached_json(path: Path, fp: str) -> dict[str, Any] | None:
+    """The JSON artifact at ``path`` if it was produced from fingerprint ``fp``."""
+    if not path.exists():
+        return None
+    doc = read_json(path)
+    return doc if doc.get("fingerprint") == fp else None
+
+
+def cached_arrays(path: Path, fp: str) -> dict[str, np.ndarray] | None:
+    """The arrays :func:`write_arrays` kept at ``path`` with ``fingerprint=fp``, else None."""
+    if not path.exists():
+        return None
+    arrays = read_arrays(path)
+    if str(arrays.pop("fingerprint", "")) != fp:
+        return None
+    return arrays
+
+
+def write_parts(folder: Path, parts: dict[str, Any]) -> None:
+    """A document of DataFrames, bytes and JSON values into ``folder``: ``parts.json`` with one
+    parquet or binary file per frame or blob (named by position, never by a user's words)."""
+    import pandas as pd
+
+    def encode(value: Any, name: str) -> Any:
+        if isinstance(value, pd.DataFrame):
+            value.to_parquet(folder / f"{name}.parquet")
+            return {"$frame": f"{name}.parquet"}
+        if isinstance(value, bytes):
+            (folder / f"{name}.bin").write_bytes(value)
+            return {"$bytes": f"{name}.bin"}
+        if isinstance(value, dict):
+            return {str(k): encode(v, f"{name}-{i}") for i, (k, v) in enumerate(value.items())}
+        if isinstance(value, list | tuple):
+            return [encode(v, f"{name}-{i}") for i, v in enumerate(value)]
+        return value
+
+    write_json(
+        folder / "parts.json", {k: encode(v, f"p{i}") for i, (k, v) in enumerate(parts.items())}
+    )
+
+
+def read_parts(folder: Path) -> dict[str, Any]:
+    """The document :func:`write_parts` wrote (dict keys come back as strings)."""
+
+    def decode(value: Any) -> Any:
+        if isinstance(value, dict):
+            if "$frame" in value:
+                return read_frame(folder / value["$frame"])
+            if "$bytes" in value:
+                return read_bytes(folder / value["$bytes"])
+            return {k: decode(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [decode(v) for v in value]
+        return value
+
+    return decode(read_json(folder / "parts.json"))

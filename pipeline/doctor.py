@@ -9,14 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from pipeline.artifacts import (
     MODEL_WEIGHTS,
     WEIGHTS_SHA256,
     current_generation,
+    parquet_file,
     read_json,
     read_manifest,
+    read_table,
     verify_checksum,
 )
 from pipeline.config import RunPaths
@@ -53,7 +53,7 @@ def _run_check(stage: str, artifact: str, fix: str, read: Callable[[], str | Non
 def _parquet_rows(path: Any) -> str:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
-    table = pq.read_table(path)
+    table = read_table(path)
     return f"{table.num_rows:,} rows"
 
 
@@ -70,7 +70,7 @@ def _prepared(paths: RunPaths) -> list[Check]:
             raise FileNotFoundError(f"{paths.summary} does not exist")
         summary = read_json(paths.summary)
         kept = (summary.get("sample") or {}).get("reviews", summary["kept"])  # after --sample
-        rows = pq.ParquetFile(paths.reviews).metadata.num_rows
+        rows = parquet_file(paths.reviews).metadata.num_rows
         if rows != kept:
             raise ValueError(f"the summary counts {kept:,} reviews, reviews.parquet {rows:,}")
         return f"{kept:,} reviews"

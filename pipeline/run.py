@@ -10,6 +10,7 @@ features manifest's, the segmenter is prepare's (same film words, same user dict
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -27,11 +28,16 @@ import pyarrow.parquet as pq
 
 from pipeline.artifacts import (
     atomic_dir,
-    atomic_path,
     is_current,
+    read_arrays,
+    read_frame,
     read_json,
     read_manifest,
+    read_parts,
+    read_table,
+    write_arrays,
     write_manifest,
+    write_parts,
 )
 from pipeline.config import RunPaths
 from pipeline.data.text import Segmenter, load_stopwords
@@ -132,7 +138,7 @@ class Run:
                 f"run {self.name} has no prepared reviews ({self.paths.reviews} is missing)",
                 hint=f"run `douban prepare --run {self.name}` first",
             )
-        return pd.read_parquet(self.paths.reviews)
+        return read_frame(self.paths.reviews)
 
     @cached_property
     def summary(self) -> dict[str, Any]:
@@ -303,7 +309,7 @@ class Run:
         with self._readable(self.paths.predictions):
             names = pq.read_schema(self.paths.predictions).names
             columns = [c for c in names if c not in LIST_PREDICTION_COLUMNS]
-            return pd.read_parquet(self.paths.predictions, columns=columns)
+            return read_frame(self.paths.predictions, columns=columns)
 
     @contextmanager
     def _readable(self, path: Path) -> Iterator[None]:
@@ -323,7 +329,7 @@ class Run:
         if not ids or not self.paths.predictions.exists():
             return pd.DataFrame(columns=["review_id", *LIST_PREDICTION_COLUMNS])
         with self._readable(self.paths.predictions):
-            table = pq.read_table(
+            table = read_table(
                 self.paths.predictions,
                 columns=["evaluation", "review_id", *LIST_PREDICTION_COLUMNS],
                 filters=[("model", "==", model), ("review_id", "in", ids)],
@@ -363,52 +369,67 @@ class Run:
                 self._memo[key] = compute()
             return self._memo[key]
 
+    def analytics_dir(self, model: str | None) -> Path:
+        """Where the run's analytics derived with one model (its reports, maps) are kept."""
+        return self.paths.root / "analytics" / (model or "no-model")
+
     def kept_analytics(
         self,
+        model: str | None,
         where: Path,
         fp: str,
         build: Callable[[], T],
-        save: Callable[[T, Path], None],
-        load: Callable[[Path], T],
+        to_parts: Callable[[T], dict[str, Any]],
+        from_parts: Callable[[dict[str, Any]], T],
+        /,
         **manifest: Any,
     ) -> T:
-        """The one fingerprinted cache of derived artifacts (film reports, maps) in the run's
-        folder ``where``: loaded while its manifest holds ``fp``, else built and kept
-        atomically with that manifest (a damaged one is rebuilt; a read-only run computes
-        without keeping)."""
-        folder = self.paths.root / where
+        """The one fingerprinted cache of derived artifacts (film reports, maps): ``where``
+        under :meth:`analytics_dir`, read while its manifest holds ``fp``, else built and kept
+        atomically as parts (:func:`~pipeline.artifacts.write_parts`) with that manifest plus
+        ``manifest`` (a damaged one is rebuilt; a read-only run computes without keeping)."""
+        folder = self.analytics_dir(model) / where
         if is_current(folder, fp):
             try:
-                return load(folder)
+                return from_parts(read_parts(folder))
             except (OSError, KeyError, ValueError, TypeError) as err:  # damaged: rebuild it
                 log.warning("rebuilding the cached %s: %s", folder, err)
         value = build()
         try:
             with atomic_dir(folder) as tmp:
-                save(value, tmp)
+                write_parts(tmp, to_parts(value))
                 write_manifest(tmp, "analytics", fp, **manifest)
         except OSError as err:  # a read-only run (someone else's folder): computed, not kept
             log.warning("cannot keep %s: %s", folder, err)
         return value
 
+    def kept_analytics_like(self, where: Path, /, **manifest: Any) -> dict[str, Any] | None:
+        """The parts of any model's kept ``where`` whose manifest records ``manifest`` (what
+        another model's report shares with this one's), or None."""
+        for model_dir in sorted(p for p in (self.paths.root / "analytics").glob("*") if p.is_dir()):
+            found = read_manifest(model_dir / where) or {}
+            if all(found.get(k) == v for k, v in manifest.items()):
+                try:
+                    return read_parts(model_dir / where)
+                except (OSError, KeyError, ValueError, TypeError):  # damaged or vanished
+                    continue
+        return None
+
     def kept_array(self, name: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
         """:meth:`memo` that also keeps the array in ``analytics/arrays/`` for the next process
         (the app's server after the reports stage). ``name`` must say everything the array
         depends on (a digest of its input): it is never recomputed while the file exists."""
-        path = self.paths.root / "analytics" / "arrays" / f"{name}.npy"
+        path = self.paths.root / "analytics" / "arrays" / f"{name}.npz"
 
         def load_or_compute() -> np.ndarray:
             if path.is_file():
                 try:
-                    return np.load(path, allow_pickle=False)
-                except (OSError, ValueError):  # torn or foreign: computed again below
+                    return read_arrays(path)["array"]
+                except (OSError, ValueError, KeyError):  # torn or foreign: computed again below
                     pass
             array = np.asarray(compute())
-            try:
-                with atomic_path(path) as tmp, tmp.open("wb") as f:
-                    np.save(f, array, allow_pickle=False)
-            except OSError:  # a read-only run: computed, not kept
-                pass
+            with contextlib.suppress(OSError):  # a read-only run: computed, not kept
+                write_arrays(path, array=array)
             return array
 
         return self.memo(("array", name), load_or_compute)

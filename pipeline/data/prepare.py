@@ -38,8 +38,10 @@ from pipeline.artifacts import (
     file_fingerprint,
     fingerprint,
     is_current,
+    parquet_file,
     read_json,
     read_manifest,
+    read_table,
     write_json,
     write_manifest,
 )
@@ -204,7 +206,7 @@ def _run_names(ingested: Path, films: Iterable[str], settings: Settings) -> list
     sees what the run's segmenter learnt."""
     if not settings.prepare.discover_names:
         return []
-    columns = pq.read_table(ingested, columns=["text", "film"])
+    columns = read_table(ingested, columns=["text", "film"])
     every = sample_step(columns.num_rows)  # only the sample becomes Python strings
     columns = columns.take(np.arange(0, columns.num_rows, every))
     segmenter = Segmenter(films, settings.prepare.user_dict)
@@ -265,7 +267,7 @@ def _check_replaceable(prepared: Path, names: list[str]) -> None:
 def _splits(
     ingested: Path, settings: Settings, holdout: list[str]
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    columns = pq.read_table(ingested, columns=["text_key", "star", "film"])
+    columns = read_table(ingested, columns=["text_key", "star", "film"])
     stars = columns["star"].to_numpy()
     codes = assign_splits(
         columns["text_key"].to_numpy(),
@@ -289,7 +291,7 @@ def _write_reviews(
 ) -> None:
     """Segment the ingested reviews chunk by chunk and write the final file."""
     chunk_rows = settings.prepare.chunk_rows
-    with pq.ParquetFile(ingested) as source:
+    with parquet_file(ingested) as source:
         pending: deque[pa.RecordBatch] = deque()
 
         def texts() -> Iterator[list[str]]:

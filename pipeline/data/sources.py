@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.artifacts import atomic_path
+from pipeline.artifacts import atomic_path, parquet_file, read_table
 from pipeline.data.ingest import IngestStats
 
 
@@ -49,7 +49,7 @@ def sample_ingested(path: Path, stats: IngestStats, per_source: int, seed: int) 
     """Cut the ingested parquet at ``path`` down to :func:`stratified_keep` in place (streamed
     batch by batch) and make ``stats``' film and star counts those of the sample; returns the
     summary's ``sample`` entry (the cap, reviews kept, reviews dropped per source)."""
-    cols = pq.read_table(path, columns=["source", "film", "star"])
+    cols = read_table(path, columns=["source", "film", "star"])
     keep = stratified_keep(
         cols["source"].to_numpy(zero_copy_only=False),
         cols["film"].to_numpy(zero_copy_only=False),
@@ -67,7 +67,7 @@ def sample_ingested(path: Path, stats: IngestStats, per_source: int, seed: int) 
     if dropped.empty:
         return out
     with (
-        pq.ParquetFile(path) as source,
+        parquet_file(path) as source,
         atomic_path(path) as tmp,
         pq.ParquetWriter(tmp, source.schema_arrow) as writer,
     ):
@@ -88,7 +88,7 @@ def sample_ingested(path: Path, stats: IngestStats, per_source: int, seed: int) 
 def source_summary(path: Path) -> dict[str, dict[str, Any]]:
     """Per source of the ingested (or prepared) parquet at ``path``: reviews, films and the
     count of each star, for the summary and the app."""
-    cols = pq.read_table(path, columns=["source", "film", "star"]).to_pandas()
+    cols = read_table(path, columns=["source", "film", "star"]).to_pandas()
     out = {}
     for source, part in cols.groupby("source", sort=True):
         stars = part["star"].value_counts()

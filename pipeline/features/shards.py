@@ -135,7 +135,7 @@ def _read_reviews(settings: Settings) -> pd.DataFrame:
             f"{path} does not exist",
             f"run `douban prepare --run {settings.run_name} --input <csv>`",
         )
-    reviews = pd.read_parquet(path, columns=["review_id", "text", *STRATA])
+    reviews = artifacts.read_frame(path, columns=["review_id", "text", *STRATA])
     if reviews.empty:
         raise InputError(f"{path} has no reviews: nothing to extract features from")
     redo = f"re-run `douban prepare --run {settings.run_name}`"

@@ -88,7 +88,7 @@ class RowConcat:
 def _load_array(path: Path, run: str) -> np.ndarray:
     """One memory-mapped shard array; a truncated or garbled file names itself."""
     try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        return artifacts.read_array(path, mmap=True)
     except (OSError, ValueError, EOFError) as err:
         raise CorruptArtifactError(
             f"feature shard file {path} cannot be read ({err})",

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
-from pipeline.artifacts import atomic_path, fingerprint, read_json, write_json
+from pipeline.artifacts import cached_arrays, fingerprint, write_arrays, write_json
 from pipeline.config import RunPaths, Settings
 from pipeline.encoding.load import Encoder, EncoderSpec, load_encoder, pick_device, resolve_encoder
 from pipeline.errors import InputError, ModelNotFoundError, StageMissingError
@@ -44,28 +44,6 @@ def without_nan(obj: Any) -> Any:
 
 def save_json(path: Path, doc: dict[str, Any]) -> None:
     write_json(path, without_nan(doc))
-
-
-def cached_json(path: Path, fp: str) -> dict[str, Any] | None:
-    """The JSON artifact at ``path`` if it was produced from fingerprint ``fp``."""
-    if not path.exists():
-        return None
-    doc = read_json(path)
-    return doc if doc.get("fingerprint") == fp else None
-
-
-def save_npz(path: Path, fp: str, **arrays: np.ndarray) -> None:
-    with atomic_path(path) as tmp, tmp.open("wb") as f:
-        np.savez(f, fingerprint=np.array(fp), **arrays)
-
-
-def cached_npz(path: Path, fp: str) -> dict[str, np.ndarray] | None:
-    if not path.exists():
-        return None
-    with np.load(path, allow_pickle=False) as data:
-        if str(data["fingerprint"]) != fp:
-            return None
-        return {k: data[k] for k in data.files if k != "fingerprint"}
 
 
 # ------------------------------------------------------------------------------ the lab's inputs
@@ -258,7 +236,7 @@ def pooled(lab: Lab, which: str) -> dict[str, np.ndarray]:
     path = lab.path(f"pooled-{which}.npz")
     tuned = None if which == FROZEN else lab.tuned_fingerprint
     fp = fingerprint(lab.sample_fingerprint, which, tuned)  # frozen vectors outlive a re-tune
-    cached = cached_npz(path, fp)
+    cached = cached_arrays(path, fp)
     if cached is not None:
         return cached
     console.print(f"[bold]lab[/]: sentence vectors of the {which} encoder")
@@ -266,7 +244,7 @@ def pooled(lab: Lab, which: str) -> dict[str, np.ndarray]:
     for part, rows in (("eval", lab.eval_rows), ("train", lab.train_rows)):
         vectors = _store_pooled(lab, rows) if which == FROZEN else None
         out[part] = vectors if vectors is not None else _encode_pooled(lab, which, rows)
-    save_npz(
+    write_arrays(
         path,
         fp,
         eval=out["eval"].astype(np.float16),

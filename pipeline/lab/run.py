@@ -27,13 +27,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 
-from pipeline.artifacts import read_json
+from pipeline.artifacts import cached_json, read_arrays, read_json
 from pipeline.config import RunPaths, Settings
 from pipeline.errors import InputError
-from pipeline.lab.inputs import Lab, cached_json, open_lab, save_json
+from pipeline.lab.inputs import Lab, open_lab, save_json
 from pipeline.lab.views import (
     findings,
     run_geometry,
@@ -114,6 +113,7 @@ def read_lab(paths: RunPaths) -> dict[str, Any]:
     for name in ("projection", "words", "heads"):
         path = lab_dir / f"{name}.npz"
         if path.exists():
-            with np.load(path, allow_pickle=False) as data:
-                out[f"{name}_arrays"] = {k: data[k] for k in data.files if k != "fingerprint"}
+            arrays = read_arrays(path)
+            arrays.pop("fingerprint", None)
+            out[f"{name}_arrays"] = arrays
     return out

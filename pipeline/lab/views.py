@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
+from pipeline.artifacts import cached_arrays, cached_json, write_arrays
 from pipeline.lab import attention_heads, geometry, probes, projection, word_in_context
-from pipeline.lab.inputs import FROZEN, Lab, cached_json, cached_npz, pooled, save_json, save_npz
+from pipeline.lab.inputs import FROZEN, Lab, pooled, save_json
 from pipeline.modeling.metrics import STARS
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def run_geometry(lab: Lab) -> dict[str, Any]:
 
 def run_projection(lab: Lab) -> dict[str, np.ndarray]:
     path, fp = lab.path("projection.npz"), lab.fp("projection")
-    if (cached := cached_npz(path, fp)) is not None:
+    if (cached := cached_arrays(path, fp)) is not None:
         return cached
     methods = ("pca", "tsne") if lab.settings.lab.tsne else ("pca",)
     out: dict[str, np.ndarray] = {"review_id": lab.eval_rows, "star": lab.eval_stars}
@@ -78,7 +79,7 @@ def run_projection(lab: Lab) -> dict[str, np.ndarray]:
             )
             reference = maps if reference is None else reference
             out[f"{method}_{'frozen' if which == FROZEN else 'finetuned'}"] = maps
-    save_npz(path, fp, **out)
+    write_arrays(path, fp, **out)
     return out
 
 
@@ -134,7 +135,7 @@ def _word_layers(lab: Lab, which: str, texts: list[str], occ: list) -> np.ndarra
 
 def run_words(lab: Lab) -> dict[str, Any]:
     json_path, npz_path, fp = lab.path("words.json"), lab.path("words.npz"), lab.fp("words")
-    if (doc := cached_json(json_path, fp)) is not None and cached_npz(npz_path, fp) is not None:
+    if (doc := cached_json(json_path, fp)) is not None and cached_arrays(npz_path, fp) is not None:
         return doc
     spans = lab.run.segmenter.spans
     test_rows = np.flatnonzero(lab.reviews["split"].to_numpy() == "test")
@@ -180,7 +181,7 @@ def run_words(lab: Lab) -> dict[str, Any]:
             arrays[f"w{k}_{tag}_similarity"] = sims.astype(np.float16)
             arrays[f"w{k}_{tag}_pca"] = maps
         arrays[f"w{k}_star"] = labels
-    save_npz(npz_path, fp, **arrays)
+    write_arrays(npz_path, fp, **arrays)
     save_json(json_path, doc)
     return doc
 
@@ -226,7 +227,7 @@ def _compare_with_head(
 
 def run_heads(lab: Lab) -> dict[str, Any]:
     json_path, npz_path, fp = lab.path("heads.json"), lab.path("heads.npz"), lab.fp("heads")
-    if (doc := cached_json(json_path, fp)) is not None and cached_npz(npz_path, fp) is not None:
+    if (doc := cached_json(json_path, fp)) is not None and cached_arrays(npz_path, fp) is not None:
         return doc
     rng = np.random.default_rng(lab.settings.seed)  # eval rows are in file order, i.e. by film
     n = min(lab.settings.lab.head_reviews, len(lab.eval_rows))
@@ -268,7 +269,7 @@ def run_heads(lab: Lab) -> dict[str, Any]:
         {"review_id": int(lab.reviews["review_id"].iat[int(rows[i])]), "text": texts[i]}
         for i in examples
     ]
-    save_npz(npz_path, fp, **arrays)
+    write_arrays(npz_path, fp, **arrays)
     save_json(json_path, doc)
     return doc
 

@@ -13,11 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from pipeline.artifacts import MODEL_CONFIG as CONFIG
 from pipeline.artifacts import MODEL_WEIGHTS as WEIGHTS
-from pipeline.artifacts import WEIGHTS_SHA256, atomic_dir, sha256_file, verify_checksum, write_json
+from pipeline.artifacts import (
+    WEIGHTS_SHA256,
+    atomic_dir,
+    read_tensors,
+    sha256_file,
+    verify_checksum,
+    write_json,
+)
 from pipeline.errors import (
     CorruptArtifactError,
     DoubanError,
@@ -57,7 +64,7 @@ def load_model(model_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     config = read_config(model_dir.parent, model_dir.name)
     try:
         verify_checksum(model_dir / WEIGHTS, config.get(WEIGHTS_SHA256), retrain_hint(model_dir))
-        return load_file(str(model_dir / WEIGHTS)), config
+        return read_tensors(model_dir / WEIGHTS), config
     except DoubanError:
         raise
     except Exception as err:  # SafetensorError (truncated, not safetensors), OSError (missing)

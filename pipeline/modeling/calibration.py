@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
-from pipeline.artifacts import CHECK_HINT
+from pipeline.artifacts import CHECK_HINT, read_table
 from pipeline.errors import CorruptArtifactError
 from pipeline.modeling.metrics import NUM_CLASSES
 
@@ -87,7 +86,7 @@ def validation_predictions(
     if not predictions_path.exists():
         return empty
     try:
-        table = pq.read_table(
+        table = read_table(
             predictions_path,
             columns=["evaluation", "split", "star", "probs", "film", "review_id"],
             filters=[("model", "==", model), ("split", "==", "val")],

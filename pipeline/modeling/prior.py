@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
+from pipeline.artifacts import read_table
 from pipeline.modeling.calibration import Calibration
 from pipeline.modeling.inputs import Predictions
 from pipeline.modeling.metrics import NUM_CLASSES, STARS, resampled_interval
@@ -194,5 +194,5 @@ def implied_prior(
 
 def run_train_prior(reviews_path: Path) -> np.ndarray:
     """The star mix a run's models learnt from: its train split (prepared reviews.parquet)."""
-    table = pq.read_table(reviews_path, columns=["star", "split"]).to_pandas()
+    table = read_table(reviews_path, columns=["star", "split"]).to_pandas()
     return prior_of(table.loc[table["split"] == "train", "star"].to_numpy())

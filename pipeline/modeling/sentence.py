@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import (
@@ -34,6 +34,7 @@ from pipeline.artifacts import (
     WEIGHTS_SHA256,
     atomic_dir,
     read_json,
+    read_tensors,
     sha256_file,
     verify_checksum,
     write_json,
@@ -326,7 +327,7 @@ def load_finetuned(
         encoder_config._attn_implementation = attn_implementation
     weights = model_dir / MODEL_WEIGHTS
     verify_checksum(weights, config.get(WEIGHTS_SHA256), retrain_hint(model_dir))
-    state = load_file(str(weights))
+    state = read_tensors(weights, torch=True)
     encoder = AutoModel.from_config(encoder_config)
     if getattr(encoder, "pooler", None) is not None and not any(
         k.startswith("encoder.pooler.") for k in state

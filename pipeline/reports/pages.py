@@ -30,11 +30,7 @@ from pipeline.analytics.stars import (
 )
 from pipeline.analytics.time import likes_agreement, monthly_trend
 from pipeline.analytics.words import star_top_words, star_words_table
-from pipeline.artifacts import (
-    fingerprint,
-    read_json,
-    write_json,
-)
+from pipeline.artifacts import fingerprint
 from pipeline.reports.names import film_file_names
 from pipeline.reports.sections import (
     MIN_WORD_COUNT,
@@ -56,7 +52,7 @@ from pipeline.run import Run
 
 log = logging.getLogger(__name__)
 
-ANALYTICS_VERSION = 8  # bump when what a FilmReport holds changes: cached artifacts are rebuilt
+ANALYTICS_VERSION = 9  # bump when what a FilmReport holds changes: cached artifacts are rebuilt
 MIN_EVALUATED = 30  # fewer evaluated reviews: the numbers carry a visible small-sample note
 SECTIONS = {
     "numbers": "Key numbers",
@@ -189,62 +185,35 @@ class FilmReport:
                 "aspects": aspects, "aspect_clauses": told, "aspect_terms": run_terms(run),
                 "clause_model": clause_model(run)}  # fmt: skip
 
-    # ------------------------------------------------------------------ artifact on disk
+    # ------------------------------------------------------------------ as a kept artifact
 
-    _FRAMES = ("models", "distribution", "tsne", "top_words", "trend", "league", "aspects")
-
-    def save(self, folder: Path) -> None:
-        """Write the report into ``folder``: frames as parquet, clouds as PNG, the rest JSON."""
-        doc: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name in self._FRAMES:
-                if value is not None:
-                    value.to_parquet(folder / f"{f.name}.parquet")
-                doc[f.name] = value is not None
-            elif f.name in ("confusion_counts", "confusion_normalised"):
-                doc[f.name] = value.to_numpy().tolist()
-            elif f.name == "star_words":
-                frames = [t.assign(star=s) for s, t in value.items()]
-                pd.concat(frames, ignore_index=True).to_parquet(folder / "star_words.parquet")
-            elif f.name == "clouds":
-                doc["clouds"] = list(value)
-                for i, png in enumerate(value.values()):
-                    (folder / f"cloud-{i}.png").write_bytes(png)
-            elif f.name == "attention":
-                doc["attention"] = [dataclasses.asdict(a) for a in value]
-            elif f.name == "likes" and value is not None:
-                value["top_liked"].to_parquet(folder / "top_liked.parquet")
-                doc["likes"] = {k: v for k, v in value.items() if k != "top_liked"}
-            else:
-                doc[f.name] = value
-        write_json(folder / "report.json", doc)
+    def to_parts(self) -> dict[str, Any]:
+        """The report as frames, PNG bytes and JSON values (what :meth:`Run.kept_analytics`
+        keeps)."""
+        parts = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name in ("confusion_counts", "confusion_normalised"):
+            parts[name] = parts[name].to_numpy().tolist()
+        parts["attention"] = [dataclasses.asdict(a) for a in self.attention]
+        return parts
 
     @classmethod
-    def load(cls, folder: Path) -> FilmReport:
-        """The report :meth:`save` wrote."""
-        doc = read_json(folder / "report.json")
-        for name in cls._FRAMES:
-            doc[name] = pd.read_parquet(folder / f"{name}.parquet") if doc[name] else None
+    def from_parts(cls, parts: dict[str, Any]) -> FilmReport:
+        """The report :meth:`to_parts` gave."""
         for name in ("confusion_counts", "confusion_normalised"):
-            frame = pd.DataFrame(doc[name], index=list(STARS), columns=list(STARS))
+            frame = pd.DataFrame(parts[name], index=list(STARS), columns=list(STARS))
             frame.index.name, frame.columns.name = "true", "predicted"
-            doc[name] = frame
-        words = pd.read_parquet(folder / "star_words.parquet")
-        doc["star_words"] = {
-            s: words[words["star"] == s].drop(columns="star").reset_index(drop=True) for s in STARS
-        }
-        doc["clouds"] = {
-            name: (folder / f"cloud-{i}.png").read_bytes() for i, name in enumerate(doc["clouds"])
-        }
-        doc["attention"] = [
+            parts[name] = frame
+        parts["star_words"] = {int(s): t for s, t in parts["star_words"].items()}
+        parts["attention"] = [
             AttentionExample(**{**a, "top_words": [tuple(w) for w in a["top_words"]]})
-            for a in doc["attention"]
+            for a in parts["attention"]
         ]
-        if doc["likes"] is not None:
-            doc["likes"]["top_liked"] = pd.read_parquet(folder / "top_liked.parquet")
-        doc["exact_ci"] = tuple(doc["exact_ci"]) if doc["exact_ci"] else None
-        return cls(**doc)
+        parts["exact_ci"] = tuple(parts["exact_ci"]) if parts["exact_ci"] else None
+        return cls(**parts)
+
+    def text_of(self) -> dict[str, Any]:
+        """Its :data:`TEXT_PARTS`: what another model's report of the same reviews reuses."""
+        return {part: getattr(self, part) for part in TEXT_PARTS}
 
 
 def _inputs(run: Run) -> list[Any]:
@@ -255,27 +224,6 @@ def _inputs(run: Run) -> list[Any]:
         stat = path.stat() if path.exists() else None
         out.append(None if stat is None else [stat.st_size, stat.st_mtime_ns])
     return out
-
-
-def analytics_dir(run: Run, model: str | None) -> Path:
-    """Where a run's cached analytics for one model live."""
-    return run.paths.root / "analytics" / (model or "no-model")
-
-
-def _text_of_another_model(run: Run, where: Path, words_fp: str) -> dict[str, Any] | None:
-    """The :data:`TEXT_PARTS` of the film's report for another model, made from the same
-    reviews (``words_fp``): switching model then costs no TF-IDF, word clouds or aspects."""
-    models = run.paths.root / "analytics"
-    if not models.is_dir():
-        return None
-    for manifest in sorted(m / where / "manifest.json" for m in models.iterdir() if m.is_dir()):
-        try:
-            if read_json(manifest).get("words") == words_fp:
-                report = FilmReport.load(manifest.parent)
-                return {part: getattr(report, part) for part in TEXT_PARTS}
-        except (OSError, KeyError, ValueError, TypeError):  # damaged or vanished: skip it
-            continue
-    return None
 
 
 def film_report(
@@ -293,12 +241,15 @@ def film_report(
     words_fp = fingerprint(ANALYTICS_VERSION, _inputs(run), film, cap, seed)
 
     def build() -> FilmReport:
-        text = _text_of_another_model(run, where, words_fp)
+        # the text parts of another model's report of the same reviews: switching model then
+        # costs no TF-IDF, word clouds or aspects
+        other = run.kept_analytics_like(where, words=words_fp)
+        text = None if other is None else FilmReport.from_parts(other).text_of()
         return FilmReport.build(run, film, model, tsne_cap=cap, seed=seed, text=text)
 
     return run.kept_analytics(
-        analytics_dir(run, model).relative_to(run.paths.root) / where, fp, build,
-        FilmReport.save, FilmReport.load, film=film, model=model, tsne_cap=cap, words=words_fp,
+        model, where, fp, build, FilmReport.to_parts, FilmReport.from_parts,
+        film=film, model=model, tsne_cap=cap, words=words_fp,
     )  # fmt: skip
 
 
@@ -308,20 +259,14 @@ def corpus_map(
     """A t-SNE map of the whole corpus (a sample stratified by star) and what it shows, stored
     like :func:`film_report`; no points without features."""
     model = resolve_model(run, model)
-    where = analytics_dir(run, model).relative_to(run.paths.root) / f"corpus-{cap}"
     fp = fingerprint(ANALYTICS_VERSION, _inputs(run), model, cap, seed)
-
-    def save(found: tuple[pd.DataFrame | None, str], folder: Path) -> None:
-        points, note = found
-        if points is not None:
-            points.to_parquet(folder / "map.parquet")
-        write_json(folder / "map.json", {"has_map": points is not None, "note": note})
-
-    def load(folder: Path) -> tuple[pd.DataFrame | None, str]:
-        doc = read_json(folder / "map.json")
-        return (pd.read_parquet(folder / "map.parquet") if doc["has_map"] else None), doc["note"]
 
     def build() -> tuple[pd.DataFrame | None, str]:
         return tsne_section(run, run.reviews, evaluated(run, model, None)[0], cap, seed)
 
-    return run.kept_analytics(where, fp, build, save, load, model=model, cap=cap)
+    return run.kept_analytics(
+        model, Path(f"corpus-{cap}"), fp, build,
+        lambda found: {"map": found[0], "note": found[1]},
+        lambda parts: (parts["map"], parts["note"]),
+        model=model, cap=cap,
+    )  # fmt: skip

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.artifacts import MODEL_CONFIG, read_json, read_manifest
+from pipeline.artifacts import MODEL_CONFIG, read_frame, read_json, read_manifest
 from pipeline.config import RunPaths
 from pipeline.errors import StageMissingError, StaleArtifactError
 from pipeline.features.store import FeatureStore
@@ -41,7 +41,7 @@ class TrainingData:
                 f"no prepared reviews in {paths.prepared}",
                 f"run `douban prepare --run {paths.name} --input <csv>`",
             )
-        reviews = pd.read_parquet(paths.reviews)
+        reviews = read_frame(paths.reviews)
         fp = prepared["fingerprint"]
         if read_manifest(paths.features) is None:
             return cls(paths, reviews, None, TextSource(reviews, paths.name), fp)

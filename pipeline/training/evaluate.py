@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 from tqdm.auto import tqdm
 
-from pipeline.artifacts import atomic_path, fingerprint, read_json
+from pipeline.artifacts import atomic_path, fingerprint, read_json, read_table
 from pipeline.config import ModelSet, RunPaths, Settings
 from pipeline.errors import StageMissingError
 from pipeline.modeling.bundle import list_models, load_star_model
@@ -137,7 +137,7 @@ def model_metrics(
 def _merge_predictions(path: Path, new: list[pa.Table], replaced: set[tuple[str, str]]) -> None:
     tables = []
     if path.exists():
-        old = pq.read_table(path).cast(PREDICTION_SCHEMA)
+        old = read_table(path).cast(PREDICTION_SCHEMA)
         keys = pc.binary_join_element_wise(old["evaluation"], old["model"], "\x00")
         drop = pa.array(["\x00".join(k) for k in replaced], pa.string())
         tables.append(old.filter(pc.invert(pc.is_in(keys, value_set=drop))))

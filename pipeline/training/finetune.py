@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.artifacts import fingerprint, read_manifest
+from pipeline.artifacts import fingerprint, read_frame, read_manifest
 from pipeline.config import ModelSet, Settings
 from pipeline.encoding.load import EncoderSpec, resolve_encoder
 from pipeline.errors import InputError, StageMissingError
@@ -118,9 +118,7 @@ def _train_and_save(
 ) -> None:
     ft = settings.finetune
     name = model_dir.name
-    reviews = pd.read_parquet(
-        settings.paths.reviews, columns=["review_id", "star", "text", "split"]
-    )
+    reviews = read_frame(settings.paths.reviews, columns=["review_id", "star", "text", "split"])
     train_rows = _split_rows(reviews, "train", ft.train_limit, settings.seed)
     val_rows = _split_rows(reviews, "val", ft.val_limit, settings.seed)
     tuned = tune_encoder(

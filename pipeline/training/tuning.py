@@ -25,12 +25,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from pipeline.artifacts import MODEL_CONFIG, MODEL_WEIGHTS, read_json
+from pipeline.artifacts import MODEL_CONFIG, MODEL_WEIGHTS, read_json, read_tensors
 from pipeline.config import FinetuneSettings, Settings
 from pipeline.encoding.encode import autocast
 from pipeline.encoding.load import Encoder, EncoderSpec, load_encoder, pick_device
@@ -113,8 +112,8 @@ def saved_head(models_dir: Path, output: str) -> FrozenHead | None:
     """The run's frozen head of ``output`` (config and weights), if it has one."""
     name = HEAD_NAMES[output]
     try:
-        return read_json(models_dir / name / MODEL_CONFIG), load_file(
-            str(models_dir / name / MODEL_WEIGHTS)
+        return read_json(models_dir / name / MODEL_CONFIG), read_tensors(
+            models_dir / name / MODEL_WEIGHTS
         )
     except (OSError, ValueError):
         return None

@@ -17,7 +17,7 @@ from PIL import Image
 from pipeline import FilmNotFoundError, ModelNotFoundError, Run
 from pipeline.config import Settings
 from pipeline.reports.names import film_file_names, model_name
-from pipeline.reports.pages import SECTIONS, FilmReport, analytics_dir, film_report
+from pipeline.reports.pages import SECTIONS, FilmReport, film_report
 from pipeline.reports.site import write_reports
 from tests.synthetic_run import SCRIPT_REVIEW, make_run
 
@@ -156,11 +156,11 @@ def test_film_report_is_a_cached_artifact(tmp_path: Path) -> None:
     input (predictions rewritten) rebuilds it."""
     root = make_run(tmp_path / "synthetic")
     built = film_report(Run.open(root), "Iron Man", "head_cls", tsne_cap=50)
-    folder = analytics_dir(Run.open(root), "head_cls") / "films" / "钢铁侠1.map-50"
-    assert (folder / "manifest.json").exists() and (folder / "report.json").exists()
-    stamp = (folder / "report.json").stat().st_mtime_ns
+    folder = Run.open(root).analytics_dir("head_cls") / "films" / "钢铁侠1.map-50"
+    assert (folder / "manifest.json").exists() and (folder / "parts.json").exists()
+    stamp = (folder / "parts.json").stat().st_mtime_ns
     again = film_report(Run.open(root), "钢铁侠1", "head_cls", tsne_cap=50)
-    assert (folder / "report.json").stat().st_mtime_ns == stamp  # read, not rebuilt
+    assert (folder / "parts.json").stat().st_mtime_ns == stamp  # read, not rebuilt
     assert again.summary == built.summary and again.exact_ci == built.exact_ci
     pd.testing.assert_frame_equal(again.confusion_counts, built.confusion_counts)
     pd.testing.assert_frame_equal(again.league, built.league)
@@ -173,7 +173,7 @@ def test_film_report_is_a_cached_artifact(tmp_path: Path) -> None:
     predictions = root / "predictions.parquet"
     pd.read_parquet(predictions).to_parquet(predictions)  # same rows, new file
     film_report(Run.open(root), "钢铁侠1", "head_cls", tsne_cap=50)
-    assert (folder / "report.json").stat().st_mtime_ns != stamp
+    assert (folder / "parts.json").stat().st_mtime_ns != stamp
 
 
 HOSTILE_FILMS = [
