@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -44,10 +44,12 @@ from pipeline.data.text import Segmenter, load_stopwords
 from pipeline.errors import (
     CorruptArtifactError,
     FilmNotFoundError,
+    InputError,
     ModelNotFoundError,
     StageMissingError,
 )
 from pipeline.locate import locate_run, newest_trained_run, resolve_run
+from pipeline.modeling.prior import implied_prior, prior_of
 from pipeline.modeling.spec import (
     build_segmenter,
     default_model_of,
@@ -178,6 +180,17 @@ class Run:
             for row in self.films.itertuples()
         )
         raise FilmNotFoundError(f"no film named {name!r} in run {self.name!r}; films: {listing}")
+
+    def resolve_model(self, model: str | None) -> str | None:
+        """``model``, or the run's default model when None, checked to have predictions."""
+        model = model or self.default_model
+        if model is not None and model not in self.models:
+            raise ModelNotFoundError(
+                f"run {self.name} has no predictions of model {model!r}; it has: "
+                f"{', '.join(self.models) or '-'}",
+                hint="pick one with --model (`douban models` lists them)",
+            )
+        return model
 
     # ------------------------------------------------------------------ stage settings
 
@@ -340,11 +353,12 @@ class Run:
         df = df.assign(rank=rank).sort_values("rank", kind="stable")
         return df.drop_duplicates("review_id")[["review_id", *LIST_PREDICTION_COLUMNS]]
 
-    def evaluated(self, model: str, film: str | None = None) -> tuple[pd.DataFrame, str]:
+    def evaluated(self, model: str | None, film: str | None = None) -> tuple[pd.DataFrame, str]:
         """The model's predictions for a film (or the corpus) from the best available
-        evaluation and split, joined with the reviews, and a label such as ``random/test``."""
+        evaluation and split, joined with the reviews, and a label such as ``random/test``
+        (no rows, ``none``, without a model)."""
         preds = self.predictions
-        preds = preds[preds["model"] == model]
+        preds = preds[preds["model"] == model] if model is not None else preds.iloc[:0]
         if film is not None:
             preds = preds[preds["film"] == film]
         for evaluation in EVALUATION_ORDER:
@@ -353,6 +367,35 @@ class Run:
                 if len(rows):
                     return self._with_reviews(rows), f"{evaluation}/{split}"
         return self._with_reviews(preds.iloc[:0]), "none"
+
+    def probabilities(self, model: str, splits: Sequence[str] = ("test", "val")) -> pd.DataFrame:
+        """The model's predictions with their star probabilities on ``splits`` (the run's own
+        evaluations, one row per review): what counting stars from the text starts from."""
+        preds = self.predictions
+        preds = preds[(preds["model"] == model) & preds["evaluation"].isin(EVALUATION_ORDER)]
+        if preds.empty:
+            raise InputError(f"run {self.name} has no predictions of model {model!r}",
+                             hint=f"run `douban evaluate --run {self.name}`")  # fmt: skip
+        wanted = preds[preds["split"].isin(splits)].drop_duplicates("review_id")
+        lists = self.prediction_lists(model, wanted["review_id"]).set_index("review_id")
+        wanted = wanted.join(lists["probs"], on="review_id")
+        if wanted["probs"].isna().any():
+            raise InputError(f"model {model!r} gives no star probabilities to count with",
+                             hint="pick a classifier, e.g. tfidf_lr or head_cls")  # fmt: skip
+        return wanted
+
+    @cached_property
+    def train_stars(self) -> np.ndarray:
+        return self.reviews.loc[self.reviews["split"] == "train", "star"].to_numpy()
+
+    def model_prior(self, model: str) -> np.ndarray:
+        """The star mix the model's probabilities assume (:func:`implied_prior` of the training
+        mix; a model kept only by its predictions assumes that mix)."""
+
+        def config(name: str) -> dict[str, Any]:
+            return self.model_config(name) if name in self.saved_models else {}
+
+        return implied_prior(config(model), prior_of(self.train_stars), config)
 
     def _with_reviews(self, preds: pd.DataFrame) -> pd.DataFrame:
         cols = ["review_id", "date", "like", "comment", "text", "tokens"]

@@ -38,10 +38,8 @@ from pipeline.reports.sections import (
     attention_section,
     cloud_pngs,
     corpus_top_words,
-    evaluated,
     exact_ci,
     league_for,
-    resolve_model,
     same_evaluation,
     star_estimate,
     str_or_none,
@@ -130,13 +128,11 @@ class FilmReport:
         seed: int = 0,
         text: dict[str, Any] | None = None,
     ) -> FilmReport:
-        """Compute a film's report (``film``: Chinese or English name; ``model``: default the
-        run's default model, chosen on validation). ``text``: the film's :data:`TEXT_PARTS`
+        """Compute a film's report (``film``: its key, :meth:`Run.resolve_film`; ``model``: one
+        with predictions, :meth:`Run.resolve_model`). ``text``: the film's :data:`TEXT_PARTS`
         from another model's report of it (they depend on the reviews only)."""
-        film = run.resolve_film(film)
-        model = resolve_model(run, model)
         reviews = run.reviews[run.reviews["film"] == film]
-        preds, evaluated_on = evaluated(run, model, film)
+        preds, evaluated_on = run.evaluated(model, film)
         all_models = same_evaluation(run.predictions, evaluated_on)
         all_models = all_models[all_models["film"] == film]
         tsne, tsne_note = tsne_section(run, reviews, preds, tsne_cap, seed)
@@ -231,8 +227,7 @@ def film_report(
 ) -> FilmReport:
     """The film's report from ``runs/<run>/analytics/`` when its inputs are unchanged, else
     built and stored there (atomically, with a fingerprinted manifest)."""
-    film = run.resolve_film(film)
-    model = resolve_model(run, model)
+    film, model = run.resolve_film(film), run.resolve_model(model)
     films = run.films.set_index("film")["reviews"]
     cap = min(tsne_cap, int(films[film]))  # a film smaller than the cap: one map for every cap
     name = film_file_names(list(films.index))[film].removesuffix(".html")
@@ -258,11 +253,11 @@ def corpus_map(
 ) -> tuple[pd.DataFrame | None, str]:
     """A t-SNE map of the whole corpus (a sample stratified by star) and what it shows, stored
     like :func:`film_report`; no points without features."""
-    model = resolve_model(run, model)
+    model = run.resolve_model(model)
     fp = fingerprint(ANALYTICS_VERSION, _inputs(run), model, cap, seed)
 
     def build() -> tuple[pd.DataFrame | None, str]:
-        return tsne_section(run, run.reviews, evaluated(run, model, None)[0], cap, seed)
+        return tsne_section(run, run.reviews, run.evaluated(model)[0], cap, seed)
 
     return run.kept_analytics(
         model, Path(f"corpus-{cap}"), fp, build,

@@ -28,7 +28,6 @@ from pipeline.reports.pages import (
     TEMPLATES,
     FilmReport,
     corpus_map,
-    evaluated,
     league_for,
     same_evaluation,
     star_estimate,
@@ -143,7 +142,7 @@ def render_index(
 ) -> str:  # fmt: skip
     """The run's index: headline numbers, every model, every film (linked where its page
     exists), the league and the corpus map."""
-    preds, evaluated_on = evaluated(run, model, None)
+    preds, evaluated_on = run.evaluated(model)
     overall = accuracy_summary(preds)
     league = league_for(run, model)
     per_film = {f: accuracy_summary(g) for f, g in preds.groupby("film")}

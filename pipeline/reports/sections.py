@@ -23,7 +23,7 @@ from pipeline.analytics.stars import (
     STARS,
 )
 from pipeline.analytics.words import top_words_by_film, word_cloud
-from pipeline.errors import InputError, ModelNotFoundError
+from pipeline.errors import InputError
 from pipeline.fonts import cjk_font_path
 from pipeline.markup import highlight_html
 from pipeline.modeling.metrics import bootstrap_ci
@@ -50,17 +50,6 @@ class AttentionExample:
     top_words: list[tuple[str, float]]
 
 
-def resolve_model(run: Run, model: str | None) -> str | None:
-    model = model or run.default_model
-    if model is not None and model not in run.models:
-        raise ModelNotFoundError(
-            f"run {run.name} has no predictions of model {model!r}; it has: "
-            f"{', '.join(run.models) or '-'}",
-            hint="pick one with --model (`douban models` lists them)",
-        )
-    return model
-
-
 def exact_ci(preds: pd.DataFrame, seed: int = 0) -> tuple[float, float] | None:
     """95% bootstrap interval of the exact accuracy (:func:`bootstrap_ci`, as the evaluations
     compute it); None without predictions."""
@@ -73,13 +62,6 @@ def exact_ci(preds: pd.DataFrame, seed: int = 0) -> tuple[float, float] | None:
 
 def str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
-
-
-def evaluated(run: Run, model: str | None, film: str | None) -> tuple[pd.DataFrame, str]:
-    if model is None:
-        empty = run.predictions.iloc[:0].assign(text=pd.Series(dtype=str))
-        return empty, "none"
-    return run.evaluated(model, film)
 
 
 def with_predictions(likes: dict[str, Any] | None, preds: pd.DataFrame) -> dict[str, Any] | None:
@@ -106,9 +88,12 @@ def star_estimates(run: Run, model: str | None) -> tuple[pd.DataFrame, dict[str,
 
     def compute() -> tuple[pd.DataFrame, dict[str, Any]] | None:
         try:
-            table, choice = film_rating_estimates(run, model)
-        except InputError:
+            probabilities = run.probabilities(model)
+        except InputError:  # a model without probabilities: nothing to count with
             return None
+        table, choice = film_rating_estimates(
+            probabilities, run.train_stars, run.model_prior(model)
+        )
         return table.set_index("film"), choice
 
     return run.memo(("star_estimates", model), compute)
@@ -180,7 +165,7 @@ def corpus_top_words(run: Run) -> dict[object, pd.DataFrame]:
 
 def league_for(run: Run, model: str | None) -> pd.DataFrame:
     return run.memo(
-        ("league", model), lambda: league_table(run.reviews, evaluated(run, model, None)[0])
+        ("league", model), lambda: league_table(run.reviews, run.evaluated(model)[0])
     )
 
 

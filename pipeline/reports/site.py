@@ -17,7 +17,6 @@ from pipeline.errors import InputError
 from pipeline.reports.names import film_file_names
 from pipeline.reports.pages import film_report
 from pipeline.reports.render import render_film, render_index
-from pipeline.reports.sections import resolve_model
 from pipeline.run import Run
 
 log = logging.getLogger(__name__)
@@ -52,7 +51,7 @@ def write_reports(
     run = _open_run(settings_or_run_dir)
     base = reports_dir or settings.reports_dir
     seed = settings.seed
-    model = resolve_model(run, model)
+    model = run.resolve_model(model)
     wanted = list(run.films["film"]) if all_films else [run.resolve_film(f) for f in films or []]
     names = film_file_names(list(run.films["film"]))
     out_dir = Path(base) / run.name

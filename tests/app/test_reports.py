@@ -132,7 +132,7 @@ def test_index_links_the_written_pages(synthetic_pages: list[Path]) -> None:
 
 def test_report_data_matches_the_predictions(tmp_path: Path) -> None:
     run = Run.open(make_run(tmp_path / "synthetic"))
-    report = FilmReport.build(run, "My Sunshine", model="majority", tsne_cap=50)
+    report = FilmReport.build(run, run.resolve_film("My Sunshine"), "majority", tsne_cap=50)
     assert report.film == "何以笙箫默" and report.model == "majority"
     test = run.predictions.query("model == 'majority' and split == 'test' and film == '何以笙箫默'")
     assert report.summary["n"] == len(test)
@@ -141,9 +141,9 @@ def test_report_data_matches_the_predictions(tmp_path: Path) -> None:
     assert report.confusion_counts.to_numpy().sum() == len(test)
     assert report.league["film"].nunique() == 3
     with pytest.raises(FilmNotFoundError, match="钢铁侠1"):
-        FilmReport.build(run, "Titanic")
+        film_report(run, "Titanic")
     with pytest.raises(ModelNotFoundError, match="no predictions of model"):
-        FilmReport.build(run, "钢铁侠1", model="bert_xl")
+        film_report(run, "钢铁侠1", model="bert_xl")
     with pytest.raises(ValueError, match="--all"):
         write_reports(tmp_path / "synthetic")
     assert report.small_sample  # a handful of test reviews: the page says so

@@ -377,7 +377,8 @@ def test_run_film_estimates_from_saved_predictions(demo_run) -> None:
     from pipeline.run import Run
 
     run = Run.open(demo_run.run_name, demo_run.runs_dir)
-    est = film_rating_estimates(run, "tfidf_lr")[0]
+    rows = run.probabilities("tfidf_lr")
+    est = film_rating_estimates(rows, run.train_stars, run.model_prior("tfidf_lr"))[0]
     reviews = run.reviews
     test = reviews[reviews["split"] == "test"]
     assert int(est["n"].sum()) == len(test)
@@ -386,7 +387,7 @@ def test_run_film_estimates_from_saved_predictions(demo_run) -> None:
         assert row.pacc.sum() == pytest.approx(1.0)
         assert 1.0 <= row.em_mean <= 5.0
     with pytest.raises(InputError, match="no star probabilities"):
-        film_rating_estimates(run, "tfidf_ridge")
+        run.probabilities("tfidf_ridge")
 
 
 def test_calibration_undoes_a_known_flattening_and_bias() -> None:
@@ -449,14 +450,15 @@ def test_film_report_shows_the_estimated_beside_the_true_star_mix(demo_run) -> N
 def test_the_run_picks_its_quantifier_on_validation_with_intervals(demo_run) -> None:
     """With enough validation reviews the APP check picks the method and every film gets an
     interval; the report says which method, its validated error and the interval."""
-    from pipeline.analytics.quantify import _labelled, film_rating_estimates
+    from pipeline.analytics.quantify import film_rating_estimates, labelled_probabilities
     from pipeline.modeling.quantify import app_check
     from pipeline.reports.sections import estimate_note
     from pipeline.run import Run
 
     run = Run.open(demo_run.run_name, demo_run.runs_dir)
-    labelled = _labelled(run, "tfidf_lr", "test")
-    table, choice = film_rating_estimates(run, "tfidf_lr")
+    rows, prior = run.probabilities("tfidf_lr"), run.model_prior("tfidf_lr")
+    labelled = labelled_probabilities(rows, run.train_stars, prior, "test")
+    table, choice = film_rating_estimates(rows, run.train_stars, prior)
     assert choice["method"] == "em" and choice["validated_error"] is None  # ~100 val reviews
     assert (table["low"] <= table["high"]).all()
     # a run with enough validation reviews: its own test split stands in for them here
