@@ -102,7 +102,7 @@ def main() -> None:
     rows = []
     for film in films:
         stem = names[run.resolve_film(film)].removesuffix(".html")
-        for cached in (run.analytics_dir(model) / "films").glob(f"{stem}.map-*"):
+        for cached in (run.kept.analytics_dir(model) / "films").glob(f"{stem}.map-*"):
             shutil.rmtree(cached)
         profile = cProfile.Profile()
         start, cpu_start = time.perf_counter(), time.process_time()

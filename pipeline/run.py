@@ -10,15 +10,13 @@ features manifest's, the segmenter is prepare's (same film words, same user dict
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -27,17 +25,10 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from pipeline.artifacts import (
-    atomic_dir,
-    is_current,
-    read_arrays,
     read_frame,
     read_json,
     read_manifest,
-    read_parts,
     read_table,
-    write_arrays,
-    write_manifest,
-    write_parts,
 )
 from pipeline.config import RunPaths
 from pipeline.data.text import Segmenter, load_stopwords
@@ -48,6 +39,7 @@ from pipeline.errors import (
     ModelNotFoundError,
     StageMissingError,
 )
+from pipeline.kept import Kept
 from pipeline.locate import locate_run, newest_trained_run, resolve_run
 from pipeline.modeling.prior import implied_prior, prior_of
 from pipeline.modeling.spec import (
@@ -60,7 +52,6 @@ from pipeline.modeling.spec import (
 )
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 if TYPE_CHECKING:
     from pipeline.features.store import FeatureStore
@@ -107,12 +98,11 @@ class Run:
     """A run's artifacts, read on first use and kept. Open one with :meth:`open`."""
 
     paths: RunPaths
-    _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
-    _locks: dict[Any, threading.Lock] = field(default_factory=dict, repr=False)
-    _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    kept: Kept = field(init=False, repr=False)  # what is derived from the run, computed once
 
     def __post_init__(self) -> None:
         self.paths = self.paths.pinned()  # one model set for everything this Run reads
+        self.kept = Kept(self.paths.root)
 
     @classmethod
     def open(cls, name: str | Path | None = None, runs_dir: Path | str | None = None) -> Run:
@@ -191,6 +181,14 @@ class Run:
                 hint="pick one with --model (`douban models` lists them)",
             )
         return model
+
+    @property
+    def source_stamp(self) -> list[Any]:
+        """Identity (size, mtime) of the reviews, predictions and features: what anything
+        derived from them (a film report, a map) is fingerprinted with."""
+        files = (self.paths.reviews, self.paths.predictions, self.paths.features / "manifest.json")
+        stats = [path.stat() if path.exists() else None for path in files]
+        return [None if st is None else [st.st_size, st.st_mtime_ns] for st in stats]
 
     # ------------------------------------------------------------------ stage settings
 
@@ -304,11 +302,11 @@ class Run:
         from pipeline.predict.scorer import Scorer
 
         name = model or self.default_model
-        return self.memo(("scorer", name), lambda: Scorer(self.paths, name))  # pinned set
+        return self.kept.memo(("scorer", name), lambda: Scorer(self.paths, name))  # pinned set
 
     def loaded_scorers(self) -> list[str]:
         """The models whose scorer this Run has loaded (what the service reports as loaded)."""
-        return sorted(k[1] for k in list(self._memo) if isinstance(k, tuple) and k[0] == "scorer")
+        return self.kept.memoised("scorer")
 
     # ------------------------------------------------------------------ predictions
 
@@ -401,81 +399,6 @@ class Run:
         cols = ["review_id", "date", "like", "comment", "text", "tokens"]
         review_cols = self.reviews[[c for c in cols if c in self.reviews.columns]]
         return preds.merge(review_cols, on="review_id", how="left")
-
-    def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
-        """Compute once per run: corpus-wide results shared by every film's report. Thread-safe:
-        a second caller of the same key waits for the first instead of computing again."""
-        with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
-            if key not in self._memo:
-                self._memo[key] = compute()
-            return self._memo[key]
-
-    def analytics_dir(self, model: str | None) -> Path:
-        """Where the run's analytics derived with one model (its reports, maps) are kept."""
-        return self.paths.root / "analytics" / (model or "no-model")
-
-    def kept_analytics(
-        self,
-        model: str | None,
-        where: Path,
-        fp: str,
-        build: Callable[[], T],
-        to_parts: Callable[[T], dict[str, Any]],
-        from_parts: Callable[[dict[str, Any]], T],
-        /,
-        **manifest: Any,
-    ) -> T:
-        """The one fingerprinted cache of derived artifacts (film reports, maps): ``where``
-        under :meth:`analytics_dir`, read while its manifest holds ``fp``, else built and kept
-        atomically as parts (:func:`~pipeline.artifacts.write_parts`) with that manifest plus
-        ``manifest`` (a damaged one is rebuilt; a read-only run computes without keeping)."""
-        folder = self.analytics_dir(model) / where
-        if is_current(folder, fp):
-            try:
-                return from_parts(read_parts(folder))
-            except (OSError, KeyError, ValueError, TypeError) as err:  # damaged: rebuild it
-                log.warning("rebuilding the cached %s: %s", folder, err)
-        value = build()
-        try:
-            with atomic_dir(folder) as tmp:
-                write_parts(tmp, to_parts(value))
-                write_manifest(tmp, "analytics", fp, **manifest)
-        except OSError as err:  # a read-only run (someone else's folder): computed, not kept
-            log.warning("cannot keep %s: %s", folder, err)
-        return value
-
-    def kept_analytics_like(self, where: Path, /, **manifest: Any) -> dict[str, Any] | None:
-        """The parts of any model's kept ``where`` whose manifest records ``manifest`` (what
-        another model's report shares with this one's), or None."""
-        for model_dir in sorted(p for p in (self.paths.root / "analytics").glob("*") if p.is_dir()):
-            found = read_manifest(model_dir / where) or {}
-            if all(found.get(k) == v for k, v in manifest.items()):
-                try:
-                    return read_parts(model_dir / where)
-                except (OSError, KeyError, ValueError, TypeError):  # damaged or vanished
-                    continue
-        return None
-
-    def kept_array(self, name: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
-        """:meth:`memo` that also keeps the array in ``analytics/arrays/`` for the next process
-        (the app's server after the reports stage). ``name`` must say everything the array
-        depends on (a digest of its input): it is never recomputed while the file exists."""
-        path = self.paths.root / "analytics" / "arrays" / f"{name}.npz"
-
-        def load_or_compute() -> np.ndarray:
-            if path.is_file():
-                try:
-                    return read_arrays(path)["array"]
-                except (OSError, ValueError, KeyError):  # torn or foreign: computed again below
-                    pass
-            array = np.asarray(compute())
-            with contextlib.suppress(OSError):  # a read-only run: computed, not kept
-                write_arrays(path, array=array)
-            return array
-
-        return self.memo(("array", name), load_or_compute)
 
 
 _OPEN_RUNS: dict[str, tuple[float, Run]] = {}

@@ -58,7 +58,7 @@ def run_terms(run: Run) -> dict[str, list[str]]:
             terms[aspect] += words
         return terms
 
-    return run.memo("aspect_terms", compute)
+    return run.kept.memo("aspect_terms", compute)
 
 
 def run_clauses(run: Run, model: str | None = None) -> pd.DataFrame:
@@ -82,7 +82,7 @@ def run_clauses(run: Run, model: str | None = None) -> pd.DataFrame:
         ]
         return pd.DataFrame(rows, columns=CLAUSE_COLUMNS)
 
-    return run.memo(("aspect_clauses", model), compute)
+    return run.kept.memo(("aspect_clauses", model), compute)
 
 
 def film_aspects(run: Run, film: str, model: str | None = None, seed: int = 0) -> pd.DataFrame:

@@ -184,8 +184,8 @@ class FilmReport:
     # ------------------------------------------------------------------ as a kept artifact
 
     def to_parts(self) -> dict[str, Any]:
-        """The report as frames, PNG bytes and JSON values (what :meth:`Run.kept_analytics`
-        keeps)."""
+        """The report as frames, PNG bytes and JSON values (what
+        :meth:`~pipeline.kept.Kept.analytics` keeps)."""
         parts = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         for name in ("confusion_counts", "confusion_normalised"):
             parts[name] = parts[name].to_numpy().tolist()
@@ -212,16 +212,6 @@ class FilmReport:
         return {part: getattr(self, part) for part in TEXT_PARTS}
 
 
-def _inputs(run: Run) -> list[Any]:
-    """Identity (size, mtime) of the files a report is computed from."""
-    files = (run.paths.reviews, run.paths.predictions, run.paths.features / "manifest.json")
-    out: list[Any] = []
-    for path in files:
-        stat = path.stat() if path.exists() else None
-        out.append(None if stat is None else [stat.st_size, stat.st_mtime_ns])
-    return out
-
-
 def film_report(
     run: Run, film: str, model: str | None = None, tsne_cap: int = DEFAULT_CAP, seed: int = 0
 ) -> FilmReport:
@@ -232,17 +222,17 @@ def film_report(
     cap = min(tsne_cap, int(films[film]))  # a film smaller than the cap: one map for every cap
     name = film_file_names(list(films.index))[film].removesuffix(".html")
     where = Path("films") / f"{name}.map-{cap}"
-    fp = fingerprint(ANALYTICS_VERSION, _inputs(run), film, model, cap, seed)
-    words_fp = fingerprint(ANALYTICS_VERSION, _inputs(run), film, cap, seed)
+    fp = fingerprint(ANALYTICS_VERSION, run.source_stamp, film, model, cap, seed)
+    words_fp = fingerprint(ANALYTICS_VERSION, run.source_stamp, film, cap, seed)
 
     def build() -> FilmReport:
         # the text parts of another model's report of the same reviews: switching model then
         # costs no TF-IDF, word clouds or aspects
-        other = run.kept_analytics_like(where, words=words_fp)
+        other = run.kept.analytics_like(where, words=words_fp)
         text = None if other is None else FilmReport.from_parts(other).text_of()
         return FilmReport.build(run, film, model, tsne_cap=cap, seed=seed, text=text)
 
-    return run.kept_analytics(
+    return run.kept.analytics(
         model, where, fp, build, FilmReport.to_parts, FilmReport.from_parts,
         film=film, model=model, tsne_cap=cap, words=words_fp,
     )  # fmt: skip
@@ -254,12 +244,12 @@ def corpus_map(
     """A t-SNE map of the whole corpus (a sample stratified by star) and what it shows, stored
     like :func:`film_report`; no points without features."""
     model = run.resolve_model(model)
-    fp = fingerprint(ANALYTICS_VERSION, _inputs(run), model, cap, seed)
+    fp = fingerprint(ANALYTICS_VERSION, run.source_stamp, model, cap, seed)
 
     def build() -> tuple[pd.DataFrame | None, str]:
         return tsne_section(run, run.reviews, run.evaluated(model)[0], cap, seed)
 
-    return run.kept_analytics(
+    return run.kept.analytics(
         model, Path(f"corpus-{cap}"), fp, build,
         lambda found: {"map": found[0], "note": found[1]},
         lambda parts: (parts["map"], parts["note"]),

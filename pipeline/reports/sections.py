@@ -96,7 +96,7 @@ def star_estimates(run: Run, model: str | None) -> tuple[pd.DataFrame, dict[str,
         )
         return table.set_index("film"), choice
 
-    return run.memo(("star_estimates", model), compute)
+    return run.kept.memo(("star_estimates", model), compute)
 
 
 def star_estimate(run: Run, model: str | None, film: str) -> dict[str, Any] | None:
@@ -160,11 +160,11 @@ def corpus_top_words(run: Run) -> dict[object, pd.DataFrame]:
             f: t[t["count"] >= MIN_WORD_COUNT].reset_index(drop=True) for f, t in ranked.items()
         }
 
-    return run.memo("film_top_words", compute)
+    return run.kept.memo("film_top_words", compute)
 
 
 def league_for(run: Run, model: str | None) -> pd.DataFrame:
-    return run.memo(
+    return run.kept.memo(
         ("league", model), lambda: league_table(run.reviews, run.evaluated(model)[0])
     )
 
@@ -173,13 +173,13 @@ def tsne_section(
     run: Run, reviews: pd.DataFrame, preds: pd.DataFrame, cap: int, seed: int
 ) -> tuple[pd.DataFrame | None, str]:
     """The t-SNE map of ``reviews`` coloured by ``preds``. Its coordinates depend on the
-    features only, so they are kept with the run (:meth:`Run.kept_array`): another model's map
-    of the same reviews, in this process or the app's, costs no second t-SNE."""
+    features only, so they are kept with the run (:meth:`~pipeline.kept.Kept.array`): another
+    model's map of the same reviews, in this process or the app's, costs no second t-SNE."""
 
     def kept(x: np.ndarray, seed: int) -> np.ndarray:
         data = np.ascontiguousarray(x).tobytes() + str(x.shape).encode()
         digest = hashlib.sha1(data).hexdigest()[:20]
-        return run.kept_array(f"tsne-{digest}-{seed}", lambda: tsne_coordinates(x, seed))
+        return run.kept.array(f"tsne-{digest}-{seed}", lambda: tsne_coordinates(x, seed))
 
     features = run.pooled_features
     if features is None:

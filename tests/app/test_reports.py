@@ -156,7 +156,7 @@ def test_film_report_is_a_cached_artifact(tmp_path: Path) -> None:
     input (predictions rewritten) rebuilds it."""
     root = make_run(tmp_path / "synthetic")
     built = film_report(Run.open(root), "Iron Man", "head_cls", tsne_cap=50)
-    folder = Run.open(root).analytics_dir("head_cls") / "films" / "钢铁侠1.map-50"
+    folder = Run.open(root).kept.analytics_dir("head_cls") / "films" / "钢铁侠1.map-50"
     assert (folder / "manifest.json").exists() and (folder / "parts.json").exists()
     stamp = (folder / "parts.json").stat().st_mtime_ns
     again = film_report(Run.open(root), "钢铁侠1", "head_cls", tsne_cap=50)
