@@ -1,4 +1,4 @@
-"""Atomic writes, fingerprints, stage manifests and generations.
+"""Atomic writes, fingerprints, stage manifests, generations, and the readers of a run's files.
 
 Every stage writes into a temporary sibling and renames it into place, so an interrupted stage
 never leaves a half-written artifact that a later stage could read. Each stage directory carries a

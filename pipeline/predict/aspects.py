@@ -9,14 +9,19 @@ before "是节奏太拖") has its sentiment turned over: the reviewer takes the 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pipeline.data.aspects import Clause, clause_aspects, split_clauses, term_index
 
-if TYPE_CHECKING:
-    from pipeline.predict.scorer import Scorer
-
 PRAISE = 0.25  # sentiment above this is praise, below minus this a complaint
+
+
+class ClauseScorer(Protocol):
+    """What scoring clauses reads of a :class:`~pipeline.predict.scorer.Scorer`."""
+
+    segmenter: Any
+
+    def score_records(self, texts: Sequence[str], *, explain: bool) -> list[dict[str, Any]]: ...
 
 
 def sentiment_of(record: Mapping[str, Any]) -> float | None:
@@ -44,7 +49,7 @@ def aspect_clauses(
 
 
 def score_aspects(
-    scorer: Scorer, cleaned: Sequence[str], terms: Mapping[str, Sequence[str]]
+    scorer: ClauseScorer, cleaned: Sequence[str], terms: Mapping[str, Sequence[str]]
 ) -> list[list[dict[str, Any]]]:
     """Every aspect-bearing clause of each cleaned text (:func:`~pipeline.data.text.
     clean_text`: a run's reviews already are), scored alone by ``scorer``: one list of clause
