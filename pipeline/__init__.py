@@ -37,9 +37,9 @@ _EXPORTS = {
     "douban_command": "pipeline.config",
     "run_names": "pipeline.locate",
     "charts": "pipeline.reports",
-    "FilmReport": "pipeline.reports.pages",
-    "film_report": "pipeline.reports.pages",
-    "corpus_map": "pipeline.reports.pages",
+    "FilmReport": "pipeline.reports.film",
+    "film_report": "pipeline.reports.film",
+    "corpus_map": "pipeline.reports.film",
     "write_reports": "pipeline.reports.site",
     "film_file_names": "pipeline.reports.names",
     "model_name": "pipeline.reports.names",
@@ -129,6 +129,7 @@ if TYPE_CHECKING:
     from pipeline.predict.records import Explanation, ScoreRecord
     from pipeline.predict.scorer import Scorer, score
     from pipeline.reports import charts
+    from pipeline.reports.film import FilmReport, corpus_map, film_report
     from pipeline.reports.names import (
         column_help,
         film_file_names,
@@ -136,7 +137,6 @@ if TYPE_CHECKING:
         model_name,
         styled_table,
     )
-    from pipeline.reports.pages import FilmReport, corpus_map, film_report
     from pipeline.reports.site import write_reports
     from pipeline.run import Run
 

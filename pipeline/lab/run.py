@@ -32,9 +32,9 @@ from rich.console import Console
 from pipeline.artifacts import cached_json, read_arrays, read_json
 from pipeline.config import RunPaths, Settings
 from pipeline.errors import InputError
+from pipeline.lab.findings import findings
 from pipeline.lab.inputs import Lab, open_lab, save_json
 from pipeline.lab.views import (
-    findings,
     run_geometry,
     run_heads,
     run_probes,

@@ -21,8 +21,7 @@ from pipeline.analytics.stars import (
     model_summaries,
 )
 from pipeline.reports import charts
-from pipeline.reports.names import METRIC_GLOSSARY, format_value, human, model_name
-from pipeline.reports.pages import (
+from pipeline.reports.film import (
     MIN_EVALUATED,
     SECTIONS,
     TEMPLATES,
@@ -32,6 +31,7 @@ from pipeline.reports.pages import (
     same_evaluation,
     star_estimate,
 )
+from pipeline.reports.names import METRIC_GLOSSARY, format_value, human, model_name
 from pipeline.run import Run
 
 log = logging.getLogger(__name__)

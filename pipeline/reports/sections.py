@@ -1,6 +1,6 @@
 """The sections of a film report, one function each: the chosen model and its evaluated
 predictions, the accuracy interval, the star estimate, the corpus's top words and league,
-the t-SNE map, the word clouds and the attention examples. ``pages.FilmReport.build``
+the t-SNE map, the word clouds and the attention examples. ``film.FilmReport.build``
 assembles them; ``render`` draws them."""
 
 from __future__ import annotations

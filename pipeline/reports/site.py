@@ -14,8 +14,8 @@ from pipeline.artifacts import (
 )
 from pipeline.config import Settings
 from pipeline.errors import InputError
+from pipeline.reports.film import film_report
 from pipeline.reports.names import film_file_names
-from pipeline.reports.pages import film_report
 from pipeline.reports.render import render_film, render_index
 from pipeline.run import Run
 

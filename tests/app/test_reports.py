@@ -16,8 +16,8 @@ from PIL import Image
 
 from pipeline import FilmNotFoundError, ModelNotFoundError, Run
 from pipeline.config import Settings
+from pipeline.reports.film import SECTIONS, FilmReport, film_report
 from pipeline.reports.names import film_file_names, model_name
-from pipeline.reports.pages import SECTIONS, FilmReport, film_report
 from pipeline.reports.site import write_reports
 from tests.synthetic_run import SCRIPT_REVIEW, make_run
 

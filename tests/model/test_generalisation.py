@@ -422,7 +422,7 @@ def test_balanced_tfidf_predicts_the_rare_stars_more_often(demo_run) -> None:
 
 
 def test_film_report_shows_the_estimated_beside_the_true_star_mix(demo_run) -> None:
-    from pipeline.reports.pages import FilmReport
+    from pipeline.reports.film import FilmReport
     from pipeline.reports.render import render_film, render_index
     from pipeline.run import Run
 
