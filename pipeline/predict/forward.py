@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pipeline.modeling.bundle import encode_tokenized
@@ -45,17 +45,18 @@ class BatchOutputs:
 @dataclass
 class Window:
     """Inputs scored together, in their order, and the outputs of each batch cut from them
-    (``rows``: indices into ``prepared``)."""
+    (``rows``: indices into ``prepared``), computed as they are read: a batch's encoder states
+    are dropped once its records are made, so memory holds one batch of them, not a window."""
 
     prepared: list[Prepared]
-    batches: list[tuple[list[int], BatchOutputs]] = field(default_factory=list)
+    batches: Iterator[tuple[list[int], BatchOutputs]]
 
 
 def forward(
     loaded: LoadedModels, prepared: Iterator[Prepared], batch_size: int, explain: bool
 ) -> Iterator[Window]:
     """The windows of ``prepared`` with their model outputs; inputs that cannot be scored
-    stay in their window with no output."""
+    stay in their window with no output. Read each window's batches before the next window."""
     models = loaded.models_for(explain)
     reads = any(m.store_needs is not None for m in models)
     words = any(m.reads_words for m in models)
@@ -68,15 +69,15 @@ def forward(
             tokenized=loaded.encoder.tokenize(texts, loaded.max_length) if reads else None,
         )
 
-    while chunk := list(itertools.islice(prepared, LOOKAHEAD)):
-        window = Window(chunk)
-        texts = [p.text or "" for p in window.prepared]
-        ok = [i for i, p in enumerate(window.prepared) if p.text is not None]
-        batches = length_batches(ok, [len(t) for t in texts], batch_size)
-        prepare = lambda rows, texts=texts: batch_inputs([texts[i] for i in rows])  # noqa: E731
+    def outputs(texts: list[str | None]) -> Iterator[tuple[list[int], BatchOutputs]]:
+        ok = [i for i, t in enumerate(texts) if t is not None]
+        batches = length_batches(ok, [len(t or "") for t in texts], batch_size)
+        prepare = lambda rows: batch_inputs([texts[i] or "" for i in rows])  # noqa: E731
         for rows, batch in prefetched(batches, prepare):
-            window.batches.append((rows, _run_models(loaded, models, batch)))
-        yield window
+            yield rows, _run_models(loaded, models, batch)
+
+    while chunk := list(itertools.islice(prepared, LOOKAHEAD)):
+        yield Window(chunk, outputs([p.text for p in chunk]))
 
 
 def _run_models(loaded: LoadedModels, models: list[Any], batch: BatchInputs) -> BatchOutputs:
