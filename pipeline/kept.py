@@ -1,4 +1,4 @@
-"""What is derived from a run, computed once: in memory for the process (:meth:`Kept.memo`),
+"""What is derived from a run, computed once: in memory while it is open (:meth:`Kept.memo`),
 and on disk under ``runs/<run>/analytics/`` for the next one, fingerprinted (film reports,
 maps: :meth:`Kept.analytics`; t-SNE coordinates: :meth:`Kept.array`). The one cache of
 derived results; :class:`pipeline.run.Run` holds one as ``run.kept``."""
@@ -40,8 +40,8 @@ class Kept:
     _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
-        """Compute once per process: corpus-wide results shared by every film's report. Thread-safe:
-        a second caller of the same key waits for the first instead of computing again."""
+        """Compute once per opened run: corpus-wide results shared by every film's report (and
+        the run's scorers). Thread-safe: a second caller of the same key waits for the first."""
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:

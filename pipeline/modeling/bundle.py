@@ -58,10 +58,14 @@ def save_model(model_dir: Path, tensors: dict[str, np.ndarray], config: dict[str
         write_json(tmp / CONFIG, {"labels": LABELS, **config, **checksum})
 
 
-def load_model(model_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Weights and config of a saved model; a missing, truncated or garbled file is an error
-    that names it and says how to recover (never a safetensors or JSON traceback)."""
-    config = read_config(model_dir.parent, model_dir.name)
+def load_model(
+    model_dir: Path, config: dict[str, Any] | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Weights and config of a saved model (``config``: its config.json, when already read); a
+    missing, truncated or garbled file is an error that names it and says how to recover
+    (never a safetensors or JSON traceback)."""
+    if config is None:
+        config = read_config(model_dir.parent, model_dir.name)
     try:
         verify_checksum(model_dir / WEIGHTS, config.get(WEIGHTS_SHA256), retrain_hint(model_dir))
         return read_tensors(model_dir / WEIGHTS), config
@@ -92,12 +96,11 @@ def load_star_model(
     """Rebuild a saved model (baseline, head or ensemble) by the kind in its config, refusing
     one trained on another encoder than ``fingerprint``. ``numpy_heads``: heads (also inside an
     ensemble) run in numpy (:mod:`pipeline.modeling.head_numpy`), so scoring imports no torch."""
-    if (models_dir / name / CONFIG).exists() and read_config(models_dir, name).get(
-        "kind"
-    ) == "finetune":  # carries its own encoder weights: reads text, not stored features
-        return FinetunedTextModel(models_dir / name)
-    tensors, config = load_model(models_dir / name)
+    config = read_config(models_dir, name)  # read once: the kind, then the weights it names
     kind = config.get("kind")
+    if kind == "finetune":  # carries its own encoder weights: reads text, not stored features
+        return FinetunedTextModel(models_dir / name)
+    tensors, config = load_model(models_dir / name, config)
     if kind == "head" and config.get("tuned_encoder") and not numpy_heads:
         # a fine-tuned self-attentive model outside scoring: it encodes text with its own encoder
         from pipeline.modeling.heads import HeadModel
