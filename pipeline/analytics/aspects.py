@@ -92,9 +92,29 @@ def film_aspects(run: Run, film: str, model: str | None = None, seed: int = 0) -
     ``complaint`` (shares of its clauses), ``corpus_mean`` (the other films' clauses on the same
     aspect) and ``small`` (fewer than :data:`MIN_CLAUSES` clauses). Most mentioned first."""
     film = run.resolve_film(film)
-    clauses = run_clauses(run, model).dropna(subset=["sentiment"])
-    mine, others = clauses[clauses["film"] == film], clauses[clauses["film"] != film]
     n_reviews = int((run.reviews["film"] == film).sum())
+    return _aspect_rows(_scored(run, model), film, n_reviews, seed)
+
+
+def film_aspect_parts(run: Run, film: str, seed: int = 0) -> dict[str, Any]:
+    """A film's report on aspects in one pass: :func:`film_aspects` (``aspects``), the
+    :func:`telling_clauses` of each of its aspects (``aspect_clauses``, their attention read in
+    one call), the run's terms and the model that scored the clauses."""
+    clauses = _scored(run, None)
+    n_reviews = int((run.reviews["film"] == film).sum())
+    table = _aspect_rows(clauses, film, n_reviews, seed)
+    told = {str(a): _told(clauses, film, str(a), 5) for a in table["aspect"]}
+    _attend(run, [c for t in told.values() for c in t["praise"] + t["complaint"]])
+    return {"aspects": table, "aspect_clauses": told, "aspect_terms": run_terms(run),
+            "clause_model": clause_model(run)}  # fmt: skip
+
+
+def _scored(run: Run, model: str | None) -> pd.DataFrame:
+    return run_clauses(run, model).dropna(subset=["sentiment"])
+
+
+def _aspect_rows(clauses: pd.DataFrame, film: str, n_reviews: int, seed: int) -> pd.DataFrame:
+    mine, others = clauses[clauses["film"] == film], clauses[clauses["film"] != film]
     rows = []
     for aspect, group in mine.groupby("aspect", sort=False):
         values = group["sentiment"].to_numpy(np.float64)
@@ -128,16 +148,18 @@ def telling_clauses(
 ) -> dict[str, list[dict[str, Any]]]:
     """The film's ``k`` most positive and ``k`` most negative clauses on ``aspect`` (each with
     its review's star and the words that name the aspect), for reading and highlighting."""
-    film = run.resolve_film(film)
-    clauses = run_clauses(run, model).dropna(subset=["sentiment"])
+    told = _told(_scored(run, model), run.resolve_film(film), aspect, k)
+    _attend(run, told["praise"] + told["complaint"])
+    return told
+
+
+def _told(clauses: pd.DataFrame, film: str, aspect: str, k: int) -> dict[str, list[Any]]:
     rows = clauses[(clauses["film"] == film) & (clauses["aspect"] == aspect)]
     rows = rows.drop_duplicates(["review_id", "clause"])
     fields = ["clause", "words", "sentiment", "star", "denied", "review_id"]
     best = rows[rows["sentiment"] > PRAISE].nlargest(k, "sentiment")[fields]
     worst = rows[rows["sentiment"] < -PRAISE].nsmallest(k, "sentiment")[fields]
-    told = {"praise": _readable(best), "complaint": _readable(worst)}
-    _attend(run, told["praise"] + told["complaint"])
-    return told
+    return {"praise": _readable(best), "complaint": _readable(worst)}
 
 
 def _attend(run: Run, clauses: list[dict[str, Any]]) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.analytics.aspects import clause_model, film_aspects, run_terms, telling_clauses
+from pipeline.analytics.aspects import film_aspect_parts
 from pipeline.analytics.embedding import DEFAULT_CAP
 from pipeline.analytics.stars import (
     STARS,
@@ -175,11 +175,8 @@ class FilmReport:
             for s, t in star_top_words(reviews, run.stopwords).items()
         }
         clouds = cloud_pngs(top_words, star_words)
-        aspects = film_aspects(run, film)
-        told = {str(a): telling_clauses(run, film, str(a)) for a in aspects["aspect"]}
         return {"top_words": top_words, "star_words": star_words, "clouds": clouds,
-                "aspects": aspects, "aspect_clauses": told, "aspect_terms": run_terms(run),
-                "clause_model": clause_model(run)}  # fmt: skip
+                **film_aspect_parts(run, film)}  # fmt: skip
 
     # ------------------------------------------------------------------ as a kept artifact
 
