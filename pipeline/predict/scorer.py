@@ -233,7 +233,7 @@ class Scorer:
         explain = self.explains_for_free if explain is None else explain
         records = list(self._records(texts, positive_int("batch_size", batch_size), explain))
         if adapt_prior:
-            adapt_records(records, "em", self.model_name, lambda: self.adaptation)
+            self.adapt_records(records)
         return records
 
     @functools.cached_property
