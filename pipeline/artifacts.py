@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -354,6 +355,9 @@ def cached_arrays(path: Path, fp: str) -> dict[str, np.ndarray] | None:
     return arrays
 
 
+_PART = re.compile(r"p[0-9]+(-[0-9]+)*\.(parquet|bin)")  # the names write_parts gives files
+
+
 def write_parts(folder: Path, parts: dict[str, Any]) -> None:
     """A document of DataFrames, bytes and JSON values into ``folder``: ``parts.json`` with one
     parquet or binary file per frame or blob (named by position, never by a user's words)."""
@@ -382,10 +386,9 @@ def read_parts(folder: Path) -> dict[str, Any]:
 
     def decode(value: Any) -> Any:
         if isinstance(value, dict):
-            if "$frame" in value:
-                return read_frame(folder / value["$frame"])
-            if "$bytes" in value:
-                return read_bytes(folder / value["$bytes"])
+            kind, name = next(iter(value.items())) if len(value) == 1 else (None, None)
+            if kind in ("$frame", "$bytes") and isinstance(name, str) and _PART.fullmatch(name):
+                return read_frame(folder / name) if kind == "$frame" else read_bytes(folder / name)
             return {k: decode(v) for k, v in value.items()}
         if isinstance(value, list):
             return [decode(v) for v in value]

@@ -13,7 +13,6 @@ from pipeline.lab.inputs import FROZEN
 NEARLY_UNCHANGED_CKA = 0.9  # linear CKA at or above this: a layer's geometry survived tuning
 
 
-
 def findings(probes_doc: dict[str, Any], geometry_doc: dict[str, Any]) -> dict[str, Any]:
     """Per layer: probe accuracy, separation and CKA before vs after, and whether fine-tuning
     changed the top layers (last third) more than the lower ones (first third)."""

@@ -109,3 +109,30 @@ def test_the_scan_sees_a_direct_read() -> None:
     calls = _opens(ast.parse(code))
     assert any("pd.read_parquet" in c for c in calls)
     assert any("json.load" in c for c in calls) and any("path.open" in c for c in calls)
+
+
+def test_kept_parts_come_back_as_written_and_user_words_stay_data(tmp_path: Path) -> None:
+    """Frames, bytes and JSON round-trip through write_parts / read_parts; a dict whose key is
+    the frame marker (an aspect a user names "$frame") stays a dict, and a part that names a
+    file outside the folder is never read."""
+    import pandas as pd
+
+    from pipeline.artifacts import read_parts, write_json, write_parts
+
+    parts = {
+        "table": pd.DataFrame({"word": ["剧情", "演技"], "count": [3, 2]}),
+        "clouds": {"film": b"\x89PNG", "1★": b"png"},
+        "told": {"$frame": {"praise": [{"clause": "剧情好"}]}},
+        "maps": [pd.DataFrame({"x": [0.5]}), None],
+        "ci": (0.1, 0.2),
+    }
+    write_parts(tmp_path, parts)
+    back = read_parts(tmp_path)
+    pd.testing.assert_frame_equal(back["table"], parts["table"])
+    assert back["clouds"] == parts["clouds"] and back["told"] == parts["told"]
+    assert back["maps"][0]["x"].tolist() == [0.5] and back["maps"][1] is None
+    assert back["ci"] == [0.1, 0.2]  # tuples come back as lists: the caller converts
+    assert {p.name for p in tmp_path.iterdir()} <= {"parts.json", "p0.parquet", "p1-0.bin",
+                                                    "p1-1.bin", "p3-0.parquet"}  # fmt: skip
+    write_json(tmp_path / "parts.json", {"stolen": {"$frame": "../../secret.parquet"}})
+    assert read_parts(tmp_path) == {"stolen": {"$frame": "../../secret.parquet"}}
