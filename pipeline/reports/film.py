@@ -187,6 +187,8 @@ class FilmReport:
         for name in ("confusion_counts", "confusion_normalised"):
             parts[name] = parts[name].to_numpy().tolist()
         parts["attention"] = [dataclasses.asdict(a) for a in self.attention]
+        frames = [t.assign(star=s) for s, t in self.star_words.items()]  # one file, not five
+        parts["star_words"] = pd.concat(frames, ignore_index=True)
         return parts
 
     @classmethod
@@ -196,7 +198,10 @@ class FilmReport:
             frame = pd.DataFrame(parts[name], index=list(STARS), columns=list(STARS))
             frame.index.name, frame.columns.name = "true", "predicted"
             parts[name] = frame
-        parts["star_words"] = {int(s): t for s, t in parts["star_words"].items()}
+        words = parts["star_words"]
+        parts["star_words"] = {
+            s: words[words["star"] == s].drop(columns="star").reset_index(drop=True) for s in STARS
+        }
         parts["attention"] = [
             AttentionExample(**{**a, "top_words": [tuple(w) for w in a["top_words"]]})
             for a in parts["attention"]
