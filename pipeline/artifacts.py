@@ -333,10 +333,6 @@ def read_tensors(path: Path, torch: bool = False) -> dict[str, Any]:
     return load_file(str(path))
 
 
-def read_bytes(path: Path) -> bytes:
-    return path.read_bytes()
-
-
 def cached_json(path: Path, fp: str) -> dict[str, Any] | None:
     """The JSON artifact at ``path`` if it was produced from fingerprint ``fp``."""
     if not path.exists():
@@ -388,7 +384,8 @@ def read_parts(folder: Path) -> dict[str, Any]:
         if isinstance(value, dict):
             kind, name = next(iter(value.items())) if len(value) == 1 else (None, None)
             if kind in ("$frame", "$bytes") and isinstance(name, str) and _PART.fullmatch(name):
-                return read_frame(folder / name) if kind == "$frame" else read_bytes(folder / name)
+                path = folder / name
+                return read_frame(path) if kind == "$frame" else path.read_bytes()
             return {k: decode(v) for k, v in value.items()}
         if isinstance(value, list):
             return [decode(v) for v in value]

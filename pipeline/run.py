@@ -41,6 +41,7 @@ from pipeline.errors import (
 )
 from pipeline.kept import Kept
 from pipeline.locate import locate_run, newest_trained_run, resolve_run
+from pipeline.modeling.metrics import OWN_EVALUATIONS
 from pipeline.modeling.prior import implied_prior, prior_of
 from pipeline.modeling.spec import (
     build_segmenter,
@@ -57,10 +58,6 @@ if TYPE_CHECKING:
     from pipeline.features.store import FeatureStore
     from pipeline.predict.scorer import Scorer
 
-# Which of a model's predictions describe a film, best first: the run's own random split, then a
-# film held out of training; within one, test before val. (``cross_corpus`` rows index another
-# run's reviews, so they cannot be joined with this run's.)
-EVALUATION_ORDER = ("random", "film_holdout")
 SCALAR_PREDICTION_COLUMNS = (
     "evaluation",
     "review_id",
@@ -71,7 +68,7 @@ SCALAR_PREDICTION_COLUMNS = (
     "pred_star",
 )
 LIST_PREDICTION_COLUMNS = ("probs", "attention")
-SPLIT_ORDER = ("test", "val")
+SPLIT_ORDER = ("test", "val")  # within an evaluation, which split describes a film best
 
 
 class LastLayerPooled:
@@ -346,8 +343,8 @@ class Run:
                 filters=[("model", "==", model), ("review_id", "in", ids)],
             )
         df = table.to_pandas()
-        df = df[df["evaluation"].isin(EVALUATION_ORDER)]
-        rank = df["evaluation"].map({e: i for i, e in enumerate(EVALUATION_ORDER)})
+        df = df[df["evaluation"].isin(OWN_EVALUATIONS)]
+        rank = df["evaluation"].map({e: i for i, e in enumerate(OWN_EVALUATIONS)})
         df = df.assign(rank=rank).sort_values("rank", kind="stable")
         return df.drop_duplicates("review_id")[["review_id", *LIST_PREDICTION_COLUMNS]]
 
@@ -359,7 +356,7 @@ class Run:
         preds = preds[preds["model"] == model] if model is not None else preds.iloc[:0]
         if film is not None:
             preds = preds[preds["film"] == film]
-        for evaluation in EVALUATION_ORDER:
+        for evaluation in OWN_EVALUATIONS:
             for split in SPLIT_ORDER:
                 rows = preds[(preds["evaluation"] == evaluation) & (preds["split"] == split)]
                 if len(rows):
@@ -370,7 +367,7 @@ class Run:
         """The model's predictions with their star probabilities on ``splits`` (the run's own
         evaluations, one row per review): what counting stars from the text starts from."""
         preds = self.predictions
-        preds = preds[(preds["model"] == model) & preds["evaluation"].isin(EVALUATION_ORDER)]
+        preds = preds[(preds["model"] == model) & preds["evaluation"].isin(OWN_EVALUATIONS)]
         if preds.empty:
             raise InputError(f"run {self.name} has no predictions of model {model!r}",
                              hint=f"run `douban evaluate --run {self.name}`")  # fmt: skip

@@ -65,7 +65,7 @@ def split_clauses(text: str) -> list[Clause]:
     dropped; a denial followed by an assertion (不是...，是/而是...) marks the denial."""
     pieces: list[Clause] = []
     pos = 0
-    for part in [*_BREAK.split(text)]:
+    for part in _BREAK.split(text):
         begin = text.find(part, pos) if part else pos
         if not part.strip():
             continue
@@ -122,10 +122,11 @@ def extend_terms(
     per_aspect: int = 8,
     min_count: int = 20,
 ) -> dict[str, list[str]]:
-    """Words of a run that behave like an aspect's terms: the nouns-and-adjectives that share
-    clauses with the aspect's seeds far more than with any other aspect (at least ``min_count``
-    clauses, at least 60% of their aspect clauses with this aspect, and more often with it than
-    the corpus rate by a factor of 3). Returns only the new words, best first."""
+    """Words of a run that behave like an aspect's terms: the Chinese words (two characters or
+    more, no stopword) that share clauses with the aspect's seeds far more than with any other
+    aspect (at least ``min_count`` clauses, at least 60% of their aspect clauses with this
+    aspect, and more often with it than the corpus rate by a factor of 3). Returns only the new
+    words, best first."""
     index = term_index(terms)
     together: dict[str, Counter[str]] = {a: Counter() for a in terms}
     seen: Counter[str] = Counter()

@@ -91,12 +91,18 @@ def check_encoder(config: dict[str, Any], fingerprint: str | None, model_name: s
 
 
 def load_star_model(
-    models_dir: Path, name: str, fingerprint: str | None = None, numpy_heads: bool = False
+    models_dir: Path,
+    name: str,
+    fingerprint: str | None = None,
+    numpy_heads: bool = False,
+    config: dict[str, Any] | None = None,
 ) -> Any:
-    """Rebuild a saved model (baseline, head or ensemble) by the kind in its config, refusing
-    one trained on another encoder than ``fingerprint``. ``numpy_heads``: heads (also inside an
-    ensemble) run in numpy (:mod:`pipeline.modeling.head_numpy`), so scoring imports no torch."""
-    config = read_config(models_dir, name)  # read once: the kind, then the weights it names
+    """Rebuild a saved model (baseline, head or ensemble) by the kind in its config (``config``,
+    when the caller has read it), refusing one trained on another encoder than
+    ``fingerprint``. ``numpy_heads``: heads (also inside an ensemble) run in numpy
+    (:mod:`pipeline.modeling.head_numpy`), so scoring imports no torch."""
+    if config is None:  # read once: the kind, then the weights it names
+        config = read_config(models_dir, name)
     kind = config.get("kind")
     if kind == "finetune":  # carries its own encoder weights: reads text, not stored features
         return FinetunedTextModel(models_dir / name)

@@ -20,9 +20,8 @@ import numpy as np
 
 from pipeline.artifacts import CHECK_HINT, read_table
 from pipeline.errors import CorruptArtifactError
-from pipeline.modeling.metrics import NUM_CLASSES
+from pipeline.modeling.metrics import NUM_CLASSES, OWN_EVALUATIONS
 
-CALIBRATION_EVALUATIONS = ("random", "film_holdout")  # whose val predictions calibrate
 # below this many validation reviews the five biases fit noise (on the demo's ~100, BCTS then
 # MAP-EM put 82% of a real crawl on one star): the temperature alone is fitted
 MIN_BIAS_REVIEWS = 500
@@ -95,7 +94,7 @@ def validation_predictions(
         raise CorruptArtifactError(
             f"{predictions_path} cannot be read ({err})", f"re-evaluate: {CHECK_HINT}"
         ) from err
-    table = table[table["evaluation"].isin(CALIBRATION_EVALUATIONS) & table["probs"].notna()]
+    table = table[table["evaluation"].isin(OWN_EVALUATIONS) & table["probs"].notna()]
     table = table.drop_duplicates("review_id")
     if table.empty:
         return empty

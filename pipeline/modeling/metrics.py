@@ -14,6 +14,9 @@ import numpy as np
 STARS = (1, 2, 3, 4, 5)
 NUM_CLASSES = len(STARS)
 LABELS = {str(star): star - 1 for star in STARS}  # star -> class index, as models store it
+# The evaluations whose predictions index the run's own reviews, best first: its random split,
+# then a film held out of training (``cross_corpus`` rows index another run's reviews).
+OWN_EVALUATIONS = ("random", "film_holdout")
 
 
 def _as_stars(values: Any) -> np.ndarray:

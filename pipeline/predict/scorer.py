@@ -97,8 +97,9 @@ class Scorer:
         self.config = read_config(paths.models, self.model_name)
         self.spec = read_scoring_spec(self.config, self.model_name)
         self.model = load_star_model(
-            paths.models, self.model_name, self.spec["encoder"].get("fingerprint"), numpy_heads=True
-        )
+            paths.models, self.model_name, self.spec["encoder"].get("fingerprint"),
+            numpy_heads=True, config=self.config,
+        )  # fmt: skip
 
     @classmethod
     def load(

@@ -41,7 +41,7 @@ PATH_READERS = {"read_text", "read_bytes", "open"}
 NOT_PATHS = {"Run", "FeatureStore", "os", "Image", "webbrowser", "Scorer"}  # .open() of these
 ARTIFACT_READERS = {
     "read_json", "read_manifest", "is_current", "read_frame", "read_table", "parquet_file",
-    "read_array", "read_arrays", "read_tensors", "read_bytes", "read_parts", "cached_json",
+    "read_array", "read_arrays", "read_tensors", "read_parts", "cached_json",
     "cached_arrays",
 }  # fmt: skip
 
