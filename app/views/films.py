@@ -281,7 +281,7 @@ def aspects_section(report: Any) -> None:
             "keep each aspect's company. Add or change words with `[aspects] terms = { plot = "
             '["脑洞"] }` in a settings file (`--config`) and prepare the run again.'
         )
-    labels = dict(zip(table["aspect"], table["name"] + " " + table["english"], strict=True))
+    labels = pipeline.aspect_labels(table)
     aspect = st.selectbox("Read the clauses on", list(labels), format_func=labels.get,
                           key="aspect")  # fmt: skip
     told = report.aspect_clauses[aspect]

@@ -143,6 +143,11 @@ def aspect_table(table: pd.DataFrame) -> pd.DataFrame:
     return shown.drop(columns=["aspect", "small"])
 
 
+def aspect_labels(table: pd.DataFrame) -> dict[str, str]:
+    """Each aspect of :func:`film_aspects` named as the app and the reports show it."""
+    return dict(zip(table["aspect"], table["name"] + " " + table["english"], strict=True))
+
+
 def telling_clauses(
     run: Run, film: str, aspect: str, k: int = 5, model: str | None = None
 ) -> dict[str, list[dict[str, Any]]]:

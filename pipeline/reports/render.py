@@ -14,7 +14,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from pipeline.analytics.aspects import aspect_table
+from pipeline.analytics.aspects import aspect_labels, aspect_table
 from pipeline.analytics.embedding import DEFAULT_CAP
 from pipeline.analytics.stars import (
     accuracy_summary,
@@ -115,13 +115,7 @@ def render_film(report: FilmReport) -> str:
             ),
             star_words=_table(report.star_table.reset_index()),
             aspects=_table(aspect_table(report.aspects)) if len(report.aspects) else None,
-            aspect_names=dict(
-                zip(
-                    report.aspects["aspect"],
-                    report.aspects["name"] + " " + report.aspects["english"],
-                    strict=True,
-                )
-            ),
+            aspect_names=aspect_labels(report.aspects),
             clause_model=report.clause_model,
             clouds={k: _data_uri(v) for k, v in report.clouds.items()},
             top_liked=top_liked,
