@@ -26,6 +26,8 @@ from pipeline.analytics.stars import STARS
 from pipeline.fonts import font_codepoints
 
 TOP_WORDS = 30
+CLOUD_WORDS = 100  # a film's words against the corpus: enough for its cloud
+MIN_WORD_COUNT = 2  # a word said once is not "what the film's reviews say"
 
 
 def _is_noise(word: str) -> bool:

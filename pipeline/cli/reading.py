@@ -189,8 +189,8 @@ def aspects(
     """What a film's reviews praise and complain about: per aspect (plot, acting, visuals...),
     the clauses that mention it, their mean sentiment (-1 one star .. +1 five stars) with a 95%
     interval beside the other films', and (--json) the most telling clauses both ways."""
-    from pipeline.analytics.aspects import clause_model, film_aspects, run_terms, telling_clauses
     from pipeline.errors import InputError
+    from pipeline.reports.corpus import clause_model, film_aspects, run_terms, telling_clauses
     from pipeline.run import Run
 
     opened = Run.open(run, runs_dir)

@@ -1,12 +1,13 @@
 """Self-contained HTML reports, one page per film plus an index, from a run's artifacts.
 
-:meth:`FilmReport.build` gathers a film's numbers with the pure functions of
-:mod:`pipeline.analytics`; :func:`film_report` keeps them as a fingerprinted artifact in
-``runs/<run>/analytics/<model>/`` so the app and the reports read them instead of recomputing
-t-SNE, TF-IDF and word clouds per visit. Pages are Jinja2 templates (autoescaped: review text is
-data, never markup) with the charts of :mod:`pipeline.reports.charts` as inline Vega-Lite and the
-Vega JavaScript inlined: no external URL, the file opens anywhere, offline. Pages are written
-atomically to ``reports/<run>/``.
+:meth:`FilmReport.build` reads what a film's report needs of its run in one place
+(:class:`~pipeline.reports.inputs.FilmInputs`), then computes the report from that data alone
+(:mod:`pipeline.reports.sections`, over the pure functions of :mod:`pipeline.analytics`);
+:func:`film_report` keeps it as a fingerprinted artifact in ``runs/<run>/analytics/<model>/`` so
+the app and the reports read it instead of recomputing t-SNE, TF-IDF and word clouds per visit.
+Pages are Jinja2 templates (autoescaped: review text is data, never markup) with the charts of
+:mod:`pipeline.reports.charts` as inline Vega-Lite and the Vega JavaScript inlined: no external
+URL, the file opens anywhere, offline. Pages are written atomically to ``reports/<run>/``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.analytics.aspects import film_aspect_parts
 from pipeline.analytics.embedding import DEFAULT_CAP
 from pipeline.analytics.stars import (
     STARS,
@@ -29,20 +29,18 @@ from pipeline.analytics.stars import (
     star_distribution,
 )
 from pipeline.analytics.time import likes_agreement, monthly_trend
-from pipeline.analytics.words import star_top_words, star_words_table
+from pipeline.analytics.words import star_words_table
 from pipeline.artifacts import fingerprint
+from pipeline.reports.inputs import FilmInputs, MapSource, TextSource
 from pipeline.reports.names import film_file_names
 from pipeline.reports.sections import (
-    MIN_WORD_COUNT,
     AttentionExample,
     attention_section,
-    cloud_pngs,
-    corpus_top_words,
     exact_ci,
-    league_for,
     same_evaluation,
     star_estimate,
     str_or_none,
+    text_parts,
     tsne_section,
     with_predictions,
 )
@@ -131,52 +129,44 @@ class FilmReport:
         """Compute a film's report (``film``: its key, :meth:`Run.resolve_film`; ``model``: one
         with predictions, :meth:`Run.resolve_model`). ``text``: the film's :data:`TEXT_PARTS`
         from another model's report of it (they depend on the reviews only)."""
-        reviews = run.reviews[run.reviews["film"] == film]
-        preds, evaluated_on = run.evaluated(model, film)
-        all_models = same_evaluation(run.predictions, evaluated_on)
-        all_models = all_models[all_models["film"] == film]
-        tsne, tsne_note = tsne_section(run, reviews, preds, tsne_cap, seed)
-        attention_model, attention, attention_note = attention_section(run, film, model)
-        text = text or cls.text_parts(run, film, reviews)
+        return cls.compute(FilmInputs.read(run, film, model, text), tsne_cap, seed)
+
+    @classmethod
+    def compute(cls, inputs: FilmInputs, tsne_cap: int = DEFAULT_CAP, seed: int = 0) -> FilmReport:
+        """The report from what it read of its run: the data alone, no run."""
+        reviews, preds = inputs.reviews, inputs.preds
+        tsne, tsne_note = tsne_section(inputs.map, reviews, preds, tsne_cap, seed)
+        attention, attention_note = attention_section(inputs.attention)
+        text = inputs.text
+        if isinstance(text, TextSource):
+            text = text_parts(text, inputs.film, reviews, seed)
         return cls(
-            run=run.name,
-            generation=run.generation,
-            film=film,
+            run=inputs.run,
+            generation=inputs.generation,
+            film=inputs.film,
             film_en=str_or_none(reviews["film_en"].iloc[0]),
-            is_demo=run.is_demo,
-            model=model,
-            evaluated_on=evaluated_on,
+            is_demo=inputs.is_demo,
+            model=inputs.model,
+            evaluated_on=inputs.evaluated_on,
             reviews=len(reviews),
             mean_star=float(reviews["star"].mean()),
             summary=accuracy_summary(preds),
             exact_ci=exact_ci(preds, seed),
-            models=model_summaries(all_models),
+            models=model_summaries(same_evaluation(inputs.predictions, inputs.evaluated_on)),
             distribution=star_distribution(preds),
             confusion_counts=confusion(preds),
             confusion_normalised=confusion(preds, normalise=True),
             tsne=tsne,
             tsne_note=tsne_note,
             **text,
-            attention_model=attention_model,
+            attention_model=inputs.attention.model,
             attention=attention,
             attention_note=attention_note,
             trend=monthly_trend(reviews, preds),
             likes=with_predictions(likes_agreement(reviews), preds),
-            league=league_for(run, model),
-            star_estimate=star_estimate(run, model, film),
+            league=inputs.league,
+            star_estimate=star_estimate(inputs.estimates, inputs.film),
         )
-
-    @staticmethod
-    def text_parts(run: Run, film: str, reviews: pd.DataFrame) -> dict[str, Any]:
-        """The :data:`TEXT_PARTS` of a film's report: the same for every model."""
-        top_words = corpus_top_words(run)[film]
-        star_words = {
-            s: t[t["count"] >= MIN_WORD_COUNT].reset_index(drop=True)
-            for s, t in star_top_words(reviews, run.stopwords).items()
-        }
-        clouds = cloud_pngs(top_words, star_words)
-        return {"top_words": top_words, "star_words": star_words, "clouds": clouds,
-                **film_aspect_parts(run, film)}  # fmt: skip
 
     # ------------------------------------------------------------------ as a kept artifact
 
@@ -249,7 +239,7 @@ def corpus_map(
     fp = fingerprint(ANALYTICS_VERSION, run.source_stamp, model, cap, seed)
 
     def build() -> tuple[pd.DataFrame | None, str]:
-        return tsne_section(run, run.reviews, run.evaluated(model)[0], cap, seed)
+        return tsne_section(MapSource.read(run), run.reviews, run.evaluated(model)[0], cap, seed)
 
     return run.kept.analytics(
         model, Path(f"corpus-{cap}"), fp, build,

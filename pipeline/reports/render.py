@@ -21,17 +21,16 @@ from pipeline.analytics.stars import (
     model_summaries,
 )
 from pipeline.reports import charts
+from pipeline.reports.corpus import league_for, star_estimates
 from pipeline.reports.film import (
     MIN_EVALUATED,
     SECTIONS,
     TEMPLATES,
     FilmReport,
     corpus_map,
-    league_for,
-    same_evaluation,
-    star_estimate,
 )
 from pipeline.reports.names import METRIC_GLOSSARY, format_value, human, model_name
+from pipeline.reports.sections import same_evaluation, star_estimate
 from pipeline.run import Run
 
 log = logging.getLogger(__name__)
@@ -140,7 +139,8 @@ def render_index(
     overall = accuracy_summary(preds)
     league = league_for(run, model)
     per_film = {f: accuracy_summary(g) for f, g in preds.groupby("film")}
-    estimates = {f: star_estimate(run, model, f) or {} for f in run.films["film"]}
+    found = star_estimates(run, model)
+    estimates = {f: star_estimate(found, f) or {} for f in run.films["film"]}
     columns = ["film", "mean_star", "evaluated", "mean_true", "mean_pred", "error"]
     films = run.films.merge(league[columns], on="film")
     table = pd.DataFrame(

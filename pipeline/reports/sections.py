@@ -1,11 +1,10 @@
-"""The sections of a film report, one function each: the chosen model and its evaluated
-predictions, the accuracy interval, the star estimate, the corpus's top words and league,
-the t-SNE map, the word clouds and the attention examples. ``film.FilmReport.build``
-assembles them; ``render`` draws them."""
+"""The sections of a film report, one function each, computed from what the report read of its
+run (:mod:`pipeline.reports.inputs`), never from the run itself: the accuracy interval, the
+star estimate, the t-SNE map, the attention examples and the model-independent text parts
+(words, clouds, aspects). ``film.FilmReport.build`` assembles them; ``render`` draws them."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 from dataclasses import dataclass
@@ -15,25 +14,19 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from pipeline.analytics.aspects import aspect_rows, telling
 from pipeline.analytics.attention import attention_examples, top_attention_words
-from pipeline.analytics.embedding import tsne_coordinates, tsne_points
-from pipeline.analytics.league import league_table
-from pipeline.analytics.quantify import film_rating_estimates
-from pipeline.analytics.stars import (
-    STARS,
-)
-from pipeline.analytics.words import top_words_by_film, word_cloud
-from pipeline.errors import InputError
+from pipeline.analytics.embedding import tsne_points
+from pipeline.analytics.stars import STARS
+from pipeline.analytics.words import MIN_WORD_COUNT, star_top_words, word_cloud
 from pipeline.fonts import cjk_font_path
 from pipeline.markup import highlight_html
 from pipeline.modeling.metrics import bootstrap_ci
 from pipeline.modeling.quantify import METHOD_NAMES
-from pipeline.run import Run
+from pipeline.reports.inputs import AttentionSource, MapSource, TextSource
 
 log = logging.getLogger(__name__)
 
-CLOUD_WORDS = 100
-MIN_WORD_COUNT = 2  # a word said once is not "what the film's reviews say"
 MIN_MAP_REVIEWS = 30  # fewer reviews: no t-SNE map (a map of 15 dots shows noise)
 MIN_EM_REVIEWS = 30  # fewer: EM re-estimation chases noise; the mean probability (PCC) is steadier
 
@@ -79,33 +72,14 @@ def same_evaluation(preds: pd.DataFrame, evaluated_on: str) -> pd.DataFrame:
     return preds[(preds["evaluation"] == evaluation) & (preds["split"] == split)]
 
 
-def star_estimates(run: Run, model: str | None) -> tuple[pd.DataFrame, dict[str, Any]] | None:
-    """Every film's star-mix estimate on the test split by the quantifier the run's validation
-    picks, with intervals, and that choice (memoised per run); None when the model gives no
-    star probabilities."""
-    if model is None:
-        return None
-
-    def compute() -> tuple[pd.DataFrame, dict[str, Any]] | None:
-        try:
-            probabilities = run.probabilities(model)
-        except InputError:  # a model without probabilities: nothing to count with
-            return None
-        table, choice = film_rating_estimates(
-            probabilities, run.train_stars, run.model_prior(model)
-        )
-        return table.set_index("film"), choice
-
-    return run.kept.memo(("star_estimates", model), compute)
-
-
-def star_estimate(run: Run, model: str | None, film: str) -> dict[str, Any] | None:
+def star_estimate(
+    found: tuple[pd.DataFrame, dict[str, Any]] | None, film: str
+) -> dict[str, Any] | None:
     """The film's star mix estimated from the model's probabilities alone, beside the true mix
     of the same test reviews: what a crawl without stars would tell about the film. The method
     is the one the run's validation picked (with its validated error and the film's 95%
     interval); mean probability (PCC) on fewer than ``MIN_EM_REVIEWS`` reviews, where the
     corrected methods run away."""
-    found = star_estimates(run, model)
     if found is None or film not in found[0].index:
         return None
     table, choice = found
@@ -151,43 +125,18 @@ def estimate_note(e: dict[str, Any]) -> str:
     return said + "Not validated: the run has too few validation reviews to choose a method."
 
 
-def corpus_top_words(run: Run) -> dict[object, pd.DataFrame]:
-    """Every film's top words against the others (said at least twice), once per run."""
-
-    def compute() -> dict[object, pd.DataFrame]:
-        ranked = top_words_by_film(run.reviews, run.stopwords, CLOUD_WORDS)
-        return {
-            f: t[t["count"] >= MIN_WORD_COUNT].reset_index(drop=True) for f, t in ranked.items()
-        }
-
-    return run.kept.memo("film_top_words", compute)
-
-
-def league_for(run: Run, model: str | None) -> pd.DataFrame:
-    return run.kept.memo(
-        ("league", model), lambda: league_table(run.reviews, run.evaluated(model)[0])
-    )
-
-
 def tsne_section(
-    run: Run, reviews: pd.DataFrame, preds: pd.DataFrame, cap: int, seed: int
+    source: MapSource, reviews: pd.DataFrame, preds: pd.DataFrame, cap: int, seed: int
 ) -> tuple[pd.DataFrame | None, str]:
-    """The t-SNE map of ``reviews`` coloured by ``preds``. Its coordinates depend on the
-    features only, so they are kept with the run (:meth:`~pipeline.kept.Kept.array`): another
-    model's map of the same reviews, in this process or the app's, costs no second t-SNE."""
-
-    def kept(x: np.ndarray, seed: int) -> np.ndarray:
-        data = np.ascontiguousarray(x).tobytes() + str(x.shape).encode()
-        digest = hashlib.sha1(data).hexdigest()[:20]
-        return run.kept.array(f"tsne-{digest}-{seed}", lambda: tsne_coordinates(x, seed))
-
-    features = run.pooled_features
+    """The t-SNE map of ``reviews`` coloured by ``preds``, and what it shows."""
+    features = source.features
     if features is None:
-        return None, f"no features in this run: run `douban features --run {run.name}`"
+        return None, f"no features in this run: run `douban features --run {source.run}`"
     if len(reviews) < MIN_MAP_REVIEWS:
         return None, (
             f"only {len(reviews)} reviews: too few for a map (it needs {MIN_MAP_REVIEWS})"
         )
+    kept = source.coordinates
     encoded = reviews[features.covers(reviews["review_id"].to_numpy())]
     if len(encoded) < len(reviews):  # an encode budget: the map shows the encoded sample
         if len(encoded) < MIN_MAP_REVIEWS:
@@ -225,26 +174,18 @@ def cloud_pngs(top_words: pd.DataFrame, star_words: dict[int, pd.DataFrame]) -> 
     return out
 
 
-def attention_section(
-    run: Run, film: str, model: str | None
-) -> tuple[str | None, list[AttentionExample], str]:
-    """The attention model, the film's highlighted examples, and why there are none. (The
-    scorer's word mapping imports torch: only a build that draws attention pays for it.)"""
-    name = run.attention_model(model)
-    if name is None:
-        return None, [], "no attention head in this run: train head_cls to see attention"
-    store = run.feature_store
-    if store is None:
-        return name, [], f"no feature store (token offsets): run `douban features --run {run.name}`"
+def attention_section(source: AttentionSource) -> tuple[list[AttentionExample], str]:
+    """The film's highlighted attention examples, and why there are none. (The scorer's word
+    mapping imports torch: only a build that draws attention pays for it.)"""
+    if source.offsets is None or source.spans is None:
+        return [], source.note
     from pipeline.predict.postprocess import word_attention
 
-    preds, _ = run.evaluated(name, film)
-    preds = preds.merge(run.prediction_lists(name, preds["review_id"]), on="review_id")
     examples = []
-    for row in attention_examples(preds).itertuples():
-        offsets = store.offsets(int(row.review_id))
-        spans = run.segmenter.spans(row.text)
-        words = word_attention(row.text, offsets, np.asarray(row.attention), spans)
+    for row in attention_examples(source.preds).itertuples():
+        spans = source.spans(row.text)
+        words = word_attention(row.text, source.offsets(int(row.review_id)),
+                               np.asarray(row.attention), spans)  # fmt: skip
         examples.append(
             AttentionExample(
                 kind=row.kind,
@@ -255,4 +196,26 @@ def attention_section(
                 top_words=top_attention_words(words),
             )
         )
-    return name, examples, "" if examples else "no evaluated reviews with attention for this film"
+    return examples, "" if examples else "no evaluated reviews with attention for this film"
+
+
+def text_parts(source: TextSource, film: str, reviews: pd.DataFrame, seed: int) -> dict[str, Any]:
+    """The parts of a film's report that depend on its reviews only, the same for every model:
+    top words against the corpus and per star, their word clouds, and its aspects with their
+    telling clauses (attention read in one call)."""
+    star_words = {
+        s: t[t["count"] >= MIN_WORD_COUNT].reset_index(drop=True)
+        for s, t in star_top_words(reviews, source.stopwords).items()
+    }
+    table = aspect_rows(source.clauses, film, len(reviews), seed)
+    told = {str(a): telling(source.clauses, film, str(a)) for a in table["aspect"]}
+    source.explain([c for t in told.values() for c in t["praise"] + t["complaint"]])
+    return {
+        "top_words": source.top_words,
+        "star_words": star_words,
+        "clouds": cloud_pngs(source.top_words, star_words),
+        "aspects": table,
+        "aspect_clauses": told,
+        "aspect_terms": source.terms,
+        "clause_model": source.clause_model,
+    }

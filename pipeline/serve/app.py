@@ -144,7 +144,7 @@ class ScoringService:
     def aspects(self, model: str, texts: list[str]) -> list[list[dict[str, Any]]]:
         """Each text's aspect-bearing clauses, scored by ``model`` (:meth:`Scorer.aspects`)
         with the run's words per aspect, as the CLI, the app and the reports use them."""
-        from pipeline.analytics.aspects import run_terms
+        from pipeline.reports.corpus import run_terms
 
         return self._scorer(model).aspects(texts, run_terms(self.run))
 

@@ -371,17 +371,18 @@ def test_the_film_league_has_one_legend() -> None:
 
 
 def test_switching_model_reuses_the_map(demo_run, monkeypatch) -> None:
-    from pipeline.reports import sections
+    from pipeline.reports import inputs, sections
 
     run = Run.open(demo_run.run_name, demo_run.runs_dir)
     calls: list[int] = []
-    real = sections.tsne_coordinates
+    real = inputs.tsne_coordinates
     monkeypatch.setattr(
-        sections, "tsne_coordinates", lambda x, seed: calls.append(len(x)) or real(x, seed)
+        inputs, "tsne_coordinates", lambda x, seed: calls.append(len(x)) or real(x, seed)
     )
     seed = 7  # no other test maps with it: the first map computes its t-SNE
+    source = inputs.MapSource.read(run)
     maps = [
-        sections.tsne_section(run, run.reviews, run.evaluated(model)[0], 300, seed)[0]
+        sections.tsne_section(source, run.reviews, run.evaluated(model)[0], 300, seed)[0]
         for model in ("tfidf_lr", "head_cls")
     ]
     assert len(calls) == 1  # one t-SNE, two models' maps
@@ -390,7 +391,10 @@ def test_switching_model_reuses_the_map(demo_run, monkeypatch) -> None:
     assert maps[0]["pred_star"].notna().any()
     # another process (the app's server after the reports stage) reads the kept coordinates
     fresh = Run.open(demo_run.run_name, demo_run.runs_dir)
-    again = sections.tsne_section(fresh, fresh.reviews, fresh.evaluated("head_reg")[0], 300, seed)
+    fresh_source = inputs.MapSource.read(fresh)
+    again = sections.tsne_section(
+        fresh_source, fresh.reviews, fresh.evaluated("head_reg")[0], 300, seed
+    )
     assert len(calls) == 1
     pd.testing.assert_frame_equal(again[0][where], maps[0][where])
 

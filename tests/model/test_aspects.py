@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline import Run
-from pipeline.analytics.aspects import film_aspects, run_clauses, telling_clauses
 from pipeline.cli import app
+from pipeline.reports.corpus import film_aspects, run_clauses, telling_clauses
 
 pytestmark = pytest.mark.slow
 
@@ -71,8 +71,8 @@ def test_douban_aspects_prints_a_table_and_json(demo_run) -> None:
 def test_the_runs_settings_add_words_and_aspects(demo_run, tmp_path) -> None:
     import shutil
 
-    from pipeline.analytics.aspects import run_terms
     from pipeline.artifacts import read_json, write_json
+    from pipeline.reports.corpus import run_terms
 
     shutil.copytree(demo_run.paths.root, tmp_path / "demo")
     recorded = read_json(tmp_path / "demo" / "settings.json")

@@ -1,0 +1,143 @@
+"""A run's corpus-wide analytics, computed once per run (and model) and kept on the
+:class:`~pipeline.run.Run` (:meth:`~pipeline.kept.Kept.memo`): every film's top words against
+the others, the film league, every film's star-mix estimate, and the scored aspect clauses of
+all reviews. A film's report (:mod:`pipeline.reports.inputs`), the index page, the CLI and the
+app read them here; the numbers themselves are the pure functions of :mod:`pipeline.analytics`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+
+from pipeline.analytics.aspects import (
+    CLAUSE_COLUMNS,
+    aspect_rows,
+    aspect_terms,
+    clause_frame,
+    telling,
+    with_attention,
+)
+from pipeline.analytics.league import league_table
+from pipeline.analytics.quantify import film_rating_estimates
+from pipeline.analytics.words import CLOUD_WORDS, MIN_WORD_COUNT, top_words_by_film
+from pipeline.errors import InputError
+from pipeline.predict.aspects import score_aspects
+from pipeline.run import Run
+
+TERM_SAMPLE = 20_000  # reviews read for the run's own aspect words
+
+
+def corpus_top_words(run: Run) -> dict[object, pd.DataFrame]:
+    """Every film's top words against the others (said at least twice)."""
+
+    def compute() -> dict[object, pd.DataFrame]:
+        ranked = top_words_by_film(run.reviews, run.stopwords, CLOUD_WORDS)
+        return {
+            f: t[t["count"] >= MIN_WORD_COUNT].reset_index(drop=True) for f, t in ranked.items()
+        }
+
+    return run.kept.memo("film_top_words", compute)
+
+
+def league_for(run: Run, model: str | None) -> pd.DataFrame:
+    """The film league of ``model``'s evaluated predictions."""
+    return run.kept.memo(
+        ("league", model), lambda: league_table(run.reviews, run.evaluated(model)[0])
+    )
+
+
+def star_estimates(run: Run, model: str | None) -> tuple[pd.DataFrame, dict[str, Any]] | None:
+    """Every film's star-mix estimate on the test split by the quantifier the run's validation
+    picks, with intervals, and that choice; None when the model gives no star probabilities."""
+    if model is None:
+        return None
+
+    def compute() -> tuple[pd.DataFrame, dict[str, Any]] | None:
+        try:
+            probabilities = run.probabilities(model)
+        except InputError:  # a model without probabilities: nothing to count with
+            return None
+        table, choice = film_rating_estimates(
+            probabilities, run.train_stars, run.model_prior(model)
+        )
+        return table.set_index("film"), choice
+
+    return run.kept.memo(("star_estimates", model), compute)
+
+
+# ---------------------------------------------------------------------- aspects
+
+
+def clause_model(run: Run) -> str | None:
+    """The model that scores clauses: ``tfidf_lr`` when the run has it (fast, and it reads
+    words, which is what a clause is), else the run's default; None when no model is saved."""
+    saved = run.saved_models
+    return next((m for m in ("tfidf_lr", run.default_model) if m in saved), None)
+
+
+def run_terms(run: Run) -> dict[str, list[str]]:
+    """The aspects' words for this run (:func:`~pipeline.analytics.aspects.aspect_terms`: the
+    seeds, the words of the settings the run was prepared with and, unless ``extend = false``,
+    the run's own words from every n-th review, about :data:`TERM_SAMPLE` of them)."""
+
+    def compute() -> dict[str, list[str]]:
+        texts = run.reviews["text"].tolist()[:: max(1, len(run.reviews) // TERM_SAMPLE)]
+        chosen = run.recorded_settings.get("aspects") or {}
+        return aspect_terms(chosen, texts, run.segmenter, run.stopwords)
+
+    return run.kept.memo("aspect_terms", compute)
+
+
+def run_clauses(run: Run, model: str | None = None) -> pd.DataFrame:
+    """Every aspect-bearing clause of the run's reviews, one row per (clause, aspect), scored
+    by ``model`` (default :func:`clause_model`)."""
+    model = model or clause_model(run)
+    if model is None:  # nothing trained yet: no clause is scored
+        return pd.DataFrame(columns=CLAUSE_COLUMNS)
+
+    def compute() -> pd.DataFrame:
+        texts = run.reviews["text"].tolist()
+        return clause_frame(run.reviews, score_aspects(run.scorer(model), texts, run_terms(run)))
+
+    return run.kept.memo(("aspect_clauses", model), compute)
+
+
+def scored_clauses(run: Run, model: str | None = None) -> pd.DataFrame:
+    """:func:`run_clauses` that could be scored."""
+    return run_clauses(run, model).dropna(subset=["sentiment"])
+
+
+def clause_explainer(run: Run) -> Callable[[list[dict[str, Any]]], None]:
+    """What adds to telling clauses where the run's self-attentive head looks when it reads
+    each alone (:func:`~pipeline.analytics.aspects.with_attention`); nothing without one."""
+    head = run.attention_model(run.default_model)
+
+    def explain(clauses: list[dict[str, Any]]) -> None:
+        if head is None or head not in run.saved_models or not clauses:
+            return
+        texts = [c["clause"] for c in clauses]
+        with_attention(clauses, run.scorer(head).score(texts, explain=True), head)
+
+    return explain
+
+
+def film_aspects(run: Run, film: str, model: str | None = None, seed: int = 0) -> pd.DataFrame:
+    """The film's aspects (:func:`~pipeline.analytics.aspects.aspect_rows`) by ``model``'s
+    clause scores (default :func:`clause_model`)."""
+    film = run.resolve_film(film)
+    n_reviews = int((run.reviews["film"] == film).sum())
+    return aspect_rows(scored_clauses(run, model), film, n_reviews, seed)
+
+
+def telling_clauses(
+    run: Run, film: str, aspect: str, k: int = 5, model: str | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """The film's ``k`` most positive and ``k`` most negative clauses on ``aspect``
+    (:func:`~pipeline.analytics.aspects.telling`), with the head's attention over each."""
+    told = telling(scored_clauses(run, model), run.resolve_film(film), aspect, k)
+    clause_explainer(run)(told["praise"] + told["complaint"])
+    return told
+
