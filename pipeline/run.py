@@ -261,15 +261,20 @@ class Run:
         :func:`pipeline.modeling.spec.choose_default_model`); None before training."""
         return default_model_of(self.paths, self.models)
 
+    @cached_property
+    def model_configs(self) -> dict[str, dict[str, Any]]:
+        """Every saved model's config.json (kind, settings, scoring spec), read once."""
+        return {m: read_config(self.paths.models, m) for m in self.saved_models}
+
     def model_config(self, model: str) -> dict[str, Any]:
-        """A saved model's config.json (kind, settings, scoring spec)."""
+        """A saved model's config.json (:attr:`model_configs`)."""
         if model not in self.saved_models:
             raise ModelNotFoundError(
                 f"run {self.name} has no model {model!r}; it has: "
                 f"{', '.join(self.saved_models) or '-'}",
                 hint="pick one with --model, or train it with `douban train`",
             )
-        return read_config(self.paths.models, model)
+        return self.model_configs[model]
 
     def attention_model(self, model: str | None) -> str | None:
         """The head whose attention explains ``model`` (one rule for every surface:
@@ -282,9 +287,7 @@ class Run:
     @cached_property
     def models_with_attention(self) -> frozenset[str]:
         """Models whose outputs carry attention (the self-attentive heads)."""
-        saved = {
-            m for m in self.saved_models if read_config(self.paths.models, m).get("kind") == "head"
-        }
+        saved = {m for m, config in self.model_configs.items() if config.get("kind") == "head"}
         if saved or not self.paths.predictions.exists():
             return frozenset(saved)
         dataset = ds.dataset(self.paths.predictions)
