@@ -38,8 +38,8 @@ _EXPORTS = {
     "run_names": "pipeline.locate",
     "charts": "pipeline.reports",
     "FilmReport": "pipeline.reports.film",
-    "film_report": "pipeline.reports.film",
-    "corpus_map": "pipeline.reports.film",
+    "film_report": "pipeline.reports.store",
+    "corpus_map": "pipeline.reports.store",
     "write_reports": "pipeline.reports.site",
     "film_file_names": "pipeline.reports.names",
     "model_name": "pipeline.reports.names",
@@ -131,7 +131,7 @@ if TYPE_CHECKING:
     from pipeline.predict.records import Explanation, ScoreRecord
     from pipeline.predict.scorer import Scorer, score
     from pipeline.reports import charts
-    from pipeline.reports.film import FilmReport, corpus_map, film_report
+    from pipeline.reports.film import FilmReport
     from pipeline.reports.names import (
         column_help,
         film_file_names,
@@ -140,6 +140,7 @@ if TYPE_CHECKING:
         styled_table,
     )
     from pipeline.reports.site import write_reports
+    from pipeline.reports.store import corpus_map, film_report
     from pipeline.run import Run
 
 

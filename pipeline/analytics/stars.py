@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.modeling.metrics import bootstrap_ci
+
 STARS = (1, 2, 3, 4, 5)
 
 
@@ -80,3 +82,13 @@ def confusion(preds: pd.DataFrame, normalise: bool = False) -> pd.DataFrame:
         return counts
     totals = counts.sum(axis=1).replace(0, 1)
     return counts.div(totals, axis=0)
+
+
+def exact_ci(preds: pd.DataFrame, seed: int = 0) -> tuple[float, float] | None:
+    """95% bootstrap interval of the exact accuracy (:func:`bootstrap_ci`, as the evaluations
+    compute it); None without predictions."""
+    if preds.empty:
+        return None
+    low, high = bootstrap_ci(preds["star"].to_numpy(int), preds["pred_star"].to_numpy(int),
+                             seed=seed)["accuracy"]  # fmt: skip
+    return float(low), float(high)

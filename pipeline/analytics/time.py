@@ -59,3 +59,12 @@ def likes_agreement(reviews: pd.DataFrame, top: int = 10) -> dict[str, Any] | No
         "total_likes": int(total),
         "top_liked": top_liked,
     }
+
+
+def with_predictions(likes: dict[str, Any] | None, preds: pd.DataFrame) -> dict[str, Any] | None:
+    """Add the model's star to the top-liked reviews it predicted (<NA> for the others)."""
+    if likes is None:
+        return None
+    by_id = preds.set_index("review_id")["pred_star"]
+    top = likes["top_liked"]
+    return likes | {"top_liked": top.assign(predicted=top["review_id"].map(by_id).astype("Int8"))}

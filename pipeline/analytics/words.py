@@ -11,6 +11,7 @@ punctuation or numbers are dropped first; Latin words are lower-cased (Iron = ir
 
 from __future__ import annotations
 
+import io
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -18,12 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 from scipy import sparse
 from sklearn.feature_extraction import DictVectorizer
 from sklearn.feature_extraction.text import TfidfTransformer
 
 from pipeline.analytics.stars import STARS
-from pipeline.fonts import font_codepoints
+from pipeline.fonts import cjk_font_path, font_codepoints
 
 TOP_WORDS = 30
 CLOUD_WORDS = 100  # a film's words against the corpus: enough for its cloud
@@ -189,3 +191,25 @@ def word_cloud(
         max_words=len(weights),
     )
     return cloud.generate_from_frequencies(weights).to_array()
+
+
+def _png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def cloud_pngs(top_words: pd.DataFrame, star_words: dict[int, pd.DataFrame]) -> dict[str, bytes]:
+    """PNG word clouds: the film against the corpus (TF-IDF), then each star (log-odds); a
+    table without a drawable word gets none."""
+    font = cjk_font_path()
+    tables = {"film": (top_words, 900, 380)}
+    tables |= {f"{s}★": (star_words[s], 400, 260) for s in STARS}
+    out = {}
+    for name, (words, width, height) in tables.items():
+        weights = dict(zip(words["word"], words["score"], strict=True))
+        try:
+            out[name] = _png(word_cloud(weights, font, width, height))
+        except ValueError:
+            continue
+    return out

@@ -64,17 +64,17 @@ def load_model(
     """Weights and config of a saved model (``config``: its config.json, when already read); a
     missing, truncated or garbled file is an error that names it and says how to recover
     (never a safetensors or JSON traceback)."""
+    hint = retrain_hint(model_dir)
     if config is None:
         config = read_config(model_dir.parent, model_dir.name)
     try:
-        verify_checksum(model_dir / WEIGHTS, config.get(WEIGHTS_SHA256), retrain_hint(model_dir))
+        verify_checksum(model_dir / WEIGHTS, config.get(WEIGHTS_SHA256), hint)
         return read_tensors(model_dir / WEIGHTS), config
     except DoubanError:
         raise
     except Exception as err:  # SafetensorError (truncated, not safetensors), OSError (missing)
         raise CorruptArtifactError(
-            f"model weights {model_dir / WEIGHTS} cannot be read ({err})",
-            hint=retrain_hint(model_dir),
+            f"model weights {model_dir / WEIGHTS} cannot be read ({err})", hint=hint
         ) from err
 
 
@@ -101,6 +101,7 @@ def load_star_model(
     when the caller has read it), refusing one trained on another encoder than
     ``fingerprint``. ``numpy_heads``: heads (also inside an ensemble) run in numpy
     (:mod:`pipeline.modeling.head_numpy`), so scoring imports no torch."""
+    hint = retrain_hint(models_dir / name)
     if config is None:  # read once: the kind, then the weights it names
         config = read_config(models_dir, name)
     kind = config.get("kind")
@@ -134,15 +135,12 @@ def load_star_model(
         elif kind in ("tfidf_lr", "tfidf_ridge", "pooled_lr"):
             model = LinearStarModel.from_saved(tensors, config)
         else:
-            raise CorruptArtifactError(
-                f"model {name} has unknown kind {kind!r}", hint=retrain_hint(models_dir / name)
-            )
+            raise CorruptArtifactError(f"model {name} has unknown kind {kind!r}", hint=hint)
     except DoubanError:  # a member's own error, already naming its file
         raise
     except (KeyError, TypeError, ValueError, RuntimeError) as err:  # missing or misshapen tensors
         raise CorruptArtifactError(
-            f"model {models_dir / name} does not match its config.json ({err})",
-            hint=retrain_hint(models_dir / name),
+            f"model {models_dir / name} does not match its config.json ({err})", hint=hint
         ) from err
     model.config = config
     return model

@@ -316,6 +316,7 @@ def load_finetuned(
 ) -> Finetuned:
     """Rebuild a saved fine-tuned model; ``attn_implementation="eager"`` to read attentions."""
     model_dir = Path(model_dir)
+    hint = retrain_hint(model_dir)
     if not (model_dir / MODEL_CONFIG).exists():
         raise StageMissingError(f"no fine-tuned model at {model_dir}", "run `douban finetune`")
     config = read_json(model_dir / MODEL_CONFIG)
@@ -326,7 +327,7 @@ def load_finetuned(
     if attn_implementation:
         encoder_config._attn_implementation = attn_implementation
     weights = model_dir / MODEL_WEIGHTS
-    verify_checksum(weights, config.get(WEIGHTS_SHA256), retrain_hint(model_dir))
+    verify_checksum(weights, config.get(WEIGHTS_SHA256), hint)
     state = read_tensors(weights, torch=True)
     encoder = AutoModel.from_config(encoder_config)
     if getattr(encoder, "pooler", None) is not None and not any(

@@ -1,21 +1,17 @@
-"""Self-contained HTML reports, one page per film plus an index, from a run's artifacts.
+"""A film's report as data: :class:`FilmReport`, what one film's page shows.
 
-:meth:`FilmReport.build` reads what a film's report needs of its run in one place
-(:class:`~pipeline.reports.inputs.FilmInputs`), then computes the report from that data alone
-(:mod:`pipeline.reports.sections`, over the pure functions of :mod:`pipeline.analytics`);
-:func:`film_report` keeps it as a fingerprinted artifact in ``runs/<run>/analytics/<model>/`` so
-the app and the reports read it instead of recomputing t-SNE, TF-IDF and word clouds per visit.
-Pages are Jinja2 templates (autoescaped: review text is data, never markup) with the charts of
-:mod:`pipeline.reports.charts` as inline Vega-Lite and the Vega JavaScript inlined: no external
-URL, the file opens anywhere, offline. Pages are written atomically to ``reports/<run>/``.
+:meth:`FilmReport.build` reads what the report needs of its run in one place
+(:class:`~pipeline.reports.inputs.FilmInputs`), then :meth:`FilmReport.compute` computes it from
+that data alone (:mod:`pipeline.reports.sections`, over the pure functions of
+:mod:`pipeline.analytics`). :mod:`pipeline.reports.store` keeps reports (as the parts of
+:meth:`FilmReport.to_parts`), :mod:`pipeline.reports.render` draws them and
+:mod:`pipeline.reports.site` writes the pages.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -25,28 +21,23 @@ from pipeline.analytics.stars import (
     STARS,
     accuracy_summary,
     confusion,
+    exact_ci,
     model_summaries,
     star_distribution,
 )
-from pipeline.analytics.time import likes_agreement, monthly_trend
+from pipeline.analytics.time import likes_agreement, monthly_trend, with_predictions
 from pipeline.analytics.words import star_words_table
-from pipeline.artifacts import fingerprint
-from pipeline.reports.inputs import FilmInputs, MapSource, TextSource
-from pipeline.reports.names import film_file_names
+from pipeline.reports.inputs import FilmInputs, TextSource
 from pipeline.reports.sections import (
     AttentionExample,
     attention_section,
-    exact_ci,
     same_evaluation,
     star_estimate,
     str_or_none,
     text_parts,
     tsne_section,
-    with_predictions,
 )
 from pipeline.run import Run
-
-log = logging.getLogger(__name__)
 
 ANALYTICS_VERSION = 9  # bump when what a FilmReport holds changes: cached artifacts are rebuilt
 MIN_EVALUATED = 30  # fewer evaluated reviews: the numbers carry a visible small-sample note
@@ -65,7 +56,6 @@ SECTIONS = {
     "likes": "Likes",
     "league": "Film league",
 }
-TEMPLATES = Path(__file__).parent / "templates"
 # of a FilmReport: what depends on the reviews only, the same for every model
 TEXT_PARTS = ("top_words", "star_words", "clouds", "aspects", "aspect_clauses", "aspect_terms",
               "clause_model")  # fmt: skip
@@ -133,17 +123,20 @@ class FilmReport:
 
     @classmethod
     def compute(cls, inputs: FilmInputs, tsne_cap: int = DEFAULT_CAP, seed: int = 0) -> FilmReport:
-        """The report from what it read of its run: the data alone, no run."""
-        reviews, preds = inputs.reviews, inputs.preds
+        """The report from what it read of its run: the data alone, no run. The sections first,
+        then the tables of :mod:`pipeline.analytics`."""
+        reviews, preds, film = inputs.reviews, inputs.preds, inputs.film
+        all_models = same_evaluation(inputs.predictions, inputs.evaluated_on)
+        estimate = star_estimate(inputs.estimates, film)
         tsne, tsne_note = tsne_section(inputs.map, reviews, preds, tsne_cap, seed)
         attention, attention_note = attention_section(inputs.attention)
         text = inputs.text
         if isinstance(text, TextSource):
-            text = text_parts(text, inputs.film, reviews, seed)
+            text = text_parts(text, film, reviews, seed)
         return cls(
             run=inputs.run,
             generation=inputs.generation,
-            film=inputs.film,
+            film=film,
             film_en=str_or_none(reviews["film_en"].iloc[0]),
             is_demo=inputs.is_demo,
             model=inputs.model,
@@ -151,21 +144,21 @@ class FilmReport:
             reviews=len(reviews),
             mean_star=float(reviews["star"].mean()),
             summary=accuracy_summary(preds),
-            exact_ci=exact_ci(preds, seed),
-            models=model_summaries(same_evaluation(inputs.predictions, inputs.evaluated_on)),
+            models=model_summaries(all_models),
             distribution=star_distribution(preds),
             confusion_counts=confusion(preds),
             confusion_normalised=confusion(preds, normalise=True),
+            exact_ci=exact_ci(preds, seed),
             tsne=tsne,
             tsne_note=tsne_note,
             **text,
             attention_model=inputs.attention.model,
             attention=attention,
             attention_note=attention_note,
-            trend=monthly_trend(reviews, preds),
             likes=with_predictions(likes_agreement(reviews), preds),
+            trend=monthly_trend(reviews, preds),
             league=inputs.league,
-            star_estimate=star_estimate(inputs.estimates, inputs.film),
+            star_estimate=estimate,
         )
 
     # ------------------------------------------------------------------ as a kept artifact
@@ -202,48 +195,3 @@ class FilmReport:
     def text_of(self) -> dict[str, Any]:
         """Its :data:`TEXT_PARTS`: what another model's report of the same reviews reuses."""
         return {part: getattr(self, part) for part in TEXT_PARTS}
-
-
-def film_report(
-    run: Run, film: str, model: str | None = None, tsne_cap: int = DEFAULT_CAP, seed: int = 0
-) -> FilmReport:
-    """The film's report from ``runs/<run>/analytics/`` when its inputs are unchanged, else
-    built and stored there (atomically, with a fingerprinted manifest)."""
-    film, model = run.resolve_film(film), run.resolve_model(model)
-    films = run.films.set_index("film")["reviews"]
-    cap = min(tsne_cap, int(films[film]))  # a film smaller than the cap: one map for every cap
-    name = film_file_names(list(films.index))[film].removesuffix(".html")
-    where = Path("films") / f"{name}.map-{cap}"
-    fp = fingerprint(ANALYTICS_VERSION, run.source_stamp, film, model, cap, seed)
-    words_fp = fingerprint(ANALYTICS_VERSION, run.source_stamp, film, cap, seed)
-
-    def build() -> FilmReport:
-        # the text parts of another model's report of the same reviews: switching model then
-        # costs no TF-IDF, word clouds or aspects
-        other = run.kept.analytics_like(where, words=words_fp)
-        text = None if other is None else FilmReport.from_parts(other).text_of()
-        return FilmReport.build(run, film, model, tsne_cap=cap, seed=seed, text=text)
-
-    return run.kept.analytics(
-        model, where, fp, build, FilmReport.to_parts, FilmReport.from_parts,
-        film=film, model=model, tsne_cap=cap, words=words_fp,
-    )  # fmt: skip
-
-
-def corpus_map(
-    run: Run, model: str | None = None, cap: int = DEFAULT_CAP, seed: int = 0
-) -> tuple[pd.DataFrame | None, str]:
-    """A t-SNE map of the whole corpus (a sample stratified by star) and what it shows, stored
-    like :func:`film_report`; no points without features."""
-    model = run.resolve_model(model)
-    fp = fingerprint(ANALYTICS_VERSION, run.source_stamp, model, cap, seed)
-
-    def build() -> tuple[pd.DataFrame | None, str]:
-        return tsne_section(MapSource.read(run), run.reviews, run.evaluated(model)[0], cap, seed)
-
-    return run.kept.analytics(
-        model, Path(f"corpus-{cap}"), fp, build,
-        lambda found: {"map": found[0], "note": found[1]},
-        lambda parts: (parts["map"], parts["note"]),
-        model=model, cap=cap,
-    )  # fmt: skip

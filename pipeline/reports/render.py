@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import logging
 from functools import cache
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -25,15 +26,16 @@ from pipeline.reports.corpus import league_for, star_estimates
 from pipeline.reports.film import (
     MIN_EVALUATED,
     SECTIONS,
-    TEMPLATES,
     FilmReport,
-    corpus_map,
 )
 from pipeline.reports.names import METRIC_GLOSSARY, format_value, human, model_name
 from pipeline.reports.sections import same_evaluation, star_estimate
+from pipeline.reports.store import corpus_map
 from pipeline.run import Run
 
 log = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).parent / "templates"
 
 
 @cache

@@ -5,23 +5,18 @@ star estimate, the t-SNE map, the attention examples and the model-independent t
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from pipeline.analytics.aspects import aspect_rows, telling
 from pipeline.analytics.attention import attention_examples, top_attention_words
 from pipeline.analytics.embedding import tsne_points
-from pipeline.analytics.stars import STARS
-from pipeline.analytics.words import MIN_WORD_COUNT, star_top_words, word_cloud
-from pipeline.fonts import cjk_font_path
+from pipeline.analytics.words import MIN_WORD_COUNT, cloud_pngs, star_top_words
 from pipeline.markup import highlight_html
-from pipeline.modeling.metrics import bootstrap_ci
 from pipeline.modeling.quantify import METHOD_NAMES
 from pipeline.reports.inputs import AttentionSource, MapSource, TextSource
 
@@ -43,27 +38,8 @@ class AttentionExample:
     top_words: list[tuple[str, float]]
 
 
-def exact_ci(preds: pd.DataFrame, seed: int = 0) -> tuple[float, float] | None:
-    """95% bootstrap interval of the exact accuracy (:func:`bootstrap_ci`, as the evaluations
-    compute it); None without predictions."""
-    if preds.empty:
-        return None
-    low, high = bootstrap_ci(preds["star"].to_numpy(int), preds["pred_star"].to_numpy(int),
-                             seed=seed)["accuracy"]  # fmt: skip
-    return float(low), float(high)
-
-
 def str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
-
-
-def with_predictions(likes: dict[str, Any] | None, preds: pd.DataFrame) -> dict[str, Any] | None:
-    """Add the model's star to the top-liked reviews it predicted (<NA> for the others)."""
-    if likes is None:
-        return None
-    by_id = preds.set_index("review_id")["pred_star"]
-    top = likes["top_liked"]
-    return likes | {"top_liked": top.assign(predicted=top["review_id"].map(by_id).astype("Int8"))}
 
 
 def same_evaluation(preds: pd.DataFrame, evaluated_on: str) -> pd.DataFrame:
@@ -152,28 +128,6 @@ def tsne_section(
     return points, f"all {len(points):,} reviews"
 
 
-def png(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="PNG", optimize=True)
-    return buffer.getvalue()
-
-
-def cloud_pngs(top_words: pd.DataFrame, star_words: dict[int, pd.DataFrame]) -> dict[str, bytes]:
-    """PNG word clouds: the film against the corpus (TF-IDF), then each star (log-odds); a
-    table without a drawable word gets none."""
-    font = cjk_font_path()
-    tables = {"film": (top_words, 900, 380)}
-    tables |= {f"{s}★": (star_words[s], 400, 260) for s in STARS}
-    out = {}
-    for name, (words, width, height) in tables.items():
-        weights = dict(zip(words["word"], words["score"], strict=True))
-        try:
-            out[name] = png(word_cloud(weights, font, width, height))
-        except ValueError:
-            continue
-    return out
-
-
 def attention_section(source: AttentionSource) -> tuple[list[AttentionExample], str]:
     """The film's highlighted attention examples, and why there are none. (The scorer's word
     mapping imports torch: only a build that draws attention pays for it.)"""
@@ -207,13 +161,14 @@ def text_parts(source: TextSource, film: str, reviews: pd.DataFrame, seed: int) 
         s: t[t["count"] >= MIN_WORD_COUNT].reset_index(drop=True)
         for s, t in star_top_words(reviews, source.stopwords).items()
     }
+    clouds = cloud_pngs(source.top_words, star_words)
     table = aspect_rows(source.clauses, film, len(reviews), seed)
     told = {str(a): telling(source.clauses, film, str(a)) for a in table["aspect"]}
     source.explain([c for t in told.values() for c in t["praise"] + t["complaint"]])
     return {
         "top_words": source.top_words,
         "star_words": star_words,
-        "clouds": cloud_pngs(source.top_words, star_words),
+        "clouds": clouds,
         "aspects": table,
         "aspect_clauses": told,
         "aspect_terms": source.terms,

@@ -14,9 +14,9 @@ from pipeline.artifacts import (
 )
 from pipeline.config import Settings
 from pipeline.errors import InputError
-from pipeline.reports.film import film_report
 from pipeline.reports.names import film_file_names
 from pipeline.reports.render import render_film, render_index
+from pipeline.reports.store import film_report
 from pipeline.run import Run
 
 log = logging.getLogger(__name__)

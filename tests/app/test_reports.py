@@ -16,9 +16,10 @@ from PIL import Image
 
 from pipeline import FilmNotFoundError, ModelNotFoundError, Run
 from pipeline.config import Settings
-from pipeline.reports.film import SECTIONS, FilmReport, film_report
+from pipeline.reports.film import SECTIONS, FilmReport
 from pipeline.reports.names import film_file_names, model_name
 from pipeline.reports.site import write_reports
+from pipeline.reports.store import film_report
 from tests.synthetic_run import SCRIPT_REVIEW, make_run
 
 CHROMIUM = Path("/usr/bin/chromium")
