@@ -17,14 +17,7 @@ from safetensors.numpy import save_file
 
 from pipeline.artifacts import MODEL_CONFIG as CONFIG
 from pipeline.artifacts import MODEL_WEIGHTS as WEIGHTS
-from pipeline.artifacts import (
-    WEIGHTS_SHA256,
-    atomic_dir,
-    read_tensors,
-    sha256_file,
-    verify_checksum,
-    write_json,
-)
+from pipeline.artifacts import WEIGHTS_SHA256, atomic_dir, sha256_file, write_json
 from pipeline.errors import (
     CorruptArtifactError,
     DoubanError,
@@ -33,11 +26,12 @@ from pipeline.errors import (
 from pipeline.modeling.baselines import EnsembleModel, LinearStarModel, MajorityModel
 from pipeline.modeling.head_numpy import NumpyHead
 from pipeline.modeling.metrics import LABELS
+from pipeline.modeling.saved import SavedModel, read_saved_model
 from pipeline.modeling.spec import SCORING, list_models, read_config, retrain_hint, scoring_spec
 
 __all__ = [  # list_models .. scoring_spec: re-exported, they read no weights (see spec.py)
     "CONFIG", "SCORING", "WEIGHTS", "EncoderMismatchError", "FinetunedTextModel", "TunedHeadModel",
-    "check_encoder", "encode_with", "list_models", "load_model", "load_star_model",
+    "build_star_model", "check_encoder", "encode_with", "list_models", "load_star_model",
     "read_config", "retrain_hint", "save_model", "scoring_spec",
 ]  # fmt: skip
 
@@ -56,26 +50,6 @@ def save_model(model_dir: Path, tensors: dict[str, np.ndarray], config: dict[str
         save_file(arrays, str(tmp / WEIGHTS))
         checksum = {WEIGHTS_SHA256: sha256_file(tmp / WEIGHTS)}
         write_json(tmp / CONFIG, {"labels": LABELS, **config, **checksum})
-
-
-def load_model(
-    model_dir: Path, config: dict[str, Any] | None = None
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Weights and config of a saved model (``config``: its config.json, when already read); a
-    missing, truncated or garbled file is an error that names it and says how to recover
-    (never a safetensors or JSON traceback)."""
-    hint = retrain_hint(model_dir)
-    if config is None:
-        config = read_config(model_dir.parent, model_dir.name)
-    try:
-        verify_checksum(model_dir / WEIGHTS, config.get(WEIGHTS_SHA256), hint)
-        return read_tensors(model_dir / WEIGHTS), config
-    except DoubanError:
-        raise
-    except Exception as err:  # SafetensorError (truncated, not safetensors), OSError (missing)
-        raise CorruptArtifactError(
-            f"model weights {model_dir / WEIGHTS} cannot be read ({err})", hint=hint
-        ) from err
 
 
 def check_encoder(config: dict[str, Any], fingerprint: str | None, model_name: str = "") -> None:
@@ -97,32 +71,34 @@ def load_star_model(
     numpy_heads: bool = False,
     config: dict[str, Any] | None = None,
 ) -> Any:
-    """Rebuild a saved model (baseline, head or ensemble) by the kind in its config (``config``,
-    when the caller has read it), refusing one trained on another encoder than
-    ``fingerprint``. ``numpy_heads``: heads (also inside an ensemble) run in numpy
+    """Rebuild a saved model (baseline, head, fine-tuned or ensemble) by the kind in its config
+    (``config``, when the caller has read it), refusing one trained on another encoder than
+    ``fingerprint``: every file it needs is read first (:func:`read_saved_model`), then it is
+    built from memory. ``numpy_heads``: heads (also inside an ensemble) run in numpy
     (:mod:`pipeline.modeling.head_numpy`), so scoring imports no torch."""
-    hint = retrain_hint(models_dir / name)
-    if config is None:  # read once: the kind, then the weights it names
-        config = read_config(models_dir, name)
-    kind = config.get("kind")
-    if kind == "finetune":  # carries its own encoder weights: reads text, not stored features
-        return FinetunedTextModel(models_dir / name)
-    tensors, config = load_model(models_dir / name, config)
-    if kind == "head" and config.get("tuned_encoder") and not numpy_heads:
-        # a fine-tuned self-attentive model outside scoring: it encodes text with its own encoder
-        from pipeline.modeling.heads import HeadModel
+    return build_star_model(read_saved_model(models_dir, name, config), fingerprint, numpy_heads)
 
-        head = HeadModel.from_saved(tensors, config)
-        head.config = config
-        return TunedHeadModel(models_dir, name, head)
-    if kind in FEATURE_KINDS:  # text models read none; an ensemble's members check their own
-        check_encoder(config, fingerprint, name)
+
+def build_star_model(
+    saved: SavedModel, fingerprint: str | None = None, numpy_heads: bool = False
+) -> Any:
+    """The model object of a read model directory (:func:`load_star_model`)."""
+    members = {m.name: build_star_model(m, fingerprint, numpy_heads) for m in saved.members}
+    config, tensors, kind = saved.config, saved.tensors, saved.kind
+    # a fine-tuned self-attentive model outside scoring encodes text with its own encoder
+    tuned = kind == "head" and bool(config.get("tuned_encoder")) and not numpy_heads
+    if kind in FEATURE_KINDS and not tuned:  # text models read none; members check their own
+        check_encoder(config, fingerprint, saved.name)
     try:
+        if kind == "finetune":  # carries its own encoder weights: reads text, not features
+            from pipeline.modeling.sentence import build_finetuned  # transformers: this kind only
+
+            return FinetunedTextModel(build_finetuned(saved))
+        if tuned:
+            from pipeline.modeling.heads import HeadModel
+
+            return TunedHeadModel(saved, HeadModel.from_saved(tensors, config))
         if kind == "ensemble":
-            members = {
-                m: load_star_model(models_dir, m, fingerprint, numpy_heads)
-                for m in config["members"]
-            }
             model = EnsembleModel(members, tensors["member_weights"])
         elif kind == "head" and numpy_heads:
             model = NumpyHead.from_saved(tensors, config)
@@ -135,12 +111,13 @@ def load_star_model(
         elif kind in ("tfidf_lr", "tfidf_ridge", "pooled_lr"):
             model = LinearStarModel.from_saved(tensors, config)
         else:
-            raise CorruptArtifactError(f"model {name} has unknown kind {kind!r}", hint=hint)
+            raise CorruptArtifactError(f"model {saved.name} has unknown kind {kind!r}",
+                                       hint=saved.hint)  # fmt: skip
     except DoubanError:  # a member's own error, already naming its file
         raise
     except (KeyError, TypeError, ValueError, RuntimeError) as err:  # missing or misshapen tensors
         raise CorruptArtifactError(
-            f"model {models_dir / name} does not match its config.json ({err})", hint=hint
+            f"model {saved.path} does not match its config.json ({err})", hint=saved.hint
         ) from err
     model.config = config
     return model
@@ -156,9 +133,9 @@ class TunedHeadModel:
     reads_text = True  # evaluation predicts only its val/test reviews (an encoder pass each)
     store_needs, token_layers, reads_words = None, [], False  # its own encoder, not the store's
 
-    def __init__(self, models_dir: Path, name: str, head: Any) -> None:
-        self.models_dir, self.name, self.head = models_dir, name, head
-        self.config = head.config
+    def __init__(self, saved: SavedModel, head: Any) -> None:
+        self.models_dir, self.name, self.head = saved.path.parent, saved.name, head
+        self.config = head.config = saved.config
         self.layers: list[int] = list(head.layers)
 
     @functools.cached_property
@@ -221,11 +198,9 @@ class FinetunedTextModel:
     reads_text = True  # evaluation predicts only its val/test reviews (an encoder pass each)
     store_needs, token_layers, reads_words = None, [], False
 
-    def __init__(self, model_dir: Path) -> None:
-        from pipeline.modeling.sentence import load_finetuned  # transformers: only for this kind
-
-        self.finetuned = load_finetuned(model_dir)
-        self.config = self.finetuned.config
+    def __init__(self, finetuned: Any) -> None:
+        self.finetuned = finetuned  # pipeline.modeling.sentence.Finetuned
+        self.config = finetuned.config
 
     def predict(self, source: Any, rows: Any) -> Any:
         return self.finetuned.predict(source.texts(rows))

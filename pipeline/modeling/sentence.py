@@ -34,9 +34,7 @@ from pipeline.artifacts import (
     WEIGHTS_SHA256,
     atomic_dir,
     read_json,
-    read_tensors,
     sha256_file,
-    verify_checksum,
     write_json,
 )
 from pipeline.encoding.encode import autocast, plan_batches
@@ -52,7 +50,7 @@ from pipeline.modeling.batching import collate, module_device, token_ids
 from pipeline.modeling.heads import OUTPUT_KINDS, OutputKind, SelfAttentiveHead, decode
 from pipeline.modeling.inputs import Predictions
 from pipeline.modeling.metrics import LABELS, NUM_CLASSES
-from pipeline.modeling.spec import retrain_hint
+from pipeline.modeling.saved import SavedModel, read_saved_model
 
 log = logging.getLogger(__name__)
 
@@ -316,19 +314,23 @@ def load_finetuned(
 ) -> Finetuned:
     """Rebuild a saved fine-tuned model; ``attn_implementation="eager"`` to read attentions."""
     model_dir = Path(model_dir)
-    hint = retrain_hint(model_dir)
     if not (model_dir / MODEL_CONFIG).exists():
         raise StageMissingError(f"no fine-tuned model at {model_dir}", "run `douban finetune`")
-    config = read_json(model_dir / MODEL_CONFIG)
-    if config.get("kind") != KIND:
-        raise InputError(f"{model_dir} holds a {config.get('kind')!r} model, not a fine-tuned one")
+    saved = read_saved_model(model_dir.parent, model_dir.name)
+    if saved.kind != KIND:
+        raise InputError(f"{model_dir} holds a {saved.kind!r} model, not a fine-tuned one")
+    return build_finetuned(saved, device, attn_implementation)
+
+
+def build_finetuned(
+    saved: SavedModel, device: torch.device | str = "cpu", attn_implementation: str | None = None
+) -> Finetuned:
+    """A fine-tuned model from its read directory (:func:`load_finetuned`)."""
+    config, state, model_dir = saved.config, saved.tensors, saved.path
     encoder_config = dict(config["encoder_config"])
     encoder_config = AutoConfig.for_model(encoder_config.pop("model_type"), **encoder_config)
     if attn_implementation:
         encoder_config._attn_implementation = attn_implementation
-    weights = model_dir / MODEL_WEIGHTS
-    verify_checksum(weights, config.get(WEIGHTS_SHA256), hint)
-    state = read_tensors(weights, torch=True)
     encoder = AutoModel.from_config(encoder_config)
     if getattr(encoder, "pooler", None) is not None and not any(
         k.startswith("encoder.pooler.") for k in state

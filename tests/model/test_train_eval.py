@@ -14,7 +14,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from pipeline.artifacts import read_json, write_json
 from pipeline.config import RunPaths
 from pipeline.modeling.baselines import TfidfVectoriser, word_ngrams
-from pipeline.modeling.bundle import EncoderMismatchError, load_model, load_star_model, save_model
+from pipeline.modeling.bundle import EncoderMismatchError, load_star_model, save_model
+from pipeline.modeling.saved import read_saved_model
 from pipeline.training.data import TrainingData
 from pipeline.training.evaluate import PREDICTION_SCHEMA, choose_default, own_evaluation
 from pipeline.training.train import ALL_MODELS
@@ -27,12 +28,13 @@ def test_every_model_saved_with_encoder_and_labels(demo_run):
     paths = demo_run.paths
     store_encoder = TrainingData.load(paths).encoder_info()
     for name in ALL_MODELS:
-        tensors, config = load_model(paths.model(name))
+        saved = read_saved_model(paths.models, name)
+        tensors, config = saved.tensors, saved.config
         assert (paths.model(name) / "model.safetensors").exists()
         assert config["encoder"]["fingerprint"] == store_encoder["fingerprint"]
         assert config["labels"] == {"1": 0, "2": 1, "3": 2, "4": 3, "5": 4}
         assert tensors, name
-    head = load_model(paths.model("head_cls"))[1]
+    head = read_saved_model(paths.models, "head_cls").config
     assert head["layers"] == TrainingData.load(paths).store.token_layers
     assert len(head["training"]["layer_weights"]) == 2
 
