@@ -1,11 +1,10 @@
 """The sections of a film report, one function each, computed from what the report read of its
-run (:mod:`pipeline.reports.inputs`), never from the run itself: the accuracy interval, the
-star estimate, the t-SNE map, the attention examples and the model-independent text parts
-(words, clouds, aspects). ``film.FilmReport.build`` assembles them; ``render`` draws them."""
+run (:mod:`pipeline.reports.inputs`), never from the run itself: the star estimate, the t-SNE
+map, the attention examples and the model-independent text parts (words, clouds, aspects).
+``film.FilmReport.compute`` assembles them; ``render`` draws them."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +18,6 @@ from pipeline.analytics.words import MIN_WORD_COUNT, cloud_pngs, star_top_words
 from pipeline.markup import highlight_html
 from pipeline.modeling.quantify import METHOD_NAMES
 from pipeline.reports.inputs import AttentionSource, MapSource, TextSource
-
-log = logging.getLogger(__name__)
 
 MIN_MAP_REVIEWS = 30  # fewer reviews: no t-SNE map (a map of 15 dots shows noise)
 MIN_EM_REVIEWS = 30  # fewer: EM re-estimation chases noise; the mean probability (PCC) is steadier
