@@ -71,8 +71,8 @@ def labelled_probabilities(
     probabilities: pd.DataFrame, train_stars: np.ndarray, prior: np.ndarray, split: str
 ) -> Labelled:
     """The ``split`` and val rows, calibrated on val (BCTS)."""
-    rows = probabilities
-    test, val = rows[rows["split"] == split], rows[rows["split"] == "val"]
+    test = probabilities[probabilities["split"] == split]
+    val = probabilities[probabilities["split"] == "val"]
     val_stars = val["star"].to_numpy(np.int64)
     val_probs = np.stack(val["probs"].to_numpy()) if len(val) else np.zeros((0, 5))
     calibration = fit_calibration(val_probs, val_stars)

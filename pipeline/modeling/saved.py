@@ -6,7 +6,7 @@ builds from what was read here, from memory."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ class SavedModel:
     config: dict[str, Any]
     tensors: dict[str, Any]  # numpy arrays; torch tensors for TORCH_KINDS
     hint: str  # how to rebuild it, for what building it finds wrong
-    members: list[SavedModel] = field(default_factory=list)
+    members: list[SavedModel]  # an ensemble's, read before it is built
 
     @property
     def name(self) -> str:
@@ -39,26 +39,19 @@ class SavedModel:
 def read_saved_model(
     models_dir: Path, name: str, config: dict[str, Any] | None = None
 ) -> SavedModel:
-    """Model ``name`` of ``models_dir`` and every member it names, each read once (``config``:
-    its config.json, when the caller has read it)."""
-    read: dict[str, SavedModel] = {}
-    todo = [(name, config)]
-    while todo:
-        model, known = todo.pop()
-        path = models_dir / model
-        hint = retrain_hint(path)
-        found = known if known is not None else read_config(models_dir, model)
-        weights = path / MODEL_WEIGHTS
-        try:
-            verify_checksum(weights, found.get(WEIGHTS_SHA256), hint)
-            tensors = read_tensors(weights, torch=found.get("kind") in TORCH_KINDS)
-        except DoubanError:
-            raise
-        except Exception as err:  # SafetensorError (truncated, not safetensors), OSError (missing)
-            raise CorruptArtifactError(f"model weights {weights} cannot be read ({err})",
-                                       hint=hint) from err  # fmt: skip
-        read[model] = SavedModel(path, found, tensors, hint)
-        todo += [(m, None) for m in found.get("members", []) if m not in read]
-    for saved in read.values():
-        saved.members = [read[m] for m in saved.config.get("members", [])]
-    return read[name]
+    """Model ``name`` of ``models_dir`` with every member it names (``config``: its
+    config.json, when the caller has read it)."""
+    path = models_dir / name
+    hint = retrain_hint(path)
+    config = config if config is not None else read_config(models_dir, name)
+    weights = path / MODEL_WEIGHTS
+    try:
+        verify_checksum(weights, config.get(WEIGHTS_SHA256), hint)
+        tensors = read_tensors(weights, torch=config.get("kind") in TORCH_KINDS)
+    except DoubanError:
+        raise
+    except Exception as err:  # SafetensorError (truncated, not safetensors), OSError (missing)
+        raise CorruptArtifactError(f"model weights {weights} cannot be read ({err})",
+                                   hint=hint) from err  # fmt: skip
+    members = [read_saved_model(models_dir, m) for m in config.get("members", [])]
+    return SavedModel(path, config, tensors, hint, members)

@@ -84,7 +84,7 @@ def run_terms(run: Run) -> dict[str, list[str]]:
     the run's own words from every n-th review, about :data:`TERM_SAMPLE` of them)."""
 
     def compute() -> dict[str, list[str]]:
-        texts = run.reviews["text"].tolist()[:: max(1, len(run.reviews) // TERM_SAMPLE)]
+        texts = run.reviews["text"].iloc[:: max(1, len(run.reviews) // TERM_SAMPLE)].tolist()
         chosen = run.recorded_settings.get("aspects") or {}
         return aspect_terms(chosen, texts, run.segmenter, run.stopwords)
 
@@ -106,8 +106,12 @@ def run_clauses(run: Run, model: str | None = None) -> pd.DataFrame:
 
 
 def scored_clauses(run: Run, model: str | None = None) -> pd.DataFrame:
-    """:func:`run_clauses` that could be scored."""
-    return run_clauses(run, model).dropna(subset=["sentiment"])
+    """:func:`run_clauses` that could be scored (once per run and model: every film's report
+    reads them)."""
+    model = model or clause_model(run)
+    return run.kept.memo(
+        ("scored_clauses", model), lambda: run_clauses(run, model).dropna(subset=["sentiment"])
+    )
 
 
 def clause_explainer(run: Run) -> Callable[[list[dict[str, Any]]], None]:

@@ -17,6 +17,7 @@ from pipeline.analytics.embedding import tsne_points
 from pipeline.analytics.words import MIN_WORD_COUNT, cloud_pngs, star_top_words
 from pipeline.markup import highlight_html
 from pipeline.modeling.quantify import METHOD_NAMES
+from pipeline.predict.postprocess import word_attention
 from pipeline.reports.inputs import AttentionSource, MapSource, TextSource
 
 MIN_MAP_REVIEWS = 30  # fewer reviews: no t-SNE map (a map of 15 dots shows noise)
@@ -126,12 +127,9 @@ def tsne_section(
 
 
 def attention_section(source: AttentionSource) -> tuple[list[AttentionExample], str]:
-    """The film's highlighted attention examples, and why there are none. (The scorer's word
-    mapping imports torch: only a build that draws attention pays for it.)"""
+    """The film's highlighted attention examples, and why there are none."""
     if source.offsets is None or source.spans is None:
         return [], source.note
-    from pipeline.predict.postprocess import word_attention
-
     examples = []
     for row in attention_examples(source.preds).itertuples():
         spans = source.spans(row.text)
