@@ -48,6 +48,7 @@ _EXPORTS = {
     "styled_table": "pipeline.reports.names",
     "describe_choice": "pipeline.modeling.spec",
     "highlight_html": "pipeline.markup",
+    "words_html": "pipeline.markup",
     "embeddable_page": "pipeline.markup",
     "top_attention_words": "pipeline.analytics.attention",
     "film_aspects": "pipeline.reports.corpus",
@@ -94,6 +95,7 @@ __all__ = [  # noqa: RUF022 (grouped as in _EXPORTS)
     "styled_table",
     "describe_choice",
     "highlight_html",
+    "words_html",
     "embeddable_page",
     "top_attention_words",
     "film_aspects",
@@ -125,7 +127,7 @@ if TYPE_CHECKING:
     )
     from pipeline.lab.run import read_lab
     from pipeline.locate import run_names
-    from pipeline.markup import embeddable_page, highlight_html
+    from pipeline.markup import embeddable_page, highlight_html, words_html
     from pipeline.modeling.spec import describe_choice
     from pipeline.predict.files import read_texts, write_records
     from pipeline.predict.records import Explanation, ScoreRecord

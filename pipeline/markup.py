@@ -35,6 +35,13 @@ def highlight_html(text: str, words: Sequence[WordWeight]) -> str:
     return "".join(parts)
 
 
+def words_html(text: str, words: Sequence[str]) -> str:
+    """``text`` as HTML with the first place of each of ``words`` highlighted alike (the words
+    that name an aspect in a clause). Everything is escaped."""
+    found = [(w, i, i + len(w), 1.0) for w in words if (i := text.find(w)) >= 0]
+    return highlight_html(text, found)
+
+
 _PAGE_LINK = re.compile(r'href="([^"/:#?]+\.html)"')
 
 

@@ -207,7 +207,7 @@ def attention_section(report: Any) -> None:
                 f"true **{ex.star}★**, {common.plain(common.model_label(report.attention_model))} "
                 f"predicted **{ex.pred_star}★** · confidence {ex.confidence:.0%}"
             )
-            st.html(f'<div class="attention">{ex.html}</div>')  # escaped by analytics.attention
+            st.html(f'<div class="attention">{pipeline.highlight_html(ex.text, ex.words)}</div>')
             st.text(f"top words: {top}")
 
 
@@ -291,11 +291,12 @@ def aspects_section(report: Any) -> None:
             st.caption("none")
         for c in told[side]:
             looked = ""
-            if c.get("attention_html"):  # the head reading the clause alone
+            if c.get("attention_words"):  # the head reading the clause alone
                 head = html.escape(pipeline.model_name(c["attention_model"]))
-                looked = f"<div><small>{head} looked at:</small> {c['attention_html']}</div>"
+                seen = pipeline.highlight_html(c["attention_text"], c["attention_words"])
+                looked = f"<div><small>{head} looked at:</small> {seen}</div>"
             st.html(
-                f'<div class="attention">{c["html"]} '
+                f'<div class="attention">{pipeline.words_html(c["clause"], c["words"])} '
                 f"<small>({c['sentiment']:+.2f} · review {c['star']}★)</small>{looked}</div>"
             )
 

@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data.aspects import ASPECTS, default_terms, extend_terms, split_clauses
-from pipeline.markup import WordWeight, highlight_html
 from pipeline.modeling.metrics import resampled_interval
 from pipeline.predict.aspects import PRAISE
 
@@ -101,8 +100,8 @@ def aspect_labels(table: pd.DataFrame) -> dict[str, str]:
 
 def telling(clauses: pd.DataFrame, film: str, aspect: str, k: int = 5) -> dict[str, list[Any]]:
     """The film's ``k`` most positive (``praise``) and ``k`` most negative (``complaint``)
-    scored clauses on ``aspect``, each with its review's star, the words that name the aspect
-    and ``html``: the clause with those words highlighted (escaped)."""
+    scored clauses on ``aspect``, each with its review's star and the words that name the aspect
+    (:func:`~pipeline.markup.words_html` highlights them when a page is drawn)."""
     rows = clauses[(clauses["film"] == film) & (clauses["aspect"] == aspect)]
     rows = rows.drop_duplicates(["review_id", "clause"])
     fields = ["clause", "words", "sentiment", "star", "denied", "review_id"]
@@ -113,23 +112,19 @@ def telling(clauses: pd.DataFrame, film: str, aspect: str, k: int = 5) -> dict[s
 
 def with_attention(clauses: list[dict[str, Any]], explained: Sequence[Any], head: str) -> None:
     """Add to each telling clause where ``head`` looked when it read the clause alone
-    (``explained``: its explained score records, in order): ``attention_html`` and
-    ``attention_model``."""
+    (``explained``: its explained score records, in order): ``attention_text`` (the clause as
+    the head read it), ``attention_words`` (word, start, end, weight: what
+    :func:`~pipeline.markup.highlight_html` draws) and ``attention_model``."""
     for clause, record in zip(clauses, explained, strict=True):
         if record.words and record.clean_text:
-            clause["attention_html"] = highlight_html(record.clean_text, record.words)
+            clause["attention_text"] = record.clean_text
+            clause["attention_words"] = [[str(w), int(s), int(e), float(a)]
+                                         for w, s, e, a in record.words]  # fmt: skip
             clause["attention_model"] = head
 
 
 def _readable(rows: pd.DataFrame) -> list[dict[str, Any]]:
-    out = []
-    for row in rows.to_dict("records"):
-        clause, words = row["clause"], list(row["words"])
-        spans: list[WordWeight] = [(w, i, i + len(w), 1.0) for w in words
-                                   if (i := clause.find(w)) >= 0]  # fmt: skip
-        out.append({
-            "clause": clause, "words": words, "sentiment": float(row["sentiment"]),
-            "star": int(row["star"]), "denied": bool(row["denied"]),
-            "review_id": int(row["review_id"]), "html": highlight_html(clause, spans),
-        })  # fmt: skip
-    return out
+    return [{
+        "clause": row["clause"], "words": list(row["words"]), "sentiment": float(row["sentiment"]),
+        "star": int(row["star"]), "denied": bool(row["denied"]), "review_id": int(row["review_id"]),
+    } for row in rows.to_dict("records")]  # fmt: skip

@@ -39,7 +39,7 @@ from pipeline.reports.sections import (
 )
 from pipeline.run import Run
 
-ANALYTICS_VERSION = 9  # bump when what a FilmReport holds changes: cached artifacts are rebuilt
+ANALYTICS_VERSION = 10  # bump when what a FilmReport holds changes: cached artifacts are rebuilt
 MIN_EVALUATED = 30  # fewer evaluated reviews: the numbers carry a visible small-sample note
 SECTIONS = {
     "numbers": "Key numbers",
@@ -185,8 +185,9 @@ class FilmReport:
         parts["star_words"] = {
             s: words[words["star"] == s].drop(columns="star").reset_index(drop=True) for s in STARS
         }
+        tupled = ("words", "top_words")
         parts["attention"] = [
-            AttentionExample(**{**a, "top_words": [tuple(w) for w in a["top_words"]]})
+            AttentionExample(**a | {p: [tuple(w) for w in a[p]] for p in tupled})
             for a in parts["attention"]
         ]
         parts["exact_ci"] = tuple(parts["exact_ci"]) if parts["exact_ci"] else None

@@ -21,6 +21,7 @@ from pipeline.analytics.stars import (
     accuracy_summary,
     model_summaries,
 )
+from pipeline.markup import highlight_html, words_html
 from pipeline.reports import charts
 from pipeline.reports.corpus import league_for, star_estimates
 from pipeline.reports.film import (
@@ -46,7 +47,12 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.globals |= {"SECTIONS": SECTIONS, "model_name": model_name}
+    env.globals |= {
+        "SECTIONS": SECTIONS,
+        "model_name": model_name,
+        "highlight": lambda text, words: Markup(highlight_html(text, words)),
+        "marked": lambda text, words: Markup(words_html(text, words)),
+    }
     env.filters |= {"cell": format_value}
     return env
 

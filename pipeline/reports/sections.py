@@ -15,7 +15,7 @@ from pipeline.analytics.aspects import aspect_rows, telling
 from pipeline.analytics.attention import attention_examples, top_attention_words
 from pipeline.analytics.embedding import tsne_points
 from pipeline.analytics.words import MIN_WORD_COUNT, cloud_pngs, star_top_words
-from pipeline.markup import highlight_html
+from pipeline.markup import WordWeight
 from pipeline.modeling.quantify import METHOD_NAMES
 from pipeline.predict.postprocess import word_attention
 from pipeline.reports.inputs import AttentionSource, MapSource, TextSource
@@ -26,13 +26,15 @@ MIN_EM_REVIEWS = 30  # fewer: EM re-estimation chases noise; the mean probabilit
 
 @dataclass
 class AttentionExample:
-    """One review with its attention highlight (``html`` is already escaped markup)."""
+    """One review with the head's attention over its words (drawn by
+    :func:`~pipeline.markup.highlight_html` when a page shows it)."""
 
     kind: str  # "correct" or "mistake"
     star: int
     pred_star: int
     confidence: float
-    html: str
+    text: str
+    words: list[WordWeight]
     top_words: list[tuple[str, float]]
 
 
@@ -141,7 +143,8 @@ def attention_section(source: AttentionSource) -> tuple[list[AttentionExample], 
                 star=int(row.star),
                 pred_star=int(row.pred_star),
                 confidence=float(row.confidence),
-                html=highlight_html(row.text, words),
+                text=row.text,
+                words=words,
                 top_words=top_attention_words(words),
             )
         )

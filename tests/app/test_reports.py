@@ -400,10 +400,14 @@ def test_switching_model_reuses_the_map(demo_run, monkeypatch) -> None:
     pd.testing.assert_frame_equal(again[0][where], maps[0][where])
 
 
+def _without_weights(clause: dict) -> dict:
+    return clause | {"attention_words": [w[:3] for w in clause.get("attention_words", [])]}
+
+
 def test_the_aspects_section_matches_the_app(demo_run) -> None:
     """The report's aspects are film_aspects' and telling_clauses' (what the app's tab shows),
     every telling clause with its aspect words highlighted."""
-    from pipeline import aspect_table, film_aspects, telling_clauses
+    from pipeline import aspect_table, film_aspects, highlight_html, telling_clauses, words_html
     from pipeline.reports.render import render_film
 
     run = Run.open(demo_run.run_name, demo_run.runs_dir)
@@ -417,9 +421,16 @@ def test_the_aspects_section_matches_the_app(demo_run) -> None:
         assert html.escape(f"{row.name} {row.english}") in page
     for aspect in expected["aspect"]:
         told = telling_clauses(run, film, aspect)
-        assert report.aspect_clauses[aspect] == told
-        for clause in told["praise"] + told["complaint"]:
-            assert clause["html"] in page and 'class="att"' in clause["html"]
+        kept = report.aspect_clauses[aspect]
+        for side in ("praise", "complaint"):  # the same clauses; attention in one batch or two
+            assert [_without_weights(c) for c in kept[side]] == [
+                _without_weights(c) for c in told[side]]  # fmt: skip
+            weights = [[w[3] for w in c.get("attention_words", [])] for c in kept[side]]
+            again = [[w[3] for w in c.get("attention_words", [])] for c in told[side]]
+            assert [pytest.approx(w, abs=1e-6) for w in weights] == again
+        for clause in kept["praise"] + kept["complaint"]:
+            marked = words_html(clause["clause"], clause["words"])
+            assert marked in page and 'class="att"' in marked
             # which words carried it: the run's head reading the clause alone
             assert clause["attention_model"] == run.attention_model(run.default_model)
-            assert clause["attention_html"] in page
+            assert highlight_html(clause["attention_text"], clause["attention_words"]) in page

@@ -46,8 +46,10 @@ def test_a_films_aspects_with_intervals_and_telling_clauses(demo_run) -> None:
     head = run.attention_model(run.default_model)
     for c in told["praise"] + told["complaint"]:  # the head's attention on the clause alone
         expected = run.scorer(head).explain(c["clause"])
-        assert c["attention_model"] == head and 'class="att"' in c["attention_html"]
-        assert max(expected.words, key=lambda w: w[3])[0] in c["attention_html"]
+        assert c["attention_model"] == head and c["attention_text"] == expected.clean_text
+        assert [w[:3] for w in c["attention_words"]] == [list(w[:3]) for w in expected.words]
+        weights = [w[3] for w in expected.words]  # read alone here, in one batch there
+        assert [w[3] for w in c["attention_words"]] == pytest.approx(weights, abs=1e-6)
 
 
 def test_douban_aspects_prints_a_table_and_json(demo_run) -> None:
