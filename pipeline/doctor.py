@@ -70,7 +70,8 @@ def _prepared(paths: RunPaths) -> list[Check]:
             raise FileNotFoundError(f"{paths.summary} does not exist")
         summary = read_json(paths.summary)
         kept = (summary.get("sample") or {}).get("reviews", summary["kept"])  # after --sample
-        rows = parquet_file(paths.reviews).metadata.num_rows
+        with parquet_file(paths.reviews) as reviews:
+            rows = reviews.metadata.num_rows
         if rows != kept:
             raise ValueError(f"the summary counts {kept:,} reviews, reviews.parquet {rows:,}")
         return f"{kept:,} reviews"

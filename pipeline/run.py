@@ -302,7 +302,9 @@ class Run:
         from pipeline.predict.scorer import Scorer
 
         name = model or self.default_model
-        return self.kept.memo(("scorer", name), lambda: Scorer(self.paths, name))  # pinned set
+        return self.kept.memo(  # the pinned set, and the configs this Run has read
+            ("scorer", name), lambda: Scorer(self.paths, name, configs=self.model_configs)
+        )
 
     def loaded_scorers(self) -> list[str]:
         """The models whose scorer this Run has loaded (what the service reports as loaded)."""

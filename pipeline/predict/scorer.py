@@ -74,14 +74,18 @@ class Scorer:
         model: str | None = None,
         device: str = "cpu",
         backend: str = "auto",
+        configs: Mapping[str, dict[str, Any]] | None = None,
     ) -> None:
+        """``configs``: every saved model's config.json when the caller has read them (a
+        :class:`~pipeline.run.Run` of the same pinned model set), else read here as needed."""
         if backend not in BACKENDS:
             raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
         paths = paths.pinned()  # the model, its config and the metrics from one model set
         self.paths = paths
         self.device = device
         self.backend = backend
-        self.available = list_models(paths.models)
+        self._configs = dict(configs or {})
+        self.available = list(self._configs) if configs is not None else list_models(paths.models)
         if not self.available:
             raise StageMissingError(
                 f"run {paths.name} has no trained models",
@@ -94,7 +98,7 @@ class Scorer:
                 f"{', '.join(self.available)}",
                 hint="pick one of those with --model",
             )
-        self.config = read_config(paths.models, self.model_name)
+        self.config = self.config_of(self.model_name)
         self.spec = read_scoring_spec(self.config, self.model_name)
         self.model = load_star_model(
             paths.models, self.model_name, self.spec["encoder"].get("fingerprint"),
@@ -118,11 +122,17 @@ class Scorer:
 
     # ------------------------------------------------------------------ what is loaded lazily
 
+    def config_of(self, model: str) -> dict[str, Any]:
+        """A saved model's config.json, read once."""
+        if model not in self._configs:
+            self._configs[model] = read_config(self.paths.models, model)
+        return self._configs[model]
+
     @cached_property
     def attention_model_name(self) -> str | None:
         """The head whose attention explains this model's scores (recorded in every record)."""
         heads = [
-            m for m in self.available if read_config(self.paths.models, m).get("kind") == "head"
+            m for m in self.available if self.config_of(m).get("kind") == "head"
         ]
         return explaining_head(self.model_name, heads, self.config.get("members", []))
 
@@ -135,7 +145,9 @@ class Scorer:
             return self.model
         if self.model.kind == "ensemble" and name in self.model.members:
             return self.model.members[name]
-        return load_star_model(self.paths.models, name, self.fingerprint, numpy_heads=True)
+        return load_star_model(
+            self.paths.models, name, self.fingerprint, numpy_heads=True, config=self.config_of(name)
+        )
 
     @cached_property
     def feature_spec(self) -> dict[str, Any]:
@@ -144,7 +156,7 @@ class Scorer:
         name = self.attention_model_name
         if self.model.store_needs is not None or name is None or name == self.model_name:
             return self.spec
-        return read_scoring_spec(read_config(self.paths.models, name), name)
+        return read_scoring_spec(self.config_of(name), name)
 
     @property
     def max_length(self) -> int:
