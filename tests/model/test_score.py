@@ -198,6 +198,9 @@ def test_models_of_a_run_share_one_encoder_session(demo_run):
     sessions = {id(s.encoder.session) for s in scorers if hasattr(s.encoder, "session")}
     assert len(sessions) == 1
     assert [s.explain("好看").model for s in scorers] == models
+    # a Run's scorers read no config.json again: they hold the configs the Run read
+    assert all(s.config is run.model_config(m) for s, m in zip(scorers, models, strict=True))
+    assert scorers[0].available == run.saved_models
 
 
 def test_the_python_api_turns_bad_input_into_record_errors_or_one_clear_error(scorer):
