@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipeline.analytics.aspects import (
@@ -51,7 +52,8 @@ def league_for(run: Run, model: str | None) -> pd.DataFrame:
 
 def star_estimates(run: Run, model: str | None) -> tuple[pd.DataFrame, dict[str, Any]] | None:
     """Every film's star-mix estimate on the test split by the quantifier the run's validation
-    picks, with intervals, and that choice; None when the model gives no star probabilities."""
+    picks, with intervals, and that choice; None when the model gives no star probabilities, or
+    the same ones for every review (``majority``: its text tells nothing to count with)."""
     if model is None:
         return None
 
@@ -59,6 +61,9 @@ def star_estimates(run: Run, model: str | None) -> tuple[pd.DataFrame, dict[str,
         try:
             probabilities = run.probabilities(model)
         except InputError:  # a model without probabilities: nothing to count with
+            return None
+        probs = np.stack(probabilities["probs"].to_numpy())
+        if (probs == probs[0]).all():  # and EM on identical rows crawls to its iteration cap
             return None
         table, choice = film_rating_estimates(
             probabilities, run.train_stars, run.model_prior(model)

@@ -388,6 +388,11 @@ def test_run_film_estimates_from_saved_predictions(demo_run) -> None:
         assert 1.0 <= row.em_mean <= 5.0
     with pytest.raises(InputError, match="no star probabilities"):
         run.probabilities("tfidf_ridge")
+    from pipeline.reports.corpus import star_estimates
+
+    assert star_estimates(run, "tfidf_lr")[0]["n"].sum() == len(test)
+    assert star_estimates(run, "majority") is None  # the same probabilities for every review
+    assert star_estimates(run, "tfidf_ridge") is None  # no probabilities at all
 
 
 def test_calibration_undoes_a_known_flattening_and_bias() -> None:
