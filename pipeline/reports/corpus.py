@@ -1,14 +1,17 @@
 """A run's corpus-wide analytics, computed once per run (and model) and kept on the
 :class:`~pipeline.run.Run` (:meth:`~pipeline.kept.Kept.memo`): every film's top words against
 the others, the film league, every film's star-mix estimate, and the scored aspect clauses of
-all reviews. A film's report (:mod:`pipeline.reports.inputs`), the index page, the CLI and the
-app read them here; the numbers themselves are the pure functions of :mod:`pipeline.analytics`.
+all reviews (those and the aspects' words also on disk, :meth:`~pipeline.kept.Kept.analytics`,
+for the next process). A film's report (:mod:`pipeline.reports.inputs`), the index page, the
+CLI and the app read them here; the numbers themselves are the pure functions of
+:mod:`pipeline.analytics`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -24,11 +27,14 @@ from pipeline.analytics.aspects import (
 from pipeline.analytics.league import league_table
 from pipeline.analytics.quantify import film_rating_estimates
 from pipeline.analytics.words import CLOUD_WORDS, MIN_WORD_COUNT, top_words_by_film
+from pipeline.artifacts import fingerprint
 from pipeline.errors import InputError
 from pipeline.predict.aspects import score_aspects
 from pipeline.run import Run
 
 TERM_SAMPLE = 20_000  # reviews read for the run's own aspect words
+CORPUS_VERSION = 1  # bump when what the kept aspect words or clauses hold changes
+T = TypeVar("T")
 
 
 def corpus_top_words(run: Run) -> dict[object, pd.DataFrame]:
@@ -86,19 +92,21 @@ def clause_model(run: Run) -> str | None:
 def run_terms(run: Run) -> dict[str, list[str]]:
     """The aspects' words for this run (:func:`~pipeline.analytics.aspects.aspect_terms`: the
     seeds, the words of the settings the run was prepared with and, unless ``extend = false``,
-    the run's own words from every n-th review, about :data:`TERM_SAMPLE` of them)."""
+    the run's own words from every n-th review, about :data:`TERM_SAMPLE` of them), kept under
+    ``analytics/`` for the next process."""
+    chosen = run.recorded_settings.get("aspects") or {}
 
     def compute() -> dict[str, list[str]]:
         texts = run.reviews["text"].iloc[:: max(1, len(run.reviews) // TERM_SAMPLE)].tolist()
-        chosen = run.recorded_settings.get("aspects") or {}
         return aspect_terms(chosen, texts, run.segmenter, run.stopwords)
 
-    return run.kept.memo("aspect_terms", compute)
+    return _kept_once(run, None, "aspect-terms", compute, chosen)
 
 
 def run_clauses(run: Run, model: str | None = None) -> pd.DataFrame:
     """Every aspect-bearing clause of the run's reviews, one row per (clause, aspect), scored
-    by ``model`` (default :func:`clause_model`)."""
+    by ``model`` (default :func:`clause_model`); kept under ``analytics/`` for the next process
+    (scoring every clause of a large corpus takes minutes)."""
     model = model or clause_model(run)
     if model is None:  # nothing trained yet: no clause is scored
         return pd.DataFrame(columns=CLAUSE_COLUMNS)
@@ -107,7 +115,20 @@ def run_clauses(run: Run, model: str | None = None) -> pd.DataFrame:
         texts = run.reviews["text"].tolist()
         return clause_frame(run.reviews, score_aspects(run.scorer(model), texts, run_terms(run)))
 
-    return run.kept.memo(("aspect_clauses", model), compute)
+    terms = run.recorded_settings.get("aspects")
+    return _kept_once(run, model, "aspect-clauses", compute, run.generation, terms)
+
+
+def _kept_once(run: Run, model: str | None, name: str, compute: Callable[[], T], *on: Any) -> T:
+    """``compute()`` once per opened run, and kept as ``analytics/<model>/<name>`` while the
+    run's reviews, predictions and features and ``on`` are unchanged."""
+    fp = fingerprint(CORPUS_VERSION, run.source_stamp, model, *on)
+    return run.kept.memo(
+        (name, model),
+        lambda: run.kept.analytics(
+            model, Path(name), fp, compute, lambda value: {name: value}, lambda parts: parts[name]
+        ),
+    )
 
 
 def scored_clauses(run: Run, model: str | None = None) -> pd.DataFrame:

@@ -52,6 +52,18 @@ def test_a_films_aspects_with_intervals_and_telling_clauses(demo_run) -> None:
         assert [w[3] for w in c["attention_words"]] == pytest.approx(weights, abs=1e-6)
 
 
+def test_the_scored_clauses_are_kept_for_the_next_process(demo_run) -> None:
+    first = Run.open(demo_run.run_name, demo_run.runs_dir)
+    clauses = run_clauses(first)
+    kept = first.kept.analytics_dir("tfidf_lr") / "aspect-clauses"
+    assert (kept / "manifest.json").is_file() and len(clauses)
+    again = Run.open(demo_run.run_name, demo_run.runs_dir)  # as a new process opens it
+    read = run_clauses(again)
+    assert again.kept.memoised("scorer") == []  # read back: no model was loaded to score
+    assert read.drop(columns="words").equals(clauses.drop(columns="words"))
+    assert [list(w) for w in read["words"]] == [list(w) for w in clauses["words"]]
+
+
 def test_douban_aspects_prints_a_table_and_json(demo_run) -> None:
     film = Run.open(demo_run.run_name, demo_run.runs_dir).films["film"].iloc[0]
     where = ["--run", demo_run.run_name, "--runs-dir", str(demo_run.runs_dir), "--film", film]
