@@ -33,7 +33,7 @@ from pipeline.predict.aspects import score_aspects
 from pipeline.run import Run
 
 TERM_SAMPLE = 20_000  # reviews read for the run's own aspect words
-CORPUS_VERSION = 1  # bump when what the kept aspect words or clauses hold changes
+CORPUS_VERSION = 1  # bump when what the kept aspect words, clauses or estimates hold changes
 T = TypeVar("T")
 
 
@@ -59,7 +59,8 @@ def league_for(run: Run, model: str | None) -> pd.DataFrame:
 def star_estimates(run: Run, model: str | None) -> tuple[pd.DataFrame, dict[str, Any]] | None:
     """Every film's star-mix estimate on the test split by the quantifier the run's validation
     picks, with intervals, and that choice; None when the model gives no star probabilities, or
-    the same ones for every review (``majority``: its text tells nothing to count with)."""
+    the same ones for every review (``majority``: its text tells nothing to count with). Kept
+    under ``analytics/`` for the next process (the index page shows them)."""
     if model is None:
         return None
 
@@ -76,7 +77,8 @@ def star_estimates(run: Run, model: str | None) -> tuple[pd.DataFrame, dict[str,
         )
         return table.set_index("film"), choice
 
-    return run.kept.memo(("star_estimates", model), compute)
+    found = _kept_once(run, model, "star-estimates", compute, run.generation)
+    return None if found is None else (found[0], found[1])  # kept: a list
 
 
 # ---------------------------------------------------------------------- aspects

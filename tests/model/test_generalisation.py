@@ -390,7 +390,12 @@ def test_run_film_estimates_from_saved_predictions(demo_run) -> None:
         run.probabilities("tfidf_ridge")
     from pipeline.reports.corpus import star_estimates
 
-    assert star_estimates(run, "tfidf_lr")[0]["n"].sum() == len(test)
+    table, choice = star_estimates(run, "tfidf_lr")
+    assert table["n"].sum() == len(test)
+    assert (run.kept.analytics_dir("tfidf_lr") / "star-estimates" / "manifest.json").is_file()
+    kept, chosen = star_estimates(Run.open(demo_run.run_name, demo_run.runs_dir), "tfidf_lr")
+    assert chosen == choice and kept.index.equals(table.index)  # read back as it was computed
+    assert all(np.array_equal(a, b) for a, b in zip(kept["em"], table["em"], strict=True))
     assert star_estimates(run, "majority") is None  # the same probabilities for every review
     assert star_estimates(run, "tfidf_ridge") is None  # no probabilities at all
 
