@@ -1,6 +1,7 @@
 """What is derived from a run, computed once: in memory while it is open (:meth:`Kept.memo`),
 and on disk under ``runs/<run>/analytics/`` for the next one, fingerprinted (film reports,
-maps: :meth:`Kept.analytics`; t-SNE coordinates: :meth:`Kept.array`). The one cache of
+maps, the run's aspect clauses and star-mix estimates: :meth:`Kept.analytics`; t-SNE
+coordinates: :meth:`Kept.array`). The one cache of
 derived results; :class:`pipeline.run.Run` holds one as ``run.kept``."""
 
 from __future__ import annotations
