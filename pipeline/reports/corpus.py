@@ -124,13 +124,14 @@ def run_clauses(run: Run, model: str | None = None) -> pd.DataFrame:
 def _kept_once(run: Run, model: str | None, name: str, compute: Callable[[], T], *on: Any) -> T:
     """``compute()`` once per opened run, and kept as ``analytics/<model>/<name>`` while the
     run's reviews, predictions and features and ``on`` are unchanged."""
-    fp = fingerprint(CORPUS_VERSION, run.source_stamp, model, *on)
-    return run.kept.memo(
-        (name, model),
-        lambda: run.kept.analytics(
+
+    def kept() -> T:
+        fp = fingerprint(CORPUS_VERSION, run.source_stamp, model, *on)
+        return run.kept.analytics(
             model, Path(name), fp, compute, lambda value: {name: value}, lambda parts: parts[name]
-        ),
-    )
+        )
+
+    return run.kept.memo((name, model), kept)
 
 
 def scored_clauses(run: Run, model: str | None = None) -> pd.DataFrame:
@@ -172,4 +173,3 @@ def telling_clauses(
     told = telling(scored_clauses(run, model), run.resolve_film(film), aspect, k)
     clause_explainer(run)(told["praise"] + told["complaint"])
     return told
-
