@@ -38,8 +38,9 @@ COLLAPSE_GAIN = 0.2  # ...and this much more than unadapted: a runaway, not the 
 
 
 def _simplex(p: np.ndarray) -> np.ndarray:
+    """Shares floored at :data:`_FLOOR` that sum to one (along the last axis)."""
     p = np.clip(np.asarray(p, dtype=np.float64), _FLOOR, None)
-    return p / p.sum()
+    return p / p.sum(axis=-1, keepdims=True)
 
 
 def star_shares(mix: Any) -> np.ndarray:
@@ -75,18 +76,38 @@ def em_prior(
     """EM estimate of the star mix of ``probs``' reviews (MAP under a Dirichlet prior of
     ``strength`` x N pseudo-reviews at the training mix); returns (adapted probs, prior)."""
     probs = np.asarray(probs, dtype=np.float64)
-    train_prior = _simplex(train_prior)
-    if len(probs) == 0:
-        return probs, train_prior
-    prior = train_prior
-    for _ in range(max_iter):
-        adapted = reweight(probs, train_prior, prior)
-        new = _simplex((adapted.mean(axis=0) + strength * train_prior) / (1.0 + strength))
-        done = np.abs(new - prior).max() < tol
-        prior = new
-        if done:
-            break
+    prior = em_priors(probs[None], train_prior, tol, max_iter, strength)[0]
     return reweight(probs, train_prior, prior), prior
+
+
+def em_priors(
+    probs: np.ndarray,
+    train_prior: np.ndarray,
+    tol: float = 1e-6,
+    max_iter: int = 1000,
+    strength: float = 0.0,
+) -> np.ndarray:
+    """:func:`em_prior`'s star mix of each of B sets of N reviews (``probs``: (B, N, 5), e.g.
+    bootstrap resamples), all stepped together: each set takes the steps it would alone and
+    stops when it converges; one numpy call per step instead of one per set and step."""
+    probs = np.asarray(probs, dtype=np.float64)
+    train_prior = _simplex(train_prior)
+    priors = np.tile(train_prior, (len(probs), 1))
+    if probs.shape[1] == 0:
+        return priors
+    scaled = probs / train_prior  # p(y|x) / p(y): a step reweights it by the current mix
+    going = np.arange(len(probs))
+    for _ in range(max_iter):
+        adapted = scaled * priors[going][:, None, :]
+        adapted /= np.maximum(adapted.sum(axis=2, keepdims=True), 1e-300)
+        new = _simplex((adapted.mean(axis=1) + strength * train_prior) / (1.0 + strength))
+        done = np.abs(new - priors[going]).max(axis=1) < tol
+        priors[going] = new
+        if done.all():
+            break
+        if done.any():
+            going, scaled = going[~done], scaled[~done]
+    return priors
 
 
 def star_piles(probs: np.ndarray) -> np.ndarray:

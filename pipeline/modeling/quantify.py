@@ -28,12 +28,22 @@ import pandas as pd
 from pipeline.modeling.metrics import (
     NUM_CLASSES,
     STARS,
+    percentile_interval,
     quadratic_weighted_kappa,
     resampled_interval,
+    resampled_rows,
 )
-from pipeline.modeling.prior import adapt_probs, adjusted_prior, em_prior, one_hot, prior_of
+from pipeline.modeling.prior import (
+    adapt_probs,
+    adjusted_prior,
+    em_prior,
+    em_priors,
+    one_hot,
+    prior_of,
+)
 
 METHODS = ("cc", "pcc", "acc", "pacc", "em")
+EM_BATCH_ROWS = 1_000_000  # review rows stepped at once by a batched EM (40 MB per array)
 METHOD_NAMES = {
     "cc": "classify and count (CC)",
     "pcc": "mean probability (PCC)",
@@ -253,9 +263,19 @@ def _halves(
 def bootstrap_estimate(
     method: str, probs: np.ndarray, reps: int = 200, seed: int = 0, **context: Any
 ) -> tuple[float, float]:
-    """95% interval of one method's mean-star estimate, resampling the reviews."""
+    """95% interval of one method's mean-star estimate, resampling the reviews (EM steps every
+    resample at once: :func:`~pipeline.modeling.prior.em_priors`, the same numbers)."""
     probs = np.asarray(probs, dtype=np.float64)
-    low, high = resampled_interval(
-        lambda rows: mean_star(estimate(method, probs[rows], **context)), len(probs), reps, seed
-    )
+    if method != "em":
+        low, high = resampled_interval(
+            lambda rows: mean_star(estimate(method, probs[rows], **context)), len(probs), reps, seed
+        )
+        return float(low), float(high)
+    resamples = resampled_rows(len(probs), reps, seed)
+    per_batch = max(1, EM_BATCH_ROWS // max(1, len(probs)))  # memory: (batch, N, 5) floats
+    mixes = np.concatenate([
+        em_priors(probs[resamples[i : i + per_batch]], context["train_prior"])
+        for i in range(0, reps, per_batch)
+    ])  # fmt: skip
+    low, high = percentile_interval(mixes @ _STARS)
     return float(low), float(high)

@@ -53,6 +53,27 @@ def test_em_recovers_a_shifted_prior() -> None:
     assert ((adapted.argmax(1) + 1) == stars).mean() > ((probs.argmax(1) + 1) == stars).mean()
 
 
+def test_em_steps_many_review_sets_at_once_as_it_would_each_alone(monkeypatch) -> None:
+    import pipeline.modeling.quantify as quantify
+    from pipeline.modeling.metrics import resampled_interval
+    from pipeline.modeling.prior import em_priors
+
+    sets = np.stack([_shifted_sample(TRAIN_PRIOR[::-1], 60, seed=s)[1] for s in range(6)])
+    sets[2] = sets[2][0]  # one set of identical reviews: it takes far more steps than the rest
+    together = em_priors(sets, TRAIN_PRIOR)
+    alone = np.stack([em_prior(p, TRAIN_PRIOR)[1] for p in sets])
+    assert np.allclose(together, alone, rtol=0, atol=1e-12)
+    assert len({tuple(np.round(m, 3)) for m in together}) == 6  # each its own mix
+    probs = sets[0]
+    context = {"train_prior": TRAIN_PRIOR, "val_stars": np.array([1]), "val_probs": probs[:1]}
+    one_by_one = resampled_interval(
+        lambda rows: mean_star(quantify.estimate("em", probs[rows], **context)), len(probs), 50, 3
+    )
+    monkeypatch.setattr(quantify, "EM_BATCH_ROWS", 7 * len(probs))  # 8 batches of resamples
+    batched = quantify.bootstrap_estimate("em", probs, reps=50, seed=3, **context)
+    assert batched == pytest.approx(one_by_one, abs=1e-12)
+
+
 def test_a_balanced_model_starts_em_from_the_uniform_mix() -> None:
     target = np.array([0.05, 0.05, 0.2, 0.4, 0.3])
     rng = np.random.default_rng(3)
