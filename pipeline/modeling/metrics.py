@@ -186,7 +186,8 @@ def resampled_interval(
 ) -> tuple[np.ndarray, np.ndarray]:
     """95% percentile interval of ``statistic(rows)`` over ``reps`` bootstrap resamples of ``n``
     rows (``rows``: indices drawn with replacement), for any estimate made from reviews."""
-    return percentile_interval([statistic(rows) for rows in resampled_rows(n, reps, seed)])
+    draws = [statistic(rows) for rows in resampled_rows(n, reps, seed)]
+    return np.percentile(draws, 2.5, axis=0), np.percentile(draws, 97.5, axis=0)
 
 
 def resampled_rows(n: int, reps: int = 200, seed: int = 0) -> np.ndarray:
@@ -194,11 +195,6 @@ def resampled_rows(n: int, reps: int = 200, seed: int = 0) -> np.ndarray:
     a (reps, n) array of indices (for a statistic computed over all of them at once)."""
     rng = np.random.default_rng(seed)
     return np.array([rng.integers(0, n, n) for _ in range(reps)], dtype=np.int64).reshape(reps, n)
-
-
-def percentile_interval(draws: Any) -> tuple[np.ndarray, np.ndarray]:
-    """The 95% percentile interval of bootstrap ``draws``."""
-    return np.percentile(draws, 2.5, axis=0), np.percentile(draws, 97.5, axis=0)
 
 
 def bootstrap_ci(

@@ -28,9 +28,7 @@ import pandas as pd
 from pipeline.modeling.metrics import (
     NUM_CLASSES,
     STARS,
-    percentile_interval,
     quadratic_weighted_kappa,
-    resampled_interval,
     resampled_rows,
 )
 from pipeline.modeling.prior import (
@@ -263,19 +261,17 @@ def _halves(
 def bootstrap_estimate(
     method: str, probs: np.ndarray, reps: int = 200, seed: int = 0, **context: Any
 ) -> tuple[float, float]:
-    """95% interval of one method's mean-star estimate, resampling the reviews (EM steps every
-    resample at once: :func:`~pipeline.modeling.prior.em_priors`, the same numbers)."""
+    """95% interval of one method's mean-star estimate over ``reps`` bootstrap resamples of the
+    reviews (EM steps every resample at once: :func:`~pipeline.modeling.prior.em_priors`)."""
     probs = np.asarray(probs, dtype=np.float64)
-    if method != "em":
-        low, high = resampled_interval(
-            lambda rows: mean_star(estimate(method, probs[rows], **context)), len(probs), reps, seed
-        )
-        return float(low), float(high)
     resamples = resampled_rows(len(probs), reps, seed)
-    per_batch = max(1, EM_BATCH_ROWS // max(1, len(probs)))  # memory: (batch, N, 5) floats
-    mixes = np.concatenate([
-        em_priors(probs[resamples[i : i + per_batch]], context["train_prior"])
-        for i in range(0, reps, per_batch)
-    ])  # fmt: skip
-    low, high = percentile_interval(mixes @ _STARS)
+    if method == "em":
+        per_batch = max(1, EM_BATCH_ROWS // max(1, len(probs)))  # memory: (batch, N, 5) floats
+        mixes = np.concatenate([
+            em_priors(probs[resamples[i : i + per_batch]], context["train_prior"])
+            for i in range(0, reps, per_batch)
+        ])  # fmt: skip
+    else:
+        mixes = np.array([estimate(method, probs[rows], **context) for rows in resamples])
+    low, high = np.percentile(mixes @ _STARS, [2.5, 97.5])
     return float(low), float(high)

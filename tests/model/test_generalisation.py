@@ -66,12 +66,14 @@ def test_em_steps_many_review_sets_at_once_as_it_would_each_alone(monkeypatch) -
     assert len({tuple(np.round(m, 3)) for m in together}) == 6  # each its own mix
     probs = sets[0]
     context = {"train_prior": TRAIN_PRIOR, "val_stars": np.array([1]), "val_probs": probs[:1]}
-    one_by_one = resampled_interval(
-        lambda rows: mean_star(quantify.estimate("em", probs[rows], **context)), len(probs), 50, 3
-    )
     monkeypatch.setattr(quantify, "EM_BATCH_ROWS", 7 * len(probs))  # 8 batches of resamples
-    batched = quantify.bootstrap_estimate("em", probs, reps=50, seed=3, **context)
-    assert batched == pytest.approx(one_by_one, abs=1e-12)
+    for method in ("em", "pcc", "cc"):  # the same resamples and interval as any statistic's
+        one_by_one = resampled_interval(
+            lambda rows, m=method: mean_star(quantify.estimate(m, probs[rows], **context)),
+            len(probs), 50, 3,
+        )  # fmt: skip
+        batched = quantify.bootstrap_estimate(method, probs, reps=50, seed=3, **context)
+        assert batched == pytest.approx(one_by_one, abs=1e-12), method
 
 
 def test_a_balanced_model_starts_em_from_the_uniform_mix() -> None:
