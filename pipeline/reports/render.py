@@ -50,8 +50,8 @@ def _environment() -> Environment:
     env.globals |= {
         "SECTIONS": SECTIONS,
         "model_name": model_name,
-        "highlight": lambda text, words: Markup(highlight_html(text, words)),
-        "marked": lambda text, words: Markup(words_html(text, words)),
+        "highlight_html": lambda text, words: Markup(highlight_html(text, words)),
+        "words_html": lambda text, words: Markup(words_html(text, words)),
     }
     env.filters |= {"cell": format_value}
     return env
