@@ -37,7 +37,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import Run  # noqa: E402
-from pipeline.analytics.aspects import clause_model, film_aspects, run_clauses, run_terms  # noqa: E402
 from pipeline.artifacts import write_json  # noqa: E402
 from pipeline.data.aspects import (  # noqa: E402
     TURNS,
@@ -48,6 +47,7 @@ from pipeline.data.aspects import (  # noqa: E402
 )
 from pipeline.modeling.metrics import quadratic_weighted_kappa  # noqa: E402
 from pipeline.predict.aspects import sentiment_of  # noqa: E402
+from pipeline.reports.corpus import clause_model, film_aspects, run_clauses, run_terms  # noqa: E402
 
 CHECK_SET = ROOT / "benchmarks" / "data" / "aspect_clauses.csv"
 NEGATION = "不|没|别|无|非"  # a clause with a negation word: 不好看, 没演技, 毫无逻辑

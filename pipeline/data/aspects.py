@@ -94,6 +94,13 @@ def term_index(terms: Mapping[str, Iterable[str]]) -> dict[str, str]:
     return index
 
 
+def term_pattern(index: Mapping[str, str]) -> re.Pattern[str]:
+    """What finds, without segmenting, the text that may name an aspect: a word matches a term
+    it equals or begins with, so a lower-cased clause that holds no term names none (jieba, most
+    of the cost, then runs on the clauses that do)."""
+    return re.compile("|".join(sorted(map(re.escape, index), key=len, reverse=True)) or "(?!)")
+
+
 def default_terms() -> dict[str, list[str]]:
     return {key: list(seeds) for key, (_, _, seeds) in ASPECTS.items()}
 

@@ -9,6 +9,7 @@ CLI and the app read them here; the numbers themselves are the pure functions of
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +32,8 @@ from pipeline.artifacts import fingerprint
 from pipeline.errors import InputError
 from pipeline.predict.aspects import score_aspects
 from pipeline.run import Run
+
+log = logging.getLogger(__name__)
 
 TERM_SAMPLE = 20_000  # reviews read for the run's own aspect words
 CORPUS_VERSION = 1  # bump when what the kept aspect words, clauses or estimates hold changes
@@ -115,7 +118,10 @@ def run_clauses(run: Run, model: str | None = None) -> pd.DataFrame:
 
     def compute() -> pd.DataFrame:
         texts = run.reviews["text"].tolist()
-        return clause_frame(run.reviews, score_aspects(run.scorer(model), texts, run_terms(run)))
+        plan = f"the aspect clauses of {len(texts):,} reviews with {model}, once for run {run.name}"
+        log.info("aspects: scoring %s (kept under analytics/%s/)", plan, model)
+        scored = score_aspects(run.scorer(model), texts, run_terms(run), progress=True)
+        return clause_frame(run.reviews, scored)
 
     terms = run.recorded_settings.get("aspects")
     return _kept_once(run, model, "aspect-clauses", compute, run.generation, terms)

@@ -3,6 +3,11 @@ matching jieba words to the taxonomy, and extending it with a run's own words.""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
 from pipeline.data.aspects import (
     clause_aspects,
     default_terms,
@@ -10,7 +15,8 @@ from pipeline.data.aspects import (
     split_clauses,
     term_index,
 )
-from pipeline.data.text import Segmenter
+from pipeline.data.text import Segmenter, clean_text
+from pipeline.predict.aspects import aspect_clauses
 
 
 def test_clauses_split_at_punctuation_and_turns_with_their_offsets() -> None:
@@ -48,3 +54,36 @@ def test_a_run_extends_the_taxonomy_with_words_that_keep_an_aspects_company() ->
     found = extend_terms(clauses, default_terms(), frozenset({"的"}))
     assert found["plot"] == ["狗血"] and found["acting"] == ["浮夸"]
     assert all("好看" not in words for words in found.values())  # everywhere: no aspect's
+
+
+def every_clause_segmented(texts: list[str], segmenter: Segmenter, terms: dict) -> list:
+    """What :func:`aspect_clauses` finds, the slow way: every clause of every text segmented."""
+    index = term_index(terms)
+    found = []
+    for text in texts:
+        clauses = [(c, clause_aspects(segmenter.spans(c.text), index)) for c in split_clauses(text)]
+        found.append([(c, aspects) for c, aspects in clauses if aspects])
+    return found
+
+
+def test_only_clauses_that_hold_a_term_are_segmented_and_none_is_missed() -> None:
+    terms = default_terms() | {"custom": ["c++", "Sci-Fi", "(3d)"]}  # regex characters, capitals
+    texts = [
+        "剧情片里演员的表演和配乐都很好，BGM一绝", "IMAX效果震撼；3D眼镜太重",
+        "大家都在歌颂这部电影", "学C++的程序员看sci-fi片", "画面(3D)很美", "", "一句话没有方面",
+    ]  # fmt: skip
+    seg = Segmenter()
+    assert aspect_clauses(texts, seg, terms) == every_clause_segmented(texts, seg, terms)
+    assert aspect_clauses(texts, seg, {}) == [[] for _ in texts]
+
+
+@pytest.mark.real_data
+def test_the_prefilter_finds_what_segmenting_every_clause_finds_in_real_reviews(
+    shared_data: Path,
+) -> None:
+    frame = pd.read_csv(shared_data / "dmsc_sample.csv", usecols=["Comment"], nrows=3000)
+    texts = [clean_text(str(t)) for t in frame["Comment"].dropna()]
+    segmenter, terms = Segmenter(), default_terms()
+    found = aspect_clauses(texts, segmenter, terms)
+    assert sum(map(len, found)) > 1000  # real reviews name aspects
+    assert found == every_clause_segmented(texts, segmenter, terms)
