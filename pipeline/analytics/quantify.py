@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.modeling.calibration import fit_calibration
-from pipeline.modeling.quantify import app_check, bootstrap_estimate, film_estimates
+from pipeline.modeling.quantify import Reference, app_check, bootstrap_estimate, film_estimates
 
 
 def film_rating_estimates(
@@ -33,14 +33,14 @@ def film_rating_estimates(
     check = app_check(labelled.val_stars, labelled.val_probs, labelled.prior,
                       films=labelled.val_films)  # fmt: skip
     method = check["best"] if check else "em"
-    context = {"train_prior": labelled.prior, "val_stars": labelled.val_stars,
-               "val_probs": labelled.val_probs}  # fmt: skip
+    reference = Reference.of(train_prior=labelled.prior, val_stars=labelled.val_stars,
+                             val_probs=labelled.val_probs)  # fmt: skip
     table = film_estimates(
         labelled.films, labelled.stars, labelled.probs, train_stars=labelled.train_stars,
         val_stars=labelled.val_stars, val_probs=labelled.val_probs, prior=labelled.prior,
     )  # fmt: skip
     intervals = [
-        bootstrap_estimate(method, labelled.probs[labelled.films == film], **context)
+        bootstrap_estimate(method, labelled.probs[labelled.films == film], reference)
         for film in table["film"]
     ]
     table["low"], table["high"] = [i[0] for i in intervals], [i[1] for i in intervals]

@@ -11,7 +11,7 @@ training mix into it. Estimate the new mix from the model's probabilities alone,
   douban_2016_4films (three-corpus run; balanced, 80% four-and-five stars, a crawl's mix), plain
   EM put 76-100% of reviews on one star and dropped QWK to .00-.43 (unadapted .29-.70); MAP-EM
   at 0.5 kept it within -.07..+.06 of unadapted.
-- :func:`adjusted_prior`: the confusion-matrix correction (BBSE, Lipton et al. 2018; adjusted
+- :func:`corrected_mix`: the confusion-matrix correction (BBSE, Lipton et al. 2018; adjusted
   classify-and-count in quantification): solve ``C q = mu`` where ``C[j, i]`` is the mean score
   for star j of validation reviews whose true star is i and ``mu`` the mean score on the new
   reviews; hard predictions (one-hot) give BBSE / ACC, probabilities give PACC.
@@ -152,21 +152,26 @@ def mix_interval(
     )  # fmt: skip
 
 
-def adjusted_prior(scores: np.ndarray, val_stars: np.ndarray, val_scores: np.ndarray) -> np.ndarray:
-    """Confusion-corrected star mix of the reviews behind ``scores`` (N, 5): one-hot predictions
-    (BBSE / ACC) or probabilities (PACC). Non-negative least squares, then normalised; a star
-    absent from validation keeps the raw estimate's column (identity)."""
+def confusion_rates(val_stars: np.ndarray, val_scores: np.ndarray) -> np.ndarray:
+    """The confusion rates ``C`` of the adjusted estimators: column i the mean score of the
+    validation reviews of star i + 1 (a star absent from validation keeps the identity's column:
+    the raw estimate)."""
     val_stars = np.asarray(val_stars, dtype=np.int64)
     val_scores = np.asarray(val_scores, dtype=np.float64)
-    mu = np.asarray(scores, dtype=np.float64).mean(axis=0)
     c = np.eye(NUM_CLASSES)
     for i in range(NUM_CLASSES):
         rows = val_stars == i + 1
         if rows.any():
             c[:, i] = val_scores[rows].mean(axis=0)
+    return c
+
+
+def corrected_mix(mu: np.ndarray, rates: np.ndarray) -> np.ndarray:
+    """The mix ``q`` with ``rates @ q`` nearest the mean score ``mu`` (non-negative least
+    squares, then normalised; ``mu`` itself when no such mix is positive)."""
     from scipy.optimize import nnls  # scipy.optimize: 0.2 s a scorer need not pay
 
-    q, _ = nnls(c, mu)
+    q, _ = nnls(rates, mu)
     return _simplex(q) if q.sum() > 0 else _simplex(mu)
 
 

@@ -9,7 +9,7 @@ carries its training mix into every film. The estimators here follow QuaPy's def
 
 - ``cc``: share of predicted stars;  ``pcc``: mean of the predicted probabilities;
 - ``acc`` / ``pacc``: CC / PCC corrected by the confusion rates measured on validation
-  reviews (:func:`pipeline.modeling.prior.adjusted_prior`);
+  reviews (:func:`pipeline.modeling.prior.corrected_mix`);
 - ``em``: EM re-estimation of the priors (Saerens et al. 2002,
   :func:`~pipeline.modeling.prior.em_prior`).
 
@@ -20,6 +20,7 @@ estimated distributions (for ordered stars: the sum of absolute differences of t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,8 +34,8 @@ from pipeline.modeling.metrics import (
 )
 from pipeline.modeling.prior import (
     adapt_probs,
-    adjusted_prior,
-    em_prior,
+    confusion_rates,
+    corrected_mix,
     em_priors,
     one_hot,
     prior_of,
@@ -72,6 +73,30 @@ def emd(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(np.cumsum(a) - np.cumsum(b)).sum())
 
 
+@dataclass(frozen=True)
+class Reference:
+    """What the estimators hold new reviews against, worked out once for any number of sets of
+    reviews: the mix the model's probabilities assume (EM's start) and its confusion rates on
+    labelled reviews it did not train on (of its star picks for ACC, its probabilities for
+    PACC)."""
+
+    train_prior: np.ndarray
+    pick_rates: np.ndarray
+    prob_rates: np.ndarray
+
+    @classmethod
+    def of(
+        cls, *, train_prior: np.ndarray, val_stars: np.ndarray, val_probs: np.ndarray
+    ) -> Reference:
+        val_probs = np.asarray(val_probs, dtype=np.float64).reshape(-1, NUM_CLASSES)
+        picks = one_hot(val_probs.argmax(axis=1) + 1)
+        return cls(
+            np.asarray(train_prior, dtype=np.float64),
+            confusion_rates(val_stars, picks),
+            confusion_rates(val_stars, val_probs),
+        )
+
+
 def estimate(
     method: str,
     probs: np.ndarray,
@@ -81,19 +106,32 @@ def estimate(
     val_probs: np.ndarray,
 ) -> np.ndarray:
     """One method's estimate of the star distribution of the reviews behind ``probs`` (N, 5)."""
+    reference = Reference.of(train_prior=train_prior, val_stars=val_stars, val_probs=val_probs)
+    return estimates(method, probs, np.arange(len(probs))[None], reference)[0]
+
+
+def estimates(
+    method: str, probs: np.ndarray, sets: np.ndarray, reference: Reference
+) -> np.ndarray:
+    """One method's star mix of each set of reviews ``probs[rows]``, ``rows`` a row of ``sets``
+    ((B, n) indices, e.g. bootstrap resamples): (B, 5). Each set gets the arithmetic it would
+    alone; the reference is worked out once and EM steps every set at once
+    (:func:`~pipeline.modeling.prior.em_priors`, :data:`EM_BATCH_ROWS` review rows at a time)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown quantification method {method!r}; choose from {list(METHODS)}")
     probs = np.asarray(probs, dtype=np.float64)
-    hard = one_hot(probs.argmax(axis=1) + 1)
-    if method == "cc":
-        return hard.mean(axis=0)
-    if method == "pcc":
-        return probs.mean(axis=0)
-    if method == "acc":
-        return adjusted_prior(hard, val_stars, one_hot(np.asarray(val_probs).argmax(axis=1) + 1))
-    if method == "pacc":
-        return adjusted_prior(probs, val_stars, val_probs)
     if method == "em":
-        return em_prior(probs, train_prior)[1]
-    raise ValueError(f"unknown quantification method {method!r}; choose from {list(METHODS)}")
+        per_batch = max(1, EM_BATCH_ROWS // max(1, sets.shape[1]))  # memory: (batch, n, 5)
+        return np.concatenate([
+            em_priors(probs[sets[i : i + per_batch]], reference.train_prior)
+            for i in range(0, len(sets), per_batch)
+        ])  # fmt: skip
+    scores = one_hot(probs.argmax(axis=1) + 1) if method in ("cc", "acc") else probs
+    means = np.stack([scores[rows].mean(axis=0) for rows in sets])
+    if method in ("cc", "pcc"):
+        return means
+    rates = reference.pick_rates if method == "acc" else reference.prob_rates
+    return np.stack([corrected_mix(mu, rates) for mu in means])
 
 
 def film_estimates(
@@ -133,6 +171,7 @@ def film_estimates(
     if probs.ndim != 2 or probs.shape[1] != NUM_CLASSES:
         raise ValueError(f"probs must be (N, {NUM_CLASSES}) star probabilities, got {probs.shape}")
     train_prior = prior_of(train_stars) if prior is None else np.asarray(prior, dtype=np.float64)
+    reference = Reference.of(train_prior=train_prior, val_stars=val_stars, val_probs=val_probs)
     rows = []
     for film in pd.unique(films):
         sel = films == film
@@ -142,9 +181,7 @@ def film_estimates(
         true = np.bincount(stars[sel] - 1, minlength=NUM_CLASSES) / n
         row: dict[str, object] = {"film": film, "n": n, "true": true, "true_mean": mean_star(true)}
         for m in methods:
-            est = estimate(
-                m, probs[sel], train_prior=train_prior, val_stars=val_stars, val_probs=val_probs
-            )
+            est = estimates(m, probs, np.flatnonzero(sel)[None], reference)[0]
             row[m] = est
             row[f"{m}_mean"] = mean_star(est)
             row[f"{m}_abs_error"] = abs(mean_star(est) - mean_star(true))
@@ -216,13 +253,16 @@ def app_check(
     errors: dict[str, list[float]] = {m: [] for m in METHODS}
     kappas: dict[str, tuple[list[float], list[float]]] = {m: ([], []) for m in APP_MIXES}
     for rates, held in (halves, halves[::-1]):
-        val = {"val_stars": stars[rates], "val_probs": probs[rates], "train_prior": train_prior}
+        reference = Reference.of(
+            train_prior=train_prior, val_stars=stars[rates], val_probs=probs[rates]
+        )
         for name, mix in APP_MIXES.items():
             for _ in range(reps):
                 idx = held[app_sample(stars[held], mix, size, rng)]
                 truth = mean_star(np.bincount(stars[idx] - 1, minlength=NUM_CLASSES) / len(idx))
                 for m in METHODS:
-                    errors[m].append(abs(mean_star(estimate(m, probs[idx], **val)) - truth))
+                    found = estimates(m, probs, idx[None], reference)[0]
+                    errors[m].append(abs(mean_star(found) - truth))
                 adapted = adapt_probs(probs[idx], train_prior)[0]
                 plain = probs[idx].argmax(axis=1) + 1
                 kappas[name][0].append(quadratic_weighted_kappa(stars[idx], plain))
@@ -259,19 +299,10 @@ def _halves(
 
 
 def bootstrap_estimate(
-    method: str, probs: np.ndarray, reps: int = 200, seed: int = 0, **context: Any
+    method: str, probs: np.ndarray, reference: Reference, reps: int = 200, seed: int = 0
 ) -> tuple[float, float]:
     """95% interval of one method's mean-star estimate over ``reps`` bootstrap resamples of the
-    reviews (EM steps every resample at once: :func:`~pipeline.modeling.prior.em_priors`)."""
-    probs = np.asarray(probs, dtype=np.float64)
+    reviews (:func:`estimates` of every resample at once)."""
     resamples = resampled_rows(len(probs), reps, seed)
-    if method == "em":
-        per_batch = max(1, EM_BATCH_ROWS // max(1, len(probs)))  # memory: (batch, N, 5) floats
-        mixes = np.concatenate([
-            em_priors(probs[resamples[i : i + per_batch]], context["train_prior"])
-            for i in range(0, reps, per_batch)
-        ])  # fmt: skip
-    else:
-        mixes = np.array([estimate(method, probs[rows], **context) for rows in resamples])
-    low, high = np.percentile(mixes @ _STARS, [2.5, 97.5])
+    low, high = np.percentile(estimates(method, probs, resamples, reference) @ _STARS, [2.5, 97.5])
     return float(low), float(high)

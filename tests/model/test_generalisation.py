@@ -16,7 +16,8 @@ from pipeline.modeling.inputs import Predictions
 from pipeline.modeling.metrics import bootstrap_ci, quadratic_weighted_kappa
 from pipeline.modeling.prior import (
     adapt_predictions,
-    adjusted_prior,
+    confusion_rates,
+    corrected_mix,
     em_prior,
     implied_prior,
     one_hot,
@@ -65,15 +66,18 @@ def test_em_steps_many_review_sets_at_once_as_it_would_each_alone(monkeypatch) -
     assert np.allclose(together, alone, rtol=0, atol=1e-12)
     assert len({tuple(np.round(m, 3)) for m in together}) == 6  # each its own mix
     probs = sets[0]
-    context = {"train_prior": TRAIN_PRIOR, "val_stars": np.array([1]), "val_probs": probs[:1]}
+    val_stars, val_probs = _shifted_sample(TRAIN_PRIOR, 300, seed=9)
+    context = {"train_prior": TRAIN_PRIOR, "val_stars": val_stars, "val_probs": val_probs}
+    reference = quantify.Reference.of(**context)
     monkeypatch.setattr(quantify, "EM_BATCH_ROWS", 7 * len(probs))  # 8 batches of resamples
-    for method in ("em", "pcc", "cc"):  # the same resamples and interval as any statistic's
+    for method in quantify.METHODS:  # the same resamples and interval as any statistic's
         one_by_one = resampled_interval(
             lambda rows, m=method: mean_star(quantify.estimate(m, probs[rows], **context)),
             len(probs), 50, 3,
         )  # fmt: skip
-        batched = quantify.bootstrap_estimate(method, probs, reps=50, seed=3, **context)
+        batched = quantify.bootstrap_estimate(method, probs, reference, reps=50, seed=3)
         assert batched == pytest.approx(one_by_one, abs=1e-12), method
+        assert one_by_one[0] < one_by_one[1], method
 
 
 def test_a_balanced_model_starts_em_from_the_uniform_mix() -> None:
@@ -109,13 +113,13 @@ def test_reweight_to_the_same_prior_is_identity() -> None:
     assert np.allclose(reweight(probs, TRAIN_PRIOR, TRAIN_PRIOR), probs)
 
 
-def test_adjusted_prior_inverts_the_confusion_rates() -> None:
+def test_the_adjusted_mix_inverts_the_confusion_rates() -> None:
     val_stars, val_probs = _shifted_sample(TRAIN_PRIOR, 20_000, seed=4)
     target = np.array([0.05, 0.05, 0.2, 0.4, 0.3])
     stars, probs = _shifted_sample(target, 20_000, seed=5)
     for scores, val_scores in ((probs, val_probs), (one_hot(probs.argmax(1) + 1), None)):
         val_scores = one_hot(val_probs.argmax(1) + 1) if val_scores is None else val_scores
-        est = adjusted_prior(scores, val_stars, val_scores)
+        est = corrected_mix(scores.mean(0), confusion_rates(val_stars, val_scores))
         assert est.sum() == pytest.approx(1.0)
         assert np.abs(est - prior_of(stars)).sum() < np.abs(scores.mean(0) - prior_of(stars)).sum()
 
