@@ -194,8 +194,9 @@ def word_cloud(
 
 
 def _png(image: np.ndarray) -> bytes:
+    """PNG bytes at the default compression (``optimize``: 8 times the time for 2% less)."""
     buffer = io.BytesIO()
-    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="PNG", optimize=True)
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

@@ -1,8 +1,8 @@
 """A run's corpus-wide analytics, computed once per run (and model) and kept on the
 :class:`~pipeline.run.Run` (:meth:`~pipeline.kept.Kept.memo`): every film's top words against
 the others, the film league, every film's star-mix estimate, and the scored aspect clauses of
-all reviews (those and the aspects' words also on disk, :meth:`~pipeline.kept.Kept.analytics`,
-for the next process). A film's report (:mod:`pipeline.reports.inputs`), the index page, the
+all reviews (all but the league also on disk, :meth:`~pipeline.kept.Kept.analytics`, for the
+next process). A film's report (:mod:`pipeline.reports.inputs`), the index page, the
 CLI and the app read them here; the numbers themselves are the pure functions of
 :mod:`pipeline.analytics`.
 """
@@ -36,20 +36,29 @@ from pipeline.run import Run
 log = logging.getLogger(__name__)
 
 TERM_SAMPLE = 20_000  # reviews read for the run's own aspect words
-CORPUS_VERSION = 1  # bump when what the kept aspect words, clauses or estimates hold changes
+CORPUS_VERSION = 1  # bump when what the kept top words, aspect words, clauses or estimates hold
 T = TypeVar("T")
 
 
 def corpus_top_words(run: Run) -> dict[object, pd.DataFrame]:
-    """Every film's top words against the others (said at least twice)."""
+    """Every film's top words against the others (said at least twice), kept under
+    ``analytics/`` for the next process (TF-IDF over every review: 12 s on a 220,000-review
+    crawl)."""
 
-    def compute() -> dict[object, pd.DataFrame]:
+    def compute() -> pd.DataFrame:
         ranked = top_words_by_film(run.reviews, run.stopwords, CLOUD_WORDS)
-        return {
-            f: t[t["count"] >= MIN_WORD_COUNT].reset_index(drop=True) for f, t in ranked.items()
-        }
+        said = [t[t["count"] >= MIN_WORD_COUNT].assign(film=f) for f, t in ranked.items()]
+        return pd.concat(said, ignore_index=True)
 
-    return run.kept.memo("film_top_words", compute)
+    def by_film() -> dict[object, pd.DataFrame]:
+        on = (CLOUD_WORDS, MIN_WORD_COUNT, sorted(run.stopwords))
+        table = _kept_once(run, None, "film-top-words", compute, *on)
+        films = {f: t.drop(columns="film").reset_index(drop=True)
+                 for f, t in table.groupby("film", sort=False)}  # fmt: skip
+        none = table.iloc[:0].drop(columns="film")
+        return {f: films[f] if f in films else none.copy() for f in run.films["film"]}
+
+    return run.kept.memo("film_top_words", by_film)
 
 
 def league_for(run: Run, model: str | None) -> pd.DataFrame:

@@ -400,6 +400,24 @@ def test_switching_model_reuses_the_map(demo_run, monkeypatch) -> None:
     pd.testing.assert_frame_equal(again[0][where], maps[0][where])
 
 
+def test_the_films_top_words_are_kept_for_the_next_process(demo_run, monkeypatch) -> None:
+    from pipeline.reports import corpus
+
+    first = Run.open(demo_run.run_name, demo_run.runs_dir)
+    words = corpus.corpus_top_words(first)
+    assert set(words) == set(first.films["film"])
+    assert all(len(t) and (t["count"] >= corpus.MIN_WORD_COUNT).all() for t in words.values())
+    assert (first.kept.analytics_dir(None) / "film-top-words" / "manifest.json").is_file()
+
+    def no_tfidf(*args: object) -> None:
+        raise AssertionError("the kept top words are read, not computed again")
+
+    monkeypatch.setattr(corpus, "top_words_by_film", no_tfidf)
+    again = corpus.corpus_top_words(Run.open(demo_run.run_name, demo_run.runs_dir))
+    for film, table in words.items():
+        pd.testing.assert_frame_equal(again[film], table)
+
+
 def _without_weights(clause: dict) -> dict:
     return clause | {"attention_words": [w[:3] for w in clause.get("attention_words", [])]}
 
