@@ -10,6 +10,7 @@ CLI and the app read them here; the numbers themselves are the pure functions of
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,6 +39,25 @@ log = logging.getLogger(__name__)
 TERM_SAMPLE = 20_000  # reviews read for the run's own aspect words
 CORPUS_VERSION = 1  # bump when what the kept top words, aspect words, clauses or estimates hold
 T = TypeVar("T")
+
+
+def corpus_numbers(run: Run, model: str | None) -> None:
+    """Compute, or read where kept, every run-wide number a film's page shows, one after the
+    other, saying what each took: what a reports stage does first, so its per-film progress
+    (and ETA) counts films, not the first film's share of the corpus."""
+    parts: dict[str, Callable[[], Any]] = {
+        "film top words": lambda: corpus_top_words(run),
+        "film league": lambda: league_for(run, model),
+        "star mixes": lambda: star_estimates(run, model),
+        "aspect words": lambda: run_terms(run),
+        "aspect clauses": lambda: scored_clauses(run),
+    }
+    took = []
+    for name, compute in parts.items():
+        start = time.perf_counter()
+        compute()
+        took.append(f"{name} {time.perf_counter() - start:.1f} s")
+    log.info("run-wide numbers of run %s: %s", run.name, ", ".join(took))
 
 
 def corpus_top_words(run: Run) -> dict[object, pd.DataFrame]:

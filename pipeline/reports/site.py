@@ -9,11 +9,10 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from pipeline.analytics.embedding import DEFAULT_CAP
-from pipeline.artifacts import (
-    write_text,
-)
+from pipeline.artifacts import write_text
 from pipeline.config import Settings
 from pipeline.errors import InputError
+from pipeline.reports.corpus import corpus_numbers
 from pipeline.reports.names import film_file_names
 from pipeline.reports.render import render_film, render_index
 from pipeline.reports.store import film_report
@@ -55,6 +54,9 @@ def write_reports(
     wanted = list(run.films["film"]) if all_films else [run.resolve_film(f) for f in films or []]
     names = film_file_names(list(run.films["film"]))
     out_dir = Path(base) / run.name
+    log.info("reports plan: %d film page(s) and the index of run %s by %s into %s, the run-wide "
+             "numbers first", len(wanted), run.name, model, out_dir)  # fmt: skip
+    corpus_numbers(run, model)
     written = []
     for film in tqdm(wanted, desc=f"reports {run.name}", unit="film", disable=not progress):
         report = film_report(run, film, model, tsne_cap=tsne_cap, seed=seed)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import html
 import json
+import logging
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -92,6 +94,21 @@ def test_film_pages_have_every_section_and_no_external_url(synthetic_pages: list
     assert charts == {"stars", "confusion", "trend", "league"}  # no features: no map
     clouds = [u for u in parse(iron_man).urls if u.startswith("data:image/png;base64,")]
     assert len(clouds) >= 2  # the film's word cloud and the stars'
+
+
+def test_the_reports_stage_says_its_plan_and_the_run_wide_numbers_first(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = make_run(tmp_path / "runs" / "synthetic")
+    with caplog.at_level(logging.INFO, logger="pipeline.reports"):
+        write_reports(run, ["Iron Man"], reports_dir=tmp_path / "reports", progress=False)
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("pipeline.reports")]
+    plan, numbers, wrote = (next(i for i, m in enumerate(said) if m.startswith(start))
+                            for start in ("reports plan: 1 film page", "run-wide numbers of run",
+                                          "wrote 2 report pages"))  # fmt: skip
+    assert plan < numbers < wrote
+    for part in ("film top words", "film league", "star mixes", "aspect words", "aspect clauses"):
+        assert re.search(rf"{part} \d+\.\d s", said[numbers]), part
 
 
 def test_review_text_is_escaped(synthetic_pages: list[Path]) -> None:
