@@ -96,6 +96,10 @@ class Reference:
             confusion_rates(val_stars, val_probs),
         )
 
+    def estimate(self, method: str, probs: np.ndarray) -> np.ndarray:
+        """One method's estimate of the star mix of the reviews behind ``probs`` (N, 5)."""
+        return estimates(method, probs, np.arange(len(probs))[None], self)[0]
+
 
 def estimate(
     method: str,
@@ -107,7 +111,7 @@ def estimate(
 ) -> np.ndarray:
     """One method's estimate of the star distribution of the reviews behind ``probs`` (N, 5)."""
     reference = Reference.of(train_prior=train_prior, val_stars=val_stars, val_probs=val_probs)
-    return estimates(method, probs, np.arange(len(probs))[None], reference)[0]
+    return reference.estimate(method, probs)
 
 
 def estimates(
@@ -181,7 +185,7 @@ def film_estimates(
         true = np.bincount(stars[sel] - 1, minlength=NUM_CLASSES) / n
         row: dict[str, object] = {"film": film, "n": n, "true": true, "true_mean": mean_star(true)}
         for m in methods:
-            est = estimates(m, probs, np.flatnonzero(sel)[None], reference)[0]
+            est = reference.estimate(m, probs[sel])
             row[m] = est
             row[f"{m}_mean"] = mean_star(est)
             row[f"{m}_abs_error"] = abs(mean_star(est) - mean_star(true))
@@ -261,8 +265,7 @@ def app_check(
                 idx = held[app_sample(stars[held], mix, size, rng)]
                 truth = mean_star(np.bincount(stars[idx] - 1, minlength=NUM_CLASSES) / len(idx))
                 for m in METHODS:
-                    found = estimates(m, probs, idx[None], reference)[0]
-                    errors[m].append(abs(mean_star(found) - truth))
+                    errors[m].append(abs(mean_star(reference.estimate(m, probs[idx])) - truth))
                 adapted = adapt_probs(probs[idx], train_prior)[0]
                 plain = probs[idx].argmax(axis=1) + 1
                 kappas[name][0].append(quadratic_weighted_kappa(stars[idx], plain))
