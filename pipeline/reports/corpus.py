@@ -62,7 +62,7 @@ def corpus_numbers(run: Run, model: str | None) -> None:
 
 def corpus_top_words(run: Run) -> dict[object, pd.DataFrame]:
     """Every film's top words against the others (said at least twice), kept under
-    ``analytics/`` for the next process (TF-IDF over every review: 12 s on a 220,000-review
+    ``analytics/`` for the next process (TF-IDF over every review: about 7 s on a 220,000-review
     crawl)."""
 
     def compute() -> pd.DataFrame:
